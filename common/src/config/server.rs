@@ -1,0 +1,478 @@
+//! The server's config file (`server.toml`) and users file (`users.toml`).
+//!
+//! Both are contracts with operators: keys are refused when unknown, every value is checked
+//! as it is read, and `config-templates/server.toml` documents each key.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ConfigError, Interval, load_toml, parse_toml, relative_to_file};
+use crate::paths::ArchivePath;
+use crate::perm::PermSet;
+use crate::rate::Rate;
+
+/// `server.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Archive tree in `<data_dir>/archive`, catalog beside it.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Relative to the config file; with no config file, `<data_dir>/users.toml`.
+    pub users_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ftp: FtpConfig,
+    #[serde(default)]
+    pub web: WebConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./logarchive-data")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FtpConfig {
+    #[serde(default = "default_ftp_listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub passive_ports: PortRange,
+    /// The address announced in PASV replies; default: the address the client connected to.
+    pub passive_host: Option<std::net::Ipv4Addr>,
+    #[serde(default)]
+    pub max_upload_rate: Rate,
+    #[serde(default)]
+    pub max_download_rate: Rate,
+    #[serde(default)]
+    pub total_upload_rate: Rate,
+    #[serde(default)]
+    pub total_download_rate: Rate,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Interval,
+    #[serde(default = "default_max_failed_logins")]
+    pub max_failed_logins: u32,
+    #[serde(default = "default_failed_login_block")]
+    pub failed_login_block: Interval,
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: Interval,
+    pub tls: Option<FtpTlsConfig>,
+}
+
+fn default_ftp_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 2121))
+}
+fn default_idle_timeout() -> Interval {
+    Interval(Duration::from_secs(600))
+}
+fn default_max_failed_logins() -> u32 {
+    5
+}
+fn default_failed_login_block() -> Interval {
+    Interval(Duration::from_secs(300))
+}
+fn default_shutdown_grace() -> Interval {
+    Interval(Duration::from_secs(5))
+}
+
+impl Default for FtpConfig {
+    fn default() -> Self {
+        FtpConfig {
+            listen: default_ftp_listen(),
+            passive_ports: PortRange::default(),
+            passive_host: None,
+            max_upload_rate: Rate::UNLIMITED,
+            max_download_rate: Rate::UNLIMITED,
+            total_upload_rate: Rate::UNLIMITED,
+            total_download_rate: Rate::UNLIMITED,
+            idle_timeout: default_idle_timeout(),
+            max_failed_logins: default_max_failed_logins(),
+            failed_login_block: default_failed_login_block(),
+            shutdown_grace: default_shutdown_grace(),
+            tls: None,
+        }
+    }
+}
+
+/// `[ftp.tls]`: explicit FTPS (AUTH TLS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FtpTlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// True: plaintext logins and transfers are refused.
+    #[serde(default)]
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    #[serde(default = "default_web_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_web_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: default_web_listen(),
+        }
+    }
+}
+
+/// A port range written `"50000-50100"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRange(pub RangeInclusive<u16>);
+
+impl Default for PortRange {
+    fn default() -> Self {
+        PortRange(50000..=50100)
+    }
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| format!("invalid port range \"{text}\": {why} (write e.g. \"50000-50100\")");
+        let (low, high) = text.split_once('-').unwrap_or((text, text));
+        let low: u16 = low.trim().parse().map_err(|_| bad("not a port number"))?;
+        let high: u16 = high.trim().parse().map_err(|_| bad("not a port number"))?;
+        if low == 0 || low > high {
+            return Err(bad("the first port must be between 1 and the last"));
+        }
+        Ok(PortRange(low..=high))
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A loaded `server.toml` with its paths made absolute-or-relative-to-the-file.
+#[derive(Debug, Clone)]
+pub struct LoadedServerConfig {
+    pub config: ServerConfig,
+    /// None when running on embedded defaults.
+    pub file: Option<PathBuf>,
+    pub users_file: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl LoadedServerConfig {
+    /// Loads `file`, or the embedded defaults when `None`.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(file) = file else {
+            let config: ServerConfig = parse_toml(Path::new("<embedded defaults>"), "")?;
+            let data_dir = config.data_dir.clone();
+            return Ok(LoadedServerConfig {
+                users_file: data_dir.join("users.toml"),
+                data_dir,
+                config,
+                file: None,
+            });
+        };
+        let (config, text) = load_toml::<ServerConfig>(file)?;
+        if let Some(tls) = &config.ftp.tls {
+            for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
+                let path = relative_to_file(file, path);
+                if !path.is_file() {
+                    let span = text.find(&format!("{key} =")).unwrap_or(0);
+                    return Err(ConfigError::at(
+                        file,
+                        &text,
+                        span..span,
+                        format!("[ftp.tls] {key}: file \"{}\" does not exist", path.display()),
+                    ));
+                }
+            }
+        }
+        Ok(LoadedServerConfig {
+            data_dir: relative_to_file(file, &config.data_dir),
+            users_file: relative_to_file(
+                file,
+                config.users_file.as_deref().unwrap_or(Path::new("users.toml")),
+            ),
+            config,
+            file: Some(file.to_owned()),
+        })
+    }
+
+    /// A path from the config file, made relative to the file's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        match &self.file {
+            Some(file) => relative_to_file(file, path),
+            None => path.to_owned(),
+        }
+    }
+}
+
+/// `users.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersFile {
+    #[serde(default)]
+    pub user: Vec<UserEntry>,
+}
+
+/// One `[[user]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub name: Spanned<UserName>,
+    /// An argon2id hash in PHC format; never plaintext.
+    pub password: PasswordHash,
+    /// The user's root inside the archive; default `/<name>`.
+    pub home: Option<ArchivePath>,
+    #[serde(default = "default_perm")]
+    pub perm: PermSet,
+    pub max_upload_rate: Option<Rate>,
+    pub max_download_rate: Option<Rate>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub admin: bool,
+    /// Per-folder permission strings; the most specific folder wins.
+    pub dirs: Option<Spanned<BTreeMap<ArchivePath, PermSet>>>,
+}
+
+fn default_perm() -> PermSet {
+    "elr".parse().unwrap_or_default()
+}
+fn yes() -> bool {
+    true
+}
+
+impl UserEntry {
+    pub fn home(&self) -> ArchivePath {
+        match &self.home {
+            Some(home) => home.clone(),
+            None => ArchivePath::root()
+                .join(self.name.get_ref().as_str())
+                .unwrap_or_else(|_| ArchivePath::root()),
+        }
+    }
+
+    pub fn dirs(&self) -> impl Iterator<Item = (&ArchivePath, &PermSet)> {
+        self.dirs.iter().flat_map(|dirs| dirs.get_ref().iter())
+    }
+}
+
+/// A user name: 1 to 64 characters from `A-Z a-z 0-9 . _ -`, not starting with `.`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserName(String);
+
+impl UserName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for UserName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for UserName {
+    type Err = String;
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if ok {
+            Ok(UserName(name.to_owned()))
+        } else {
+            Err(format!(
+                "invalid user name \"{name}\": use 1 to 64 of A-Z a-z 0-9 . _ - (not starting with '.')"
+            ))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for UserName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A password hash as stored in users.toml: argon2id in PHC string format.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(String);
+
+impl PasswordHash {
+    pub const PREFIX: &'static str = "$argon2id$";
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordHash(..)")
+    }
+}
+
+impl std::str::FromStr for PasswordHash {
+    type Err = String;
+    fn from_str(hash: &str) -> Result<Self, Self::Err> {
+        if hash.starts_with(Self::PREFIX) && hash.split('$').count() == 6 {
+            Ok(PasswordHash(hash.to_owned()))
+        } else {
+            // Never echo the value: it may be a plaintext password.
+            Err("password is not an argon2id hash (\"$argon2id$...\"); set it with `logarchive-server user passwd`".to_owned())
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PasswordHash {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl UsersFile {
+    /// Parses and checks a users file: the checks that involve more than one value (unique
+    /// names, folders inside the home) are done here, pointing at the value's line.
+    pub fn parse(path: &Path, text: &str) -> Result<UsersFile, ConfigError> {
+        let users: UsersFile = parse_toml(path, text)?;
+        let mut seen = HashSet::new();
+        for user in &users.user {
+            let name = user.name.get_ref();
+            if !seen.insert(name.clone()) {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    user.name.span(),
+                    format!("user \"{name}\" is defined twice"),
+                ));
+            }
+            let home = user.home();
+            if let Some(dirs) = &user.dirs {
+                for dir in dirs.get_ref().keys() {
+                    if !dir.starts_with(&home) {
+                        return Err(ConfigError::at(
+                            path,
+                            text,
+                            dirs.span(),
+                            format!("user \"{name}\": folder \"{dir}\" in [user.dirs] is outside the user's home \"{home}\""),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(users)
+    }
+
+    /// Reads a users file; a missing file is an empty one.
+    pub fn load(path: &Path) -> Result<(UsersFile, String), ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        Ok((UsersFile::parse(path, &text)?, text))
+    }
+
+    pub fn find(&self, name: &str) -> Option<&UserEntry> {
+        self.user.iter().find(|user| user.name.get_ref().as_str() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+
+    fn users(text: &str) -> Result<UsersFile, ConfigError> {
+        UsersFile::parse(Path::new("users.toml"), text)
+    }
+
+    #[test]
+    fn reads_a_full_user() {
+        let text = format!(
+            "[[user]]\nname = \"node01\"\npassword = \"{HASH}\"\nperm = \"elrawmf\"\nmax_upload_rate = \"1MiB/s\"\n[user.dirs]\n\"/node01/readonly\" = \"elr\"\n"
+        );
+        let file = users(&text).unwrap();
+        let user = &file.user[0];
+        assert_eq!(user.home().as_str(), "/node01");
+        assert_eq!(user.perm.to_string(), "elrafmw");
+        assert_eq!(user.max_upload_rate.unwrap().get(), Some(1 << 20));
+        assert!(user.enabled && !user.admin);
+        assert_eq!(user.dirs().count(), 1);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_value() {
+        let cases = [
+            ("perm = \"elrx\"", 4, "'x'"),
+            ("perm = \"ee\"", 4, "twice"),
+            ("max_upload_rate = \"fast\"", 4, "\"fast\""),
+            ("home = \"/../etc\"", 4, "'..'"),
+            ("colour = \"blue\"", 4, "unknown field `colour`"),
+        ];
+        for (line, number, needle) in cases {
+            let text = format!("[[user]]\nname = \"a\"\npassword = \"{HASH}\"\n{line}\n");
+            let err = users(&text).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("users.toml:{number}:")), "{err}");
+            assert!(err.contains(needle), "{err}");
+        }
+        let err = users("[[user]]\nname = \"a\"\npassword = \"hunter2\"\n").unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("argon2id") && !err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn refuses_duplicates_and_folders_outside_home() {
+        let twice = format!(
+            "[[user]]\nname = \"a\"\npassword = \"{HASH}\"\n[[user]]\nname = \"a\"\npassword = \"{HASH}\"\n"
+        );
+        let err = users(&twice).unwrap_err().to_string();
+        assert!(err.starts_with("users.toml:5:") && err.contains("twice"), "{err}");
+        let outside = format!(
+            "[[user]]\nname = \"a\"\npassword = \"{HASH}\"\n[user.dirs]\n\"/b\" = \"elr\"\n"
+        );
+        let err = users(&outside).unwrap_err().to_string();
+        assert!(err.contains("outside the user's home"), "{err}");
+    }
+
+    #[test]
+    fn server_config_defaults_and_errors() {
+        let loaded = LoadedServerConfig::load(None).unwrap();
+        assert_eq!(loaded.config.ftp.listen.port(), 2121);
+        assert_eq!(loaded.config.ftp.passive_ports.0, 50000..=50100);
+        let err = parse_toml::<ServerConfig>(
+            Path::new("server.toml"),
+            "[ftp]\npassive_ports = \"60000-50000\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("server.toml:2:") && err.contains("60000-50000"), "{err}");
+    }
+}
