@@ -71,7 +71,10 @@ impl ArchivePath {
     /// Resolves a path as a chrooted client sees it: `virtual_path` is relative to `root`
     /// (or absolute, meaning from `root`), `..` stops at `root`, and `.` is ignored — the way
     /// an FTP server treats `CWD ../../..` in a user's home.
-    pub fn resolve_within(root: &ArchivePath, virtual_path: &Path) -> Result<ArchivePath, PathError> {
+    pub fn resolve_within(
+        root: &ArchivePath,
+        virtual_path: &Path,
+    ) -> Result<ArchivePath, PathError> {
         let shown = || virtual_path.to_string_lossy().into_owned();
         let mut inside: Vec<&str> = Vec::new();
         for component in virtual_path.components() {

@@ -116,9 +116,7 @@ pub struct PermSet(u16);
 /// Why a permission string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PermError {
-    #[error(
-        "unknown permission letter '{letter}' in \"{string}\" (allowed: e l r a d f m w M T)"
-    )]
+    #[error("unknown permission letter '{letter}' in \"{string}\" (allowed: e l r a d f m w M T)")]
     UnknownLetter { string: String, letter: char },
     #[error("permission letter '{letter}' appears twice in \"{string}\"")]
     Repeated { string: String, letter: char },
@@ -144,7 +142,9 @@ impl PermSet {
     }
 
     pub fn iter(self) -> impl Iterator<Item = Perm> {
-        Perm::ALL.into_iter().filter(move |perm| self.contains(*perm))
+        Perm::ALL
+            .into_iter()
+            .filter(move |perm| self.contains(*perm))
     }
 }
 
@@ -179,7 +179,8 @@ impl FromStr for PermSet {
 impl fmt::Display for PermSet {
     /// The letters in canonical order, e.g. `elrw`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.iter().try_for_each(|perm| write!(f, "{}", perm.letter()))
+        self.iter()
+            .try_for_each(|perm| write!(f, "{}", perm.letter()))
     }
 }
 

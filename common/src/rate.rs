@@ -185,7 +185,9 @@ impl RateLimiter {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BucketState> {
         // A panic while holding this lock cannot leave the bucket inconsistent: use it anyway.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -212,7 +214,15 @@ mod tests {
 
     #[test]
     fn refuses_bad_rates_with_the_value() {
-        for bad in ["", "fast", "10 parsecs", "-5MB/s", "1..2MB/s", "0.5B/s", "1e400"] {
+        for bad in [
+            "",
+            "fast",
+            "10 parsecs",
+            "-5MB/s",
+            "1..2MB/s",
+            "0.5B/s",
+            "1e400",
+        ] {
             let err = bad.parse::<Rate>().unwrap_err();
             assert_eq!(err.value, bad);
             assert!(err.to_string().contains(&format!("\"{bad}\"")));

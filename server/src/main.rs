@@ -1,1 +1,82 @@
-fn main() {}
+//! `logarchive-server`: the FTP archive service and its admin commands.
+//!
+//! ```text
+//! logarchive-server run [--config server.toml]      serve (embedded defaults without --config)
+//! logarchive-server user add|set|passwd|remove|list  edit users.toml
+//! logarchive-server reindex                         rebuild the catalog from the archive
+//! logarchive-server catalog [--json]                print the catalog
+//! ```
+
+mod archive;
+mod catalog;
+mod cmd;
+mod ftp;
+mod server;
+mod shutdown;
+mod users;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "logarchive-server",
+    version,
+    about = "The logarchive archive server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the config comes from; without `--config` the embedded defaults apply
+/// (data in ./logarchive-data).
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// Path to server.toml.
+    #[arg(long, short, env = "LOGARCHIVE_SERVER_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server until SIGTERM or SIGINT.
+    Run(ConfigArg),
+    /// Manage FTP and web users (users.toml).
+    #[command(subcommand)]
+    User(cmd::user::UserCommand),
+    /// Rebuild the catalog from the archive tree alone (the server must be stopped).
+    Reindex(ConfigArg),
+    /// Print the catalog (the server must be stopped).
+    Catalog {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libunftp=warn,sled=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(config) => server::run(config.config.as_deref()),
+        Command::User(command) => cmd::user::run(command),
+        Command::Reindex(config) => cmd::catalog::reindex(config.config.as_deref()),
+        Command::Catalog { config, json } => cmd::catalog::print(config.config.as_deref(), json),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("logarchive-server: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

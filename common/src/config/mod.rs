@@ -94,7 +94,9 @@ impl std::str::FromStr for Interval {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         humantime::parse_duration(text.trim())
             .map(Interval)
-            .map_err(|err| format!("invalid duration \"{text}\": {err} (write e.g. \"30s\", \"5m\")"))
+            .map_err(|err| {
+                format!("invalid duration \"{text}\": {err} (write e.g. \"30s\", \"5m\")")
+            })
     }
 }
 

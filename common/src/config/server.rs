@@ -142,7 +142,9 @@ impl Default for PortRange {
 impl std::str::FromStr for PortRange {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bad = |why: &str| format!("invalid port range \"{text}\": {why} (write e.g. \"50000-50100\")");
+        let bad = |why: &str| {
+            format!("invalid port range \"{text}\": {why} (write e.g. \"50000-50100\")")
+        };
         let (low, high) = text.split_once('-').unwrap_or((text, text));
         let low: u16 = low.trim().parse().map_err(|_| bad("not a port number"))?;
         let high: u16 = high.trim().parse().map_err(|_| bad("not a port number"))?;
@@ -194,7 +196,10 @@ impl LoadedServerConfig {
                         file,
                         &text,
                         span..span,
-                        format!("[ftp.tls] {key}: file \"{}\" does not exist", path.display()),
+                        format!(
+                            "[ftp.tls] {key}: file \"{}\" does not exist",
+                            path.display()
+                        ),
                     ));
                 }
             }
@@ -203,7 +208,10 @@ impl LoadedServerConfig {
             data_dir: relative_to_file(file, &config.data_dir),
             users_file: relative_to_file(
                 file,
-                config.users_file.as_deref().unwrap_or(Path::new("users.toml")),
+                config
+                    .users_file
+                    .as_deref()
+                    .unwrap_or(Path::new("users.toml")),
             ),
             config,
             file: Some(file.to_owned()),
@@ -375,7 +383,9 @@ impl UsersFile {
                             path,
                             text,
                             dirs.span(),
-                            format!("user \"{name}\": folder \"{dir}\" in [user.dirs] is outside the user's home \"{home}\""),
+                            format!(
+                                "user \"{name}\": folder \"{dir}\" in [user.dirs] is outside the user's home \"{home}\""
+                            ),
                         ));
                     }
                 }
@@ -400,7 +410,9 @@ impl UsersFile {
     }
 
     pub fn find(&self, name: &str) -> Option<&UserEntry> {
-        self.user.iter().find(|user| user.name.get_ref().as_str() == name)
+        self.user
+            .iter()
+            .find(|user| user.name.get_ref().as_str() == name)
     }
 }
 
@@ -445,7 +457,10 @@ mod tests {
         }
         let err = users("[[user]]\nname = \"a\"\npassword = \"hunter2\"\n").unwrap_err();
         let err = err.to_string();
-        assert!(err.contains("argon2id") && !err.contains("hunter2"), "{err}");
+        assert!(
+            err.contains("argon2id") && !err.contains("hunter2"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -454,7 +469,10 @@ mod tests {
             "[[user]]\nname = \"a\"\npassword = \"{HASH}\"\n[[user]]\nname = \"a\"\npassword = \"{HASH}\"\n"
         );
         let err = users(&twice).unwrap_err().to_string();
-        assert!(err.starts_with("users.toml:5:") && err.contains("twice"), "{err}");
+        assert!(
+            err.starts_with("users.toml:5:") && err.contains("twice"),
+            "{err}"
+        );
         let outside = format!(
             "[[user]]\nname = \"a\"\npassword = \"{HASH}\"\n[user.dirs]\n\"/b\" = \"elr\"\n"
         );
@@ -473,6 +491,9 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("server.toml:2:") && err.contains("60000-50000"), "{err}");
+        assert!(
+            err.starts_with("server.toml:2:") && err.contains("60000-50000"),
+            "{err}"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Re-exports storage traits/types from unftp-core.
 
+use crate::server::controlchan::{Reply, ReplyCode};
 pub(crate) use unftp_core::storage::{Error, ErrorKind, FEATURE_RESTART, FEATURE_SITEMD5, Metadata, StorageBackend};
 
 /// logarchive patch: a message for the client. A storage back-end that builds its
@@ -30,3 +31,31 @@ pub fn current_command() -> Option<&'static str> {
 pub(crate) async fn for_command<F: std::future::Future>(command: &'static str, future: F) -> F::Output {
     COMMAND.scope(command, future).await
 }
+
+/// logarchive patch: the reply for a storage error. When the back-end gave the error a
+/// message of its own (a `Reason`), the client sees it after the standard text, so that a
+/// refusal says why ("550 Permission denied: ...").
+pub fn error_reply(error: &Error) -> Reply {
+    let (code, text) = match error.kind() {
+        ErrorKind::ExceededStorageAllocationError => (ReplyCode::ExceededStorageAllocation, "Exceeded storage allocation"),
+        ErrorKind::FileNameNotAllowedError => (ReplyCode::BadFileName, "File name not allowed"),
+        ErrorKind::InsufficientStorageSpaceError => (ReplyCode::OutOfSpace, "Insufficient storage space"),
+        ErrorKind::LocalError => (ReplyCode::LocalError, "Local error"),
+        ErrorKind::PageTypeUnknown => (ReplyCode::PageTypeUnknown, "Page type unknown"),
+        ErrorKind::TransientFileNotAvailable => (ReplyCode::TransientFileError, "File not found"),
+        ErrorKind::PermanentFileNotAvailable => (ReplyCode::FileError, "File not found"),
+        ErrorKind::PermanentDirectoryNotAvailable => (ReplyCode::FileError, "Directory not found"),
+        ErrorKind::PermanentDirectoryNotEmpty => (ReplyCode::FileError, "Directory not empty"),
+        ErrorKind::PermissionDenied => (ReplyCode::FileError, "Permission denied"),
+        ErrorKind::CommandNotImplemented => (ReplyCode::CommandNotImplemented, "Command not implemented"),
+        ErrorKind::ConnectionClosed => (ReplyCode::ConnectionClosed, "Connection closed"),
+    };
+    let reason = std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<Reason>())
+        .map(|reason| reason.0.replace(['\r', '\n'], " "));
+    match reason {
+        Some(reason) => Reply::new_with_string(code, format!("{text}: {reason}")),
+        None => Reply::new(code, text),
+    }
+}
+

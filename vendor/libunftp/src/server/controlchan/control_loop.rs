@@ -28,7 +28,7 @@ use crate::{
         shutdown,
         tls::FtpsConfig,
     },
-    storage::{ErrorKind, Metadata, StorageBackend},
+    storage::{Metadata, StorageBackend},
 };
 use async_trait::async_trait;
 use futures_util::{SinkExt, StreamExt};
@@ -317,33 +317,6 @@ where
     Ok(jh)
 }
 
-/// logarchive patch: the reply for a storage error. When the back-end gave the error a
-/// message of its own (a `Reason`), the client sees it after the standard text, so that a
-/// refusal says why ("550 Permission denied: ...").
-pub(crate) fn storage_error_reply(error: &unftp_core::storage::Error) -> Reply {
-    let (code, text) = match error.kind() {
-        ErrorKind::ExceededStorageAllocationError => (ReplyCode::ExceededStorageAllocation, "Exceeded storage allocation"),
-        ErrorKind::FileNameNotAllowedError => (ReplyCode::BadFileName, "File name not allowed"),
-        ErrorKind::InsufficientStorageSpaceError => (ReplyCode::OutOfSpace, "Insufficient storage space"),
-        ErrorKind::LocalError => (ReplyCode::LocalError, "Local error"),
-        ErrorKind::PageTypeUnknown => (ReplyCode::PageTypeUnknown, "Page type unknown"),
-        ErrorKind::TransientFileNotAvailable => (ReplyCode::TransientFileError, "File not found"),
-        ErrorKind::PermanentFileNotAvailable => (ReplyCode::FileError, "File not found"),
-        ErrorKind::PermanentDirectoryNotAvailable => (ReplyCode::FileError, "Directory not found"),
-        ErrorKind::PermanentDirectoryNotEmpty => (ReplyCode::FileError, "Directory not empty"),
-        ErrorKind::PermissionDenied => (ReplyCode::FileError, "Permission denied"),
-        ErrorKind::CommandNotImplemented => (ReplyCode::CommandNotImplemented, "Command not implemented"),
-        ErrorKind::ConnectionClosed => (ReplyCode::ConnectionClosed, "Connection closed"),
-    };
-    let reason = std::error::Error::source(error)
-        .and_then(|source| source.downcast_ref::<crate::storage::Reason>())
-        .map(|reason| reason.0.replace(['\r', '\n'], " "));
-    match reason {
-        Some(reason) => Reply::new_with_string(code, format!("{text}: {reason}")),
-        None => Reply::new(code, text),
-    }
-}
-
 // gets the reply to be sent to the client and tells if the connection should be closed.
 fn handle_control_channel_error(logger: slog::Logger, error: ControlChanError) -> (Reply, bool) {
     slog::warn!(logger, "Control channel error: {:?}", error);
@@ -436,7 +409,7 @@ where
                 session.state = New; // According to RFC 959, a PASS command MUST precede a USER command
                 Ok(Reply::new(ReplyCode::NotLoggedIn, "Authentication failed"))
             }
-            StorageError(error_type) => Ok(storage_error_reply(&error_type)),
+            StorageError(error_type) => Ok(crate::storage::error_reply(&error_type)),
             CommandChannelReply(reply) => Ok(reply),
         }
     }

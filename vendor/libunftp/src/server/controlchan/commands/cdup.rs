@@ -43,7 +43,7 @@ where
                 session.cwd = parent;
                 Ok(Reply::new(ReplyCode::FileActionOkay, "OK"))
             }
-            Err(err) => Ok(crate::server::controlchan::control_loop::storage_error_reply(&err)),
+            Err(err) => Ok(crate::storage::error_reply(&err)),
         }
     }
 }

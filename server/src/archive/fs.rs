@@ -1,0 +1,527 @@
+//! The archive on the local filesystem: `<data_dir>/archive`.
+//!
+//! Uploads are written under `<root>/.logarchive/partial/` (same filesystem, so the final
+//! rename is atomic), fsynced, and renamed into place on commit. Appends go to the file
+//! itself and are cut back to the old length on abort. No operation follows a symbolic
+//! link: a link anywhere on the way is refused, so a link placed in the tree by hand cannot
+//! lead outside it.
+
+use std::fs;
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use logarchive_common::paths::ArchivePath;
+use tokio::io::{AsyncSeekExt, AsyncWrite};
+
+use super::{
+    Archive, ArchiveError, ArchiveReader, Entry, EntryKind, RESERVED, Result, Upload, UploadMode,
+};
+
+#[derive(Debug, Clone)]
+pub struct FsArchive {
+    root: PathBuf,
+}
+
+impl FsArchive {
+    /// Opens (creating if needed) the archive at `root` and removes partial uploads left by
+    /// an earlier run: they were never committed, so nobody can be waiting for them.
+    pub fn open(root: &Path) -> io::Result<FsArchive> {
+        let partial = root.join(RESERVED).join("partial");
+        fs::create_dir_all(&partial)?;
+        fs::create_dir_all(root.join(RESERVED).join("journal"))?;
+        for entry in fs::read_dir(&partial)? {
+            let _ = fs::remove_file(entry?.path());
+        }
+        Ok(FsArchive {
+            root: root.to_owned(),
+        })
+    }
+
+    /// The local path of `path`, after checking that no existing component on the way is a
+    /// symbolic link.
+    fn local(&self, path: &ArchivePath) -> Result<PathBuf> {
+        let mut local = self.root.clone();
+        for name in path.components() {
+            local.push(name);
+            match fs::symlink_metadata(&local) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(ArchiveError::Refused {
+                        path: path.clone(),
+                        reason: "a symbolic link is on the way; links are not followed".into(),
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        // Whatever exists below a missing component does not exist either.
+        Ok(self.root.join(path.as_str().trim_start_matches('/')))
+    }
+
+    fn partial_path(&self) -> PathBuf {
+        let name: u128 = rand::random();
+        self.root
+            .join(RESERVED)
+            .join("partial")
+            .join(format!("{name:032x}"))
+    }
+
+    fn record_path(&self, name: &str) -> PathBuf {
+        self.root.join(RESERVED).join("journal").join(name)
+    }
+}
+
+/// Maps an I/O error about `path` to an archive error.
+fn map_err(path: &ArchivePath, err: io::Error) -> ArchiveError {
+    let path = path.clone();
+    match err.kind() {
+        io::ErrorKind::NotFound => ArchiveError::NotFound(path),
+        io::ErrorKind::AlreadyExists => ArchiveError::AlreadyExists(path),
+        io::ErrorKind::NotADirectory => ArchiveError::NotADir(path),
+        io::ErrorKind::IsADirectory => ArchiveError::IsADir(path),
+        io::ErrorKind::DirectoryNotEmpty => ArchiveError::NotEmpty(path),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => ArchiveError::Full(path),
+        _ => ArchiveError::Io { path, source: err },
+    }
+}
+
+fn entry(path: ArchivePath, meta: &fs::Metadata) -> Entry {
+    Entry {
+        path,
+        kind: if meta.is_dir() {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        },
+        size: if meta.is_dir() { 0 } else { meta.len() },
+        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        mode: meta.permissions().mode() & 0o7777,
+    }
+}
+
+/// Runs blocking filesystem work off the async threads.
+async fn blocking<T: Send + 'static>(
+    path: &ArchivePath,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| {
+            Err(ArchiveError::Io {
+                path: path.clone(),
+                source: io::Error::other(join),
+            })
+        })
+}
+
+/// The parent folder must exist and be a folder.
+fn require_parent(archive: &FsArchive, path: &ArchivePath) -> Result<()> {
+    let parent = path.parent().unwrap_or_else(ArchivePath::root);
+    let local = archive.local(&parent)?;
+    match fs::metadata(&local) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(ArchiveError::NotADir(parent)),
+        Err(err) => Err(map_err(&parent, err)),
+    }
+}
+
+#[async_trait]
+impl Archive for FsArchive {
+    async fn stat(&self, path: &ArchivePath) -> Result<Entry> {
+        let this = self.clone();
+        let path = path.clone();
+        blocking(&path.clone(), move || {
+            let local = this.local(&path)?;
+            let meta = fs::metadata(&local).map_err(|e| map_err(&path, e))?;
+            Ok(entry(path, &meta))
+        })
+        .await
+    }
+
+    async fn list(&self, dir: &ArchivePath) -> Result<Vec<Entry>> {
+        let this = self.clone();
+        let dir = dir.clone();
+        blocking(&dir.clone(), move || {
+            let local = this.local(&dir)?;
+            let mut entries = Vec::new();
+            for item in fs::read_dir(&local).map_err(|e| map_err(&dir, e))? {
+                let item = item.map_err(|e| map_err(&dir, e))?;
+                let Some(name) = item.file_name().to_str().map(str::to_owned) else {
+                    continue; // not UTF-8: not something the archive wrote
+                };
+                if dir.is_root() && name == RESERVED {
+                    continue;
+                }
+                let Ok(path) = dir.join(&name) else { continue };
+                match item.metadata() {
+                    Ok(meta) if !meta.file_type().is_symlink() => entries.push(entry(path, &meta)),
+                    _ => {}
+                }
+            }
+            entries.sort_by(|a, b| a.path.cmp(&b.path));
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn open(&self, path: &ArchivePath, offset: u64) -> Result<ArchiveReader> {
+        let this = self.clone();
+        let owned = path.clone();
+        let file = blocking(path, move || {
+            let local = this.local(&owned)?;
+            let mut file = fs::File::open(&local).map_err(|e| map_err(&owned, e))?;
+            let meta = file.metadata().map_err(|e| map_err(&owned, e))?;
+            if meta.is_dir() {
+                return Err(ArchiveError::IsADir(owned));
+            }
+            if offset > meta.len() {
+                return Err(ArchiveError::Refused {
+                    path: owned,
+                    reason: format!(
+                        "offset {offset} is beyond the end of the file ({} bytes)",
+                        meta.len()
+                    ),
+                });
+            }
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| map_err(&owned, e))?;
+            Ok(file)
+        })
+        .await?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    async fn begin_upload(&self, path: &ArchivePath, mode: UploadMode) -> Result<Box<dyn Upload>> {
+        let this = self.clone();
+        let owned = path.clone();
+        let (file, target) = blocking(path, move || {
+            require_parent(&this, &owned)?;
+            let local = this.local(&owned)?;
+            let existing = match fs::metadata(&local) {
+                Ok(meta) if meta.is_dir() => return Err(ArchiveError::IsADir(owned)),
+                Ok(meta) => Some(meta.len()),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+                Err(err) => return Err(map_err(&owned, err)),
+            };
+            let in_place = match (mode, existing) {
+                (UploadMode::Append, _) => true,
+                (UploadMode::ResumeAt(n), Some(len)) if n == len => true,
+                (UploadMode::ResumeAt(n), len) if n > len.unwrap_or(0) => {
+                    return Err(ArchiveError::Refused {
+                        path: owned,
+                        reason: format!(
+                            "cannot resume at byte {n}: the stored file has {} bytes",
+                            len.unwrap_or(0)
+                        ),
+                    });
+                }
+                _ => false,
+            };
+            if in_place {
+                let file = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&local)
+                    .map_err(|e| map_err(&owned, e))?;
+                let target = Target::InPlace {
+                    path: owned,
+                    local,
+                    old_len: existing,
+                };
+                return Ok((file, target));
+            }
+            let partial = this.partial_path();
+            if let UploadMode::ResumeAt(_) = mode {
+                // Keep the first n bytes: copy (copy_file_range, cheap on most filesystems)
+                // then cut, so the stored file stays whole until the commit.
+                fs::copy(&local, &partial).map_err(|e| map_err(&owned, e))?;
+            }
+            let mut file = fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(!matches!(mode, UploadMode::ResumeAt(_)))
+                .open(&partial)
+                .map_err(|e| map_err(&owned, e))?;
+            if let UploadMode::ResumeAt(n) = mode {
+                file.set_len(n).map_err(|e| map_err(&owned, e))?;
+                file.seek(SeekFrom::Start(n))
+                    .map_err(|e| map_err(&owned, e))?;
+            }
+            Ok((
+                file,
+                Target::Replace {
+                    path: owned,
+                    partial,
+                    local,
+                },
+            ))
+        })
+        .await?;
+        let mut file = tokio::fs::File::from_std(file);
+        if let Target::InPlace { .. } = target {
+            file.seek(SeekFrom::End(0))
+                .await
+                .map_err(|e| map_err(path, e))?;
+        }
+        Ok(Box::new(FsUpload { file, target }))
+    }
+
+    async fn create_dir(&self, path: &ArchivePath) -> Result<()> {
+        let this = self.clone();
+        let path = path.clone();
+        blocking(&path.clone(), move || {
+            require_parent(&this, &path)?;
+            fs::create_dir(this.local(&path)?).map_err(|e| map_err(&path, e))
+        })
+        .await
+    }
+
+    async fn create_dir_all(&self, path: &ArchivePath) -> Result<()> {
+        let this = self.clone();
+        let path = path.clone();
+        blocking(&path.clone(), move || {
+            fs::create_dir_all(this.local(&path)?).map_err(|e| map_err(&path, e))
+        })
+        .await
+    }
+
+    async fn remove_file(&self, path: &ArchivePath) -> Result<()> {
+        let this = self.clone();
+        let path = path.clone();
+        blocking(&path.clone(), move || {
+            let local = this.local(&path)?;
+            if fs::metadata(&local)
+                .map_err(|e| map_err(&path, e))?
+                .is_dir()
+            {
+                return Err(ArchiveError::IsADir(path));
+            }
+            fs::remove_file(local).map_err(|e| map_err(&path, e))
+        })
+        .await
+    }
+
+    async fn remove_dir(&self, path: &ArchivePath) -> Result<()> {
+        let this = self.clone();
+        let path = path.clone();
+        blocking(&path.clone(), move || {
+            fs::remove_dir(this.local(&path)?).map_err(|e| map_err(&path, e))
+        })
+        .await
+    }
+
+    async fn rename(&self, from: &ArchivePath, to: &ArchivePath) -> Result<()> {
+        let this = self.clone();
+        let (from, to) = (from.clone(), to.clone());
+        blocking(&from.clone(), move || {
+            if to.starts_with(&from) && to != from {
+                return Err(ArchiveError::Refused {
+                    path: to,
+                    reason: format!("cannot move {from} into itself"),
+                });
+            }
+            let source = this.local(&from)?;
+            fs::symlink_metadata(&source).map_err(|e| map_err(&from, e))?;
+            require_parent(&this, &to)?;
+            let target = this.local(&to)?;
+            if fs::metadata(&target).is_ok_and(|meta| meta.is_dir()) {
+                return Err(ArchiveError::AlreadyExists(to));
+            }
+            fs::rename(source, target).map_err(|e| map_err(&to, e))
+        })
+        .await
+    }
+
+    async fn set_modified(&self, path: &ArchivePath, time: SystemTime) -> Result<()> {
+        let this = self.clone();
+        let path = path.clone();
+        blocking(&path.clone(), move || {
+            let file = fs::File::open(this.local(&path)?).map_err(|e| map_err(&path, e))?;
+            file.set_modified(time).map_err(|e| map_err(&path, e))
+        })
+        .await
+    }
+
+    async fn set_mode(&self, path: &ArchivePath, mode: u32) -> Result<()> {
+        let this = self.clone();
+        let path = path.clone();
+        blocking(&path.clone(), move || {
+            fs::set_permissions(this.local(&path)?, fs::Permissions::from_mode(mode & 0o777))
+                .map_err(|e| map_err(&path, e))
+        })
+        .await
+    }
+
+    async fn walk(&self, dir: &ArchivePath) -> Result<Vec<Entry>> {
+        let this = self.clone();
+        let dir = dir.clone();
+        blocking(&dir.clone(), move || {
+            let mut files = Vec::new();
+            let mut pending = vec![dir];
+            while let Some(dir) = pending.pop() {
+                let local = this.local(&dir)?;
+                for item in fs::read_dir(&local).map_err(|e| map_err(&dir, e))? {
+                    let item = item.map_err(|e| map_err(&dir, e))?;
+                    let Some(name) = item.file_name().to_str().map(str::to_owned) else {
+                        continue;
+                    };
+                    if dir.is_root() && name == RESERVED {
+                        continue;
+                    }
+                    let Ok(path) = dir.join(&name) else { continue };
+                    let Ok(meta) = item.metadata() else { continue };
+                    if meta.is_dir() {
+                        pending.push(path);
+                    } else if meta.is_file() {
+                        files.push(entry(path, &meta));
+                    }
+                }
+            }
+            files.sort_by(|a, b| a.path.cmp(&b.path));
+            Ok(files)
+        })
+        .await
+    }
+
+    async fn append_record(&self, name: &str, record: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let local = self.record_path(name);
+        let record = record.to_vec();
+        let path = ArchivePath::root();
+        blocking(&path.clone(), move || {
+            let mut file = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(local)
+                .map_err(|e| map_err(&path, e))?;
+            file.write_all(&record).map_err(|e| map_err(&path, e))
+        })
+        .await
+    }
+
+    async fn read_records(&self, prefix: &str) -> Result<Vec<u8>> {
+        let dir = self.root.join(RESERVED).join("journal");
+        let prefix = prefix.to_owned();
+        let path = ArchivePath::root();
+        blocking(&path.clone(), move || {
+            let mut names: Vec<PathBuf> = fs::read_dir(&dir)
+                .map_err(|e| map_err(&path, e))?
+                .filter_map(|item| item.ok().map(|item| item.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&prefix))
+                })
+                .collect();
+            names.sort();
+            let mut all = Vec::new();
+            for name in names {
+                all.extend(fs::read(name).map_err(|e| map_err(&path, e))?);
+            }
+            Ok(all)
+        })
+        .await
+    }
+}
+
+#[derive(Debug)]
+enum Target {
+    /// Written to a partial file, renamed over `local` on commit.
+    Replace {
+        path: ArchivePath,
+        partial: PathBuf,
+        local: PathBuf,
+    },
+    /// Appended to `local`; on abort cut back to `old_len` (or removed if it was new).
+    InPlace {
+        path: ArchivePath,
+        local: PathBuf,
+        old_len: Option<u64>,
+    },
+}
+
+struct FsUpload {
+    file: tokio::fs::File,
+    target: Target,
+}
+
+impl AsyncWrite for FsUpload {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.file).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.file).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.file).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Upload for FsUpload {
+    async fn commit(self: Box<Self>) -> Result<Entry> {
+        use tokio::io::AsyncWriteExt;
+        let FsUpload { mut file, target } = *self;
+        let path = match &target {
+            Target::Replace { path, .. } | Target::InPlace { path, .. } => path.clone(),
+        };
+        file.flush().await.map_err(|e| map_err(&path, e))?;
+        file.sync_data().await.map_err(|e| map_err(&path, e))?;
+        drop(file);
+        blocking(&path.clone(), move || {
+            let local = match target {
+                Target::Replace { partial, local, .. } => {
+                    fs::rename(&partial, &local).map_err(|e| {
+                        let _ = fs::remove_file(&partial);
+                        map_err(&path, e)
+                    })?;
+                    local
+                }
+                Target::InPlace { local, .. } => local,
+            };
+            let meta = fs::metadata(&local).map_err(|e| map_err(&path, e))?;
+            Ok(entry(path, &meta))
+        })
+        .await
+    }
+
+    async fn abort(self: Box<Self>) {
+        let FsUpload { file, target } = *self;
+        drop(file);
+        let path = ArchivePath::root();
+        let _ = blocking(&path, move || {
+            match target {
+                Target::Replace { partial, .. } => {
+                    let _ = fs::remove_file(partial);
+                }
+                Target::InPlace {
+                    local,
+                    old_len: Some(len),
+                    ..
+                } => {
+                    if let Ok(file) = fs::OpenOptions::new().write(true).open(&local) {
+                        let _ = file.set_len(len);
+                    }
+                }
+                Target::InPlace {
+                    local,
+                    old_len: None,
+                    ..
+                } => {
+                    let _ = fs::remove_file(local);
+                }
+            }
+            Ok(())
+        })
+        .await;
+    }
+}

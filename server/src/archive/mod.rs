@@ -1,0 +1,124 @@
+//! The archive: the one storage interface every part of the server goes through.
+//!
+//! FTP, the catalog (and later the web UI, the feeds and retention) never touch files
+//! directly; they call an [`Archive`]. Today the only back-end is the local filesystem
+//! ([`fs::FsArchive`]); an object-store back-end implements the same trait.
+//!
+//! Invariants every back-end keeps:
+//! - Paths are [`ArchivePath`]s, so nothing can name a place outside the archive, and a
+//!   back-end never follows a link out of it.
+//! - An upload is invisible under its final name until [`Upload::commit`]; an aborted
+//!   upload leaves the archive as it was (an append is cut back to its old length).
+//! - The top-level folder [`RESERVED`] belongs to the server (partial uploads, the upload
+//!   journal) and is never listed or reachable from outside.
+
+pub mod fs;
+
+use std::io;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use logarchive_common::paths::ArchivePath;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The server's own top-level folder inside the archive.
+pub const RESERVED: &str = ".logarchive";
+
+/// True for paths inside the server's own folder.
+pub fn is_reserved(path: &ArchivePath) -> bool {
+    path.components().next() == Some(RESERVED)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+}
+
+/// A file or folder as the archive sees it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub path: ArchivePath,
+    pub kind: EntryKind,
+    pub size: u64,
+    pub modified: SystemTime,
+    /// Unix permission bits (shown in listings; changed by SITE CHMOD).
+    pub mode: u32,
+}
+
+/// How an upload relates to what is already stored under its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadMode {
+    /// A new file that replaces any old one when committed (STOR).
+    Replace,
+    /// Keep the first `n` bytes of the stored file and continue from there (REST n, STOR).
+    ResumeAt(u64),
+    /// Add to the end of the stored file, creating it if missing (APPE).
+    Append,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{0}: no such file or folder")]
+    NotFound(ArchivePath),
+    #[error("{0}: already exists")]
+    AlreadyExists(ArchivePath),
+    #[error("{0}: is not a folder")]
+    NotADir(ArchivePath),
+    #[error("{0}: is a folder")]
+    IsADir(ArchivePath),
+    #[error("{0}: folder is not empty")]
+    NotEmpty(ArchivePath),
+    #[error("{path}: {reason}")]
+    Refused { path: ArchivePath, reason: String },
+    #[error("archive is out of space writing {0}")]
+    Full(ArchivePath),
+    #[error("{path}: {source}")]
+    Io {
+        path: ArchivePath,
+        source: io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, ArchiveError>;
+
+/// A byte stream read from the archive.
+pub type ArchiveReader = Box<dyn AsyncRead + Send + Sync + Unpin>;
+
+/// An upload in progress: write the bytes, then commit or abort.
+#[async_trait]
+pub trait Upload: AsyncWrite + Send + Sync + Unpin {
+    /// Makes the upload durable and visible under its final name.
+    async fn commit(self: Box<Self>) -> Result<Entry>;
+    /// Drops what was written; the archive is left as before the upload.
+    async fn abort(self: Box<Self>);
+}
+
+/// The storage interface of the archive.
+#[async_trait]
+pub trait Archive: Send + Sync + std::fmt::Debug + 'static {
+    async fn stat(&self, path: &ArchivePath) -> Result<Entry>;
+    /// The entries of a folder (never the reserved folder).
+    async fn list(&self, dir: &ArchivePath) -> Result<Vec<Entry>>;
+    /// Reads a file from byte `offset`.
+    async fn open(&self, path: &ArchivePath, offset: u64) -> Result<ArchiveReader>;
+    /// Starts an upload; the parent folder must exist.
+    async fn begin_upload(&self, path: &ArchivePath, mode: UploadMode) -> Result<Box<dyn Upload>>;
+    async fn create_dir(&self, path: &ArchivePath) -> Result<()>;
+    /// Creates a folder and its missing parents.
+    async fn create_dir_all(&self, path: &ArchivePath) -> Result<()>;
+    async fn remove_file(&self, path: &ArchivePath) -> Result<()>;
+    /// Removes an empty folder.
+    async fn remove_dir(&self, path: &ArchivePath) -> Result<()>;
+    /// Renames a file or folder, replacing a file at `to`.
+    async fn rename(&self, from: &ArchivePath, to: &ArchivePath) -> Result<()>;
+    async fn set_modified(&self, path: &ArchivePath, time: SystemTime) -> Result<()>;
+    async fn set_mode(&self, path: &ArchivePath, mode: u32) -> Result<()>;
+    /// Every file below `dir`, recursively (reserved folder excluded).
+    async fn walk(&self, dir: &ArchivePath) -> Result<Vec<Entry>>;
+    /// Appends a record to a server-owned log under the reserved folder (e.g. the upload
+    /// journal); `name` is a plain file name.
+    async fn append_record(&self, name: &str, record: &[u8]) -> Result<()>;
+    /// Reads the server-owned logs whose names start with `prefix`, oldest name first.
+    async fn read_records(&self, prefix: &str) -> Result<Vec<u8>>;
+}

@@ -1,0 +1,39 @@
+//! `logarchive-server reindex` and `logarchive-server catalog`.
+
+use std::path::Path;
+
+use anyhow::Context;
+use logarchive_common::config::server::LoadedServerConfig;
+use logarchive_common::paths::ArchivePath;
+
+use crate::server::open_store;
+
+pub fn reindex(config_file: Option<&Path>) -> anyhow::Result<()> {
+    let config = LoadedServerConfig::load(config_file)?;
+    let (_, catalog) = open_store(&config)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let files = runtime
+        .block_on(catalog.reindex())
+        .context("reindex failed")?;
+    println!("reindexed {files} files");
+    Ok(())
+}
+
+pub fn print(config_file: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let config = LoadedServerConfig::load(config_file)?;
+    let (_, catalog) = open_store(&config)?;
+    for entry in catalog.under(&ArchivePath::root())? {
+        if json {
+            println!("{}", serde_json::to_string(&entry)?);
+        } else {
+            println!(
+                "{}  {:>12}  {}  {}",
+                entry.sha256,
+                entry.size,
+                entry.uploader.as_deref().unwrap_or("-"),
+                entry.path
+            );
+        }
+    }
+    Ok(())
+}

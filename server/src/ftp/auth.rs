@@ -1,0 +1,140 @@
+//! FTP logins: passwords checked against users.toml, and the per-session user.
+//!
+//! Hashing is argon2id, which is deliberately slow and memory-hungry; it runs on the
+//! blocking pool under a semaphore so that a flood of logins can neither starve the async
+//! threads nor make the server allocate without bound. Unknown users cost the same time
+//! as wrong passwords, so logins do not reveal which names exist.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+use unftp_core::auth::{
+    AuthenticationError, Authenticator, Credentials, Principal, UserDetail, UserDetailError,
+    UserDetailProvider,
+};
+
+use crate::archive::Archive;
+use crate::users::{UserStore, hash_password, verify_password};
+
+/// The user of one FTP session. Rights are looked up live from the store on every command.
+#[derive(Debug, Clone)]
+pub struct FtpUser {
+    pub name: String,
+    pub enabled: bool,
+}
+
+impl fmt::Display for FtpUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl UserDetail for FtpUser {
+    fn account_enabled(&self) -> bool {
+        self.enabled
+    }
+}
+
+#[derive(Debug)]
+pub struct PasswordAuthenticator {
+    users: Arc<UserStore>,
+    archive: Arc<dyn Archive>,
+    hashing: Semaphore,
+}
+
+impl PasswordAuthenticator {
+    pub fn new(users: Arc<UserStore>, archive: Arc<dyn Archive>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        PasswordAuthenticator {
+            users,
+            archive,
+            hashing: Semaphore::new(cores * 2),
+        }
+    }
+}
+
+/// A hash to verify against when the user does not exist, so that takes as long.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| hash_password("logarchive decoy password").unwrap_or_default())
+}
+
+#[async_trait]
+impl Authenticator for PasswordAuthenticator {
+    async fn authenticate(
+        &self,
+        username: &str,
+        creds: &Credentials,
+    ) -> Result<Principal, AuthenticationError> {
+        self.users.reload_if_changed();
+        let account = self.users.get(username);
+        let password = creds.password.clone().unwrap_or_default();
+        let hash = account
+            .as_ref()
+            .map_or_else(|| decoy_hash().to_owned(), |a| a.password_hash.clone());
+        let permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| AuthenticationError::with_source("hashing unavailable", e))?;
+        let valid = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+            .await
+            .unwrap_or(false);
+        drop(permit);
+        match account {
+            Some(account) if valid => {
+                // The home exists from the first login on, so the user can CWD and list it.
+                if let Err(err) = self.archive.create_dir_all(&account.home).await {
+                    tracing::error!(
+                        user = username,
+                        "cannot create home {}: {err}",
+                        account.home
+                    );
+                }
+                tracing::info!(user = username, ip = %creds.source_ip, admin = account.admin, "login");
+                Ok(Principal {
+                    username: username.to_owned(),
+                })
+            }
+            Some(_) => {
+                tracing::warn!(user = username, ip = %creds.source_ip, "login failed: wrong password");
+                Err(AuthenticationError::BadPassword)
+            }
+            None => {
+                tracing::warn!(user = username, ip = %creds.source_ip, "login failed: no such user");
+                Err(AuthenticationError::BadUser)
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct AccountProvider {
+    users: Arc<UserStore>,
+}
+
+impl AccountProvider {
+    pub fn new(users: Arc<UserStore>) -> Self {
+        AccountProvider { users }
+    }
+}
+
+#[async_trait]
+impl UserDetailProvider for AccountProvider {
+    type User = FtpUser;
+
+    async fn provide_user_detail(&self, principal: &Principal) -> Result<FtpUser, UserDetailError> {
+        let account =
+            self.users
+                .get(&principal.username)
+                .ok_or_else(|| UserDetailError::UserNotFound {
+                    username: principal.username.clone(),
+                })?;
+        Ok(FtpUser {
+            name: account.name.clone(),
+            enabled: account.enabled,
+        })
+    }
+}

@@ -1,0 +1,511 @@
+//! The guard: libunftp's storage back-end, where every FTP command is checked.
+//!
+//! libunftp parses commands and calls this back-end for each file operation; the guard
+//! resolves the path inside the user's home (the one place FTP paths are confined), checks
+//! the permission letter for that path against the *current* users.toml, applies the
+//! user's bandwidth limits, and then calls the [`Archive`]. Completed uploads are recorded
+//! in the catalog before the client is told they succeeded.
+//!
+//! | operation | letter | commands |
+//! |---|---|---|
+//! | `cwd` | e | CWD, CDUP |
+//! | `list`, `metadata` | l | LIST, NLST, STAT, MLSD, MLST, SIZE, MDTM |
+//! | `metadata` during RNFR | f | RNFR |
+//! | `get` | r | RETR |
+//! | `put` during APPE | a | APPE |
+//! | `put` | w | STOR, STOU (and REST + STOR) |
+//! | `del`, `rmd` | d | DELE, RMD |
+//! | `rename` | f | RNTO (source and target) |
+//! | `mkd` | m | MKD |
+//! | [`Guard::chmod`] | M | SITE CHMOD |
+//! | [`Guard::set_modified`] | T | MFMT, SITE MFMT |
+
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Instant, SystemTime};
+
+use async_trait::async_trait;
+use libunftp::storage::{Reason, current_command};
+use logarchive_common::paths::ArchivePath;
+use logarchive_common::perm::Perm;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+use unftp_core::storage::{
+    Error, ErrorKind, FEATURE_RESTART, Fileinfo, Metadata, Permissions, Result, StorageBackend,
+};
+
+use super::auth::FtpUser;
+use super::throttle::{Direction, ThrottledReader, Throttles};
+use crate::archive::{Archive, ArchiveError, Entry, EntryKind, UploadMode, is_reserved};
+use crate::catalog::Catalog;
+use crate::users::{Account, UserStore};
+
+/// Counts transfers in flight so that shutdown can let them finish.
+#[derive(Debug, Default)]
+pub struct Transfers {
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+impl Transfers {
+    fn start(self: &Arc<Self>) -> TransferGuard {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        TransferGuard(self.clone())
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no transfer runs.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.running() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct TransferGuard(Arc<Transfers>);
+
+impl Drop for TransferGuard {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// One guard per FTP session (libunftp asks its factory for a back-end per session).
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub archive: Arc<dyn Archive>,
+    pub catalog: Catalog,
+    pub users: Arc<UserStore>,
+    pub throttles: Arc<Throttles>,
+    pub transfers: Arc<Transfers>,
+}
+
+/// Metadata as libunftp wants it.
+#[derive(Debug, Clone)]
+pub struct Meta(Entry);
+
+impl Metadata for Meta {
+    fn len(&self) -> u64 {
+        self.0.size
+    }
+    fn is_dir(&self) -> bool {
+        self.0.kind == EntryKind::Dir
+    }
+    fn is_file(&self) -> bool {
+        self.0.kind == EntryKind::File
+    }
+    fn is_symlink(&self) -> bool {
+        false
+    }
+    fn modified(&self) -> Result<SystemTime> {
+        Ok(self.0.modified)
+    }
+    fn gid(&self) -> u32 {
+        0
+    }
+    fn uid(&self) -> u32 {
+        0
+    }
+    fn permissions(&self) -> Permissions {
+        Permissions(self.0.mode)
+    }
+}
+
+fn refuse(kind: ErrorKind, reason: impl Into<String>) -> Error {
+    Error::new(kind, Reason(reason.into()))
+}
+
+/// The path as the user sees it: relative to its home.
+fn shown(account: &Account, path: &ArchivePath) -> String {
+    match path.relative_to(&account.home) {
+        Some(rest) => format!("/{rest}"),
+        None => path.to_string(),
+    }
+}
+
+impl Guard {
+    /// The user's account as it stands now; refused if it was removed or disabled.
+    fn account(&self, user: &FtpUser) -> Result<Arc<Account>> {
+        match self.users.get(&user.name) {
+            Some(account) if account.enabled => Ok(account),
+            _ => Err(refuse(
+                ErrorKind::PermissionDenied,
+                format!("account \"{}\" is disabled or was removed", user.name),
+            )),
+        }
+    }
+
+    /// Resolves a client path inside the user's home and checks `perm` there.
+    fn authorize(&self, account: &Account, path: &Path, perm: Perm) -> Result<ArchivePath> {
+        let resolved = ArchivePath::resolve_within(&account.home, path)
+            .map_err(|err| refuse(ErrorKind::FileNameNotAllowedError, err.to_string()))?;
+        if is_reserved(&resolved) {
+            return Err(refuse(
+                ErrorKind::PermanentFileNotAvailable,
+                format!("{} is reserved for the server", shown(account, &resolved)),
+            ));
+        }
+        if !account.may(perm, &resolved) {
+            tracing::info!(user = %account.name, path = %resolved, "refused: no '{}'", perm.letter());
+            return Err(refuse(
+                ErrorKind::PermissionDenied,
+                format!("{perm} is not granted on {}", shown(account, &resolved)),
+            ));
+        }
+        Ok(resolved)
+    }
+
+    fn archive_error(&self, account: &Account, err: ArchiveError) -> Error {
+        match err {
+            ArchiveError::NotFound(p) => refuse(
+                ErrorKind::PermanentFileNotAvailable,
+                format!("{} does not exist", shown(account, &p)),
+            ),
+            ArchiveError::AlreadyExists(p) => refuse(
+                ErrorKind::PermanentFileNotAvailable,
+                format!("{} already exists", shown(account, &p)),
+            ),
+            ArchiveError::NotADir(p) => refuse(
+                ErrorKind::PermanentDirectoryNotAvailable,
+                format!("{} is not a folder", shown(account, &p)),
+            ),
+            ArchiveError::IsADir(p) => refuse(
+                ErrorKind::PermanentFileNotAvailable,
+                format!("{} is a folder", shown(account, &p)),
+            ),
+            ArchiveError::NotEmpty(p) => refuse(
+                ErrorKind::PermanentDirectoryNotEmpty,
+                format!("{} is not empty", shown(account, &p)),
+            ),
+            ArchiveError::Refused { reason, .. } => {
+                refuse(ErrorKind::FileNameNotAllowedError, reason)
+            }
+            ArchiveError::Full(_) => refuse(
+                ErrorKind::InsufficientStorageSpaceError,
+                "the archive is out of space",
+            ),
+            ArchiveError::Io { path, source } => {
+                tracing::error!(path = %path, "archive I/O error: {source}");
+                Error::from(ErrorKind::LocalError)
+            }
+        }
+    }
+
+    /// SITE CHMOD (letter M).
+    pub async fn chmod(&self, user: &FtpUser, path: &Path, mode: u32) -> Result<()> {
+        let account = self.account(user)?;
+        let path = self.authorize(&account, path, Perm::Chmod)?;
+        self.archive
+            .set_mode(&path, mode)
+            .await
+            .map_err(|e| self.archive_error(&account, e))
+    }
+
+    /// MFMT / SITE MFMT (letter T).
+    pub async fn set_modified(&self, user: &FtpUser, path: &Path, time: SystemTime) -> Result<()> {
+        let account = self.account(user)?;
+        let path = self.authorize(&account, path, Perm::SetTime)?;
+        self.archive
+            .set_modified(&path, time)
+            .await
+            .map_err(|e| self.archive_error(&account, e))?;
+        if let Ok(entry) = self.archive.stat(&path).await {
+            if let Err(err) = self.catalog.refresh(&entry, &user.name).await {
+                tracing::error!(path = %path, "catalog not updated after MFMT: {err}");
+            }
+        }
+        Ok(())
+    }
+
+    async fn receive(
+        &self,
+        account: &Account,
+        input: impl AsyncRead + Unpin,
+        path: &ArchivePath,
+        mode: UploadMode,
+    ) -> Result<(Entry, u64, Option<String>)> {
+        let mut upload = self
+            .archive
+            .begin_upload(path, mode)
+            .await
+            .map_err(|e| self.archive_error(account, e))?;
+        let mut input =
+            ThrottledReader::new(input, self.throttles.limiters(account, Direction::Upload));
+        let mut hasher = (mode == UploadMode::Replace).then(Sha256::new);
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let n = match input.read(&mut buffer).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(err) => {
+                    upload.abort().await;
+                    tracing::warn!(user = %account.name, path = %path, "upload aborted after {} bytes: {err}", input.bytes());
+                    return Err(Error::new(ErrorKind::ConnectionClosed, err));
+                }
+            };
+            if let Some(hasher) = hasher.as_mut() {
+                hasher.update(&buffer[..n]);
+            }
+            if let Err(err) = upload.write_all(&buffer[..n]).await {
+                upload.abort().await;
+                let full = err.kind() == std::io::ErrorKind::StorageFull;
+                tracing::error!(path = %path, "upload not stored: {err}");
+                return Err(if full {
+                    refuse(
+                        ErrorKind::InsufficientStorageSpaceError,
+                        "the archive is out of space",
+                    )
+                } else {
+                    Error::from(ErrorKind::LocalError)
+                });
+            }
+        }
+        let entry = upload
+            .commit()
+            .await
+            .map_err(|e| self.archive_error(account, e))?;
+        Ok((
+            entry,
+            input.bytes(),
+            hasher.map(|h| hex::encode(h.finalize())),
+        ))
+    }
+}
+
+#[async_trait]
+impl StorageBackend<FtpUser> for Guard {
+    type Metadata = Meta;
+
+    fn supported_features(&self) -> u32 {
+        FEATURE_RESTART
+    }
+
+    async fn metadata<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> Result<Meta> {
+        let account = self.account(user)?;
+        let perm = if current_command() == Some("RNFR") {
+            Perm::Rename
+        } else {
+            Perm::List
+        };
+        let path = self.authorize(&account, path.as_ref(), perm)?;
+        self.archive
+            .stat(&path)
+            .await
+            .map(Meta)
+            .map_err(|e| self.archive_error(&account, e))
+    }
+
+    async fn list<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> Result<Vec<Fileinfo<PathBuf, Meta>>> {
+        let account = self.account(user)?;
+        let path = self.authorize(&account, path.as_ref(), Perm::List)?;
+        let entries = match self.archive.list(&path).await {
+            Ok(entries) => entries,
+            // LIST of a file shows that file, as other servers do.
+            Err(ArchiveError::NotADir(_)) => vec![
+                self.archive
+                    .stat(&path)
+                    .await
+                    .map_err(|e| self.archive_error(&account, e))?,
+            ],
+            Err(err) => return Err(self.archive_error(&account, err)),
+        };
+        Ok(entries
+            .into_iter()
+            .map(|entry| Fileinfo {
+                path: PathBuf::from(entry.path.file_name().unwrap_or("/")),
+                metadata: Meta(entry),
+            })
+            .collect())
+    }
+
+    async fn get<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+        start_pos: u64,
+    ) -> Result<Box<dyn AsyncRead + Send + Sync + Unpin>> {
+        let account = self.account(user)?;
+        let path = self.authorize(&account, path.as_ref(), Perm::Read)?;
+        let reader = self
+            .archive
+            .open(&path, start_pos)
+            .await
+            .map_err(|e| self.archive_error(&account, e))?;
+        Ok(Box::new(DownloadLog {
+            reader: ThrottledReader::new(
+                reader,
+                self.throttles.limiters(&account, Direction::Download),
+            ),
+            user: account.name.clone(),
+            path,
+            started: Instant::now(),
+            _transfer: self.transfers.start(),
+        }))
+    }
+
+    async fn put<P: AsRef<Path> + Send + Debug, R: AsyncRead + Send + Sync + Unpin + 'static>(
+        &self,
+        user: &FtpUser,
+        input: R,
+        path: P,
+        start_pos: u64,
+    ) -> Result<u64> {
+        let account = self.account(user)?;
+        let (perm, mode) = if current_command() == Some("APPE") {
+            (Perm::Append, UploadMode::Append)
+        } else if start_pos > 0 {
+            (Perm::Write, UploadMode::ResumeAt(start_pos))
+        } else {
+            (Perm::Write, UploadMode::Replace)
+        };
+        let path = self.authorize(&account, path.as_ref(), perm)?;
+        let _transfer = self.transfers.start();
+        let started = Instant::now();
+        let (entry, bytes, sha256) = self.receive(&account, input, &path, mode).await?;
+        let recorded = match sha256 {
+            Some(sha256) => {
+                self.catalog
+                    .record_upload(&entry, sha256, &account.name)
+                    .await
+            }
+            None => self.catalog.refresh(&entry, &account.name).await,
+        };
+        if let Err(err) = recorded {
+            // The file is stored and durable; `reindex` will catch the catalog up.
+            tracing::error!(path = %path, "upload stored but not cataloged: {err}");
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            user = %account.name, path = %path, bytes, mode = ?mode, seconds,
+            rate = (bytes as f64 / seconds.max(1e-6)) as u64, "upload"
+        );
+        Ok(bytes)
+    }
+
+    async fn del<P: AsRef<Path> + Send + Debug>(&self, user: &FtpUser, path: P) -> Result<()> {
+        let account = self.account(user)?;
+        let path = self.authorize(&account, path.as_ref(), Perm::Delete)?;
+        self.archive
+            .remove_file(&path)
+            .await
+            .map_err(|e| self.archive_error(&account, e))?;
+        if let Err(err) = self.catalog.record_removal(&path).await {
+            tracing::error!(path = %path, "catalog not updated after delete: {err}");
+        }
+        tracing::info!(user = %account.name, path = %path, "deleted");
+        Ok(())
+    }
+
+    async fn mkd<P: AsRef<Path> + Send + Debug>(&self, user: &FtpUser, path: P) -> Result<()> {
+        let account = self.account(user)?;
+        let path = self.authorize(&account, path.as_ref(), Perm::MakeDir)?;
+        self.archive
+            .create_dir(&path)
+            .await
+            .map_err(|e| self.archive_error(&account, e))
+    }
+
+    async fn rename<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &FtpUser,
+        from: P,
+        to: P,
+    ) -> Result<()> {
+        let account = self.account(user)?;
+        let from = self.authorize(&account, from.as_ref(), Perm::Rename)?;
+        let to = self.authorize(&account, to.as_ref(), Perm::Rename)?;
+        if from == account.home {
+            return Err(refuse(
+                ErrorKind::PermissionDenied,
+                "the home folder cannot be renamed",
+            ));
+        }
+        self.archive
+            .rename(&from, &to)
+            .await
+            .map_err(|e| self.archive_error(&account, e))?;
+        if let Err(err) = self.catalog.record_rename(&from, &to).await {
+            tracing::error!(path = %from, "catalog not updated after rename: {err}");
+        }
+        tracing::info!(user = %account.name, from = %from, to = %to, "renamed");
+        Ok(())
+    }
+
+    async fn rmd<P: AsRef<Path> + Send + Debug>(&self, user: &FtpUser, path: P) -> Result<()> {
+        let account = self.account(user)?;
+        let path = self.authorize(&account, path.as_ref(), Perm::Delete)?;
+        if path == account.home {
+            return Err(refuse(
+                ErrorKind::PermissionDenied,
+                "the home folder cannot be removed",
+            ));
+        }
+        self.archive
+            .remove_dir(&path)
+            .await
+            .map_err(|e| self.archive_error(&account, e))
+    }
+
+    async fn cwd<P: AsRef<Path> + Send + Debug>(&self, user: &FtpUser, path: P) -> Result<()> {
+        let account = self.account(user)?;
+        let path = self.authorize(&account, path.as_ref(), Perm::ChangeDir)?;
+        match self.archive.stat(&path).await {
+            Ok(entry) if entry.kind == EntryKind::Dir => Ok(()),
+            Ok(_) => Err(refuse(
+                ErrorKind::PermanentDirectoryNotAvailable,
+                format!("{} is not a folder", shown(&account, &path)),
+            )),
+            Err(err) => Err(self.archive_error(&account, err)),
+        }
+    }
+}
+
+/// A download stream that logs one line when the transfer ends.
+struct DownloadLog<R> {
+    reader: ThrottledReader<R>,
+    user: String,
+    path: ArchivePath,
+    started: Instant,
+    _transfer: TransferGuard,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for DownloadLog<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.reader).poll_read(cx, buf)
+    }
+}
+
+impl<R> Drop for DownloadLog<R> {
+    fn drop(&mut self) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let bytes = self.reader.bytes();
+        tracing::info!(
+            user = %self.user, path = %self.path, bytes, seconds,
+            rate = (bytes as f64 / seconds.max(1e-6)) as u64, "download"
+        );
+    }
+}

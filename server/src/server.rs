@@ -1,0 +1,129 @@
+//! `logarchive-server run`: opens the archive, catalog and users, starts the services, and
+//! shuts them down gracefully.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use logarchive_common::config::server::LoadedServerConfig;
+
+use crate::archive::Archive;
+use crate::archive::fs::FsArchive;
+use crate::catalog::Catalog;
+use crate::ftp::guard::{Guard, Transfers};
+use crate::ftp::throttle::Throttles;
+use crate::users::UserStore;
+
+/// The archive and catalog of a data dir, as every command that needs them opens them.
+pub fn open_store(config: &LoadedServerConfig) -> anyhow::Result<(Arc<dyn Archive>, Catalog)> {
+    let root = config.data_dir.join("archive");
+    let archive: Arc<dyn Archive> = Arc::new(
+        FsArchive::open(&root)
+            .with_context(|| format!("cannot open the archive at {}", root.display()))?,
+    );
+    let catalog_dir = config.data_dir.join("catalog");
+    let catalog = Catalog::open(&catalog_dir, archive.clone()).with_context(|| {
+        format!(
+            "cannot open the catalog at {} (is another logarchive-server using this data dir?)",
+            catalog_dir.display()
+        )
+    })?;
+    Ok((archive, catalog))
+}
+
+pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
+    let config = LoadedServerConfig::load(config_file)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+    let (archive, catalog) = open_store(&config)?;
+    let first_admin = crate::cmd::user::bootstrap_admin(&config.users_file)?;
+    let users = Arc::new(UserStore::open(&config.users_file)?);
+    let ftp = &config.config.ftp;
+    let guard = Guard {
+        archive,
+        catalog: catalog.clone(),
+        users: users.clone(),
+        throttles: Arc::new(Throttles::new(
+            ftp.max_upload_rate,
+            ftp.max_download_rate,
+            ftp.total_upload_rate,
+            ftp.total_download_rate,
+        )),
+        transfers: Arc::new(Transfers::default()),
+    };
+
+    // users.toml is re-read when it changes, so edits apply without a restart.
+    let watched = users.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let store = watched.clone();
+            let _ = tokio::task::spawn_blocking(move || store.reload_if_changed()).await;
+        }
+    });
+
+    let (trigger, shutdown) = crate::shutdown::channel();
+    print_banner(&config, first_admin.as_ref(), users.current().len());
+    let transfers = guard.transfers.clone();
+    let ftp_service = tokio::spawn({
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        async move { crate::ftp::serve(&config, guard, shutdown).await }
+    });
+    tokio::select! {
+        signal = trigger.on_signal() => signal.context("cannot listen for signals")?,
+        result = ftp_service => {
+            // The FTP service stopped on its own: that is an error (e.g. the port is taken).
+            return match result {
+                Ok(Ok(())) => Err(anyhow::anyhow!("the FTP service stopped unexpectedly")),
+                Ok(Err(err)) => Err(err),
+                Err(join) => Err(anyhow::anyhow!("the FTP service failed: {join}")),
+            };
+        }
+    }
+    // Stop accepting, then give running transfers the grace period to finish.
+    let grace = config.config.ftp.shutdown_grace.0;
+    if tokio::time::timeout(grace, transfers.idle()).await.is_err() {
+        tracing::warn!(
+            running = transfers.running(),
+            "shutdown: transfers still running after {grace:?} are cut (their partial uploads are discarded)"
+        );
+    }
+    catalog.flush().await.context("cannot flush the catalog")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_banner(config: &LoadedServerConfig, first_admin: Option<&(String, String)>, users: usize) {
+    let ftp = &config.config.ftp;
+    let host = if ftp.listen.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        ftp.listen.ip().to_string()
+    };
+    let tls = match &ftp.tls {
+        Some(tls) if tls.required => " (FTPS required)",
+        Some(_) => " (FTPS available)",
+        None => "",
+    };
+    println!("logarchive-server {} is running", env!("CARGO_PKG_VERSION"));
+    println!(
+        "  FTP:       ftp://{host}:{}{tls}, passive ports {}-{}",
+        ftp.listen.port(),
+        ftp.passive_ports.0.start(),
+        ftp.passive_ports.0.end()
+    );
+    println!("  data dir:  {}", config.data_dir.display());
+    println!("  users:     {} in {}", users, config.users_file.display());
+    if let Some((name, password)) = first_admin {
+        println!("  admin login (shown once, stored hashed): user {name}, password {password}");
+    }
+    println!("  stop with Ctrl-C or SIGTERM");
+}
