@@ -1,1 +1,226 @@
+//! The harness shared by logarchive's end-to-end tests and benchmark programs.
+//!
+//! It runs the real binaries (built by `cargo build --workspace` next to the test
+//! executables) on free loopback ports, each server in its own temporary folder, and
+//! drives them with real clients: suppaftp in-process, curl and lftp as child processes.
 
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use suppaftp::tokio::AsyncFtpStream;
+use suppaftp::types::FileType;
+
+/// The folder holding the workspace's binaries (`target/debug` or `target/release`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let mut dir = exe.parent().expect("executable folder").to_owned();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+pub fn server_bin() -> PathBuf {
+    let bin = bin_dir().join("logarchive-server");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests",
+        bin.display()
+    );
+    bin
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `count` consecutive ports that were free a moment ago.
+pub fn free_port_range(count: u16) -> (u16, u16) {
+    for _ in 0..200 {
+        let start = 20000 + rand::random::<u16>() % 40000;
+        let all_free = (start..start + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return (start, start + count - 1);
+        }
+    }
+    panic!("no free port range of {count}");
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    condition()
+}
+
+/// A logarchive-server process with its own data dir and ports.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub ftp_port: u16,
+    child: Option<Child>,
+}
+
+impl TestServer {
+    /// Writes a config with free ports plus `extra_ftp` lines under `[ftp]`, but does not
+    /// start the server (add users first, or test config errors).
+    pub fn prepare(extra_ftp: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ftp_port = free_port();
+        let (low, high) = free_port_range(20);
+        let config = dir.path().join("server.toml");
+        let text = format!(
+            "data_dir = \"data\"\nusers_file = \"users.toml\"\n[ftp]\nlisten = \"127.0.0.1:{ftp_port}\"\npassive_ports = \"{low}-{high}\"\n{extra_ftp}\n"
+        );
+        std::fs::write(&config, text).expect("write config");
+        TestServer {
+            dir,
+            config,
+            ftp_port,
+            child: None,
+        }
+    }
+
+    /// Prepares and starts a server with `users` (name, password, extra CLI args).
+    pub fn start_with(extra_ftp: &str, users: &[(&str, &str, &[&str])]) -> TestServer {
+        let mut server = TestServer::prepare(extra_ftp);
+        for (name, password, args) in users {
+            server.add_user(name, password, args);
+        }
+        server.start();
+        server
+    }
+
+    pub fn start(&mut self) {
+        let stdout = std::fs::File::create(self.dir.path().join("stdout.log")).expect("log");
+        let stderr = std::fs::File::create(self.dir.path().join("stderr.log")).expect("log");
+        let child = Command::new(server_bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .current_dir(self.dir.path())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("start logarchive-server");
+        self.child = Some(child);
+        let port = self.ftp_port;
+        let up = wait_until(Duration::from_secs(30), || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("server exited at start ({status}): {}", self.stderr());
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "server did not listen: {}", self.stderr());
+    }
+
+    /// Runs `logarchive-server <args> --config <this config>`.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = Command::new(server_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run logarchive-server");
+        if let Some(mut input) = child.stdin.take() {
+            let _ = input.write_all(stdin.as_bytes());
+        }
+        child.wait_with_output().expect("wait for logarchive-server")
+    }
+
+    pub fn add_user(&self, name: &str, password: &str, args: &[&str]) {
+        let mut all = vec!["user", "add", name, "--password-stdin"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all, &format!("{password}\n"));
+        assert!(
+            out.status.success(),
+            "user add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.ftp_port)
+    }
+
+    /// A path in the archive tree on disk.
+    pub fn archive(&self, path: &str) -> PathBuf {
+        self.dir.path().join("data/archive").join(path.trim_start_matches('/'))
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit; returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Logs in with suppaftp, in binary mode.
+pub async fn ftp_login(addr: &str, user: &str, password: &str) -> suppaftp::FtpResult<AsyncFtpStream> {
+    let mut ftp = AsyncFtpStream::connect(addr).await?;
+    ftp.login(user, password).await?;
+    ftp.transfer_type(FileType::Binary).await?;
+    Ok(ftp)
+}
+
+/// Runs a command and returns its output.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (is it installed?)"))
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -435,11 +435,16 @@ where
 
         let list_result = match command {
             ListCommand::List => self.storage.list_fmt((*self.user).as_ref().unwrap(), path.clone()).await,
-            ListCommand::Nlst => self
-                .storage
-                .nlst((*self.user).as_ref().unwrap(), path.clone())
-                .await
-                .map_err(|e| Error::new(ErrorKind::PermanentDirectoryNotAvailable, e)),
+            // logarchive patch: NLST lists through `list` so that the back-end's error (and
+            // its reason) reaches the client, instead of a generic "directory not found".
+            ListCommand::Nlst => self.storage.list((*self.user).as_ref().unwrap(), path.clone()).await.map(|list| {
+                let names = list.iter().fold(String::new(), |mut names, info| {
+                    names.push_str(&info.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+                    names.push_str("\r\n");
+                    names
+                });
+                std::io::Cursor::new(names.into_bytes())
+            }),
         };
 
         match list_result {
