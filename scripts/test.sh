@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs logarchive's whole test suite on a fresh Debian machine: installs the real clients
+# the end-to-end tests drive when they are missing, checks formatting and lints, builds
+# every binary, then runs all tests. Usage: bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use (command -> package).
+declare -A needed=([curl]=curl [lftp]=lftp)
+missing=()
+for command in "${!needed[@]}"; do
+  command -v "$command" >/dev/null 2>&1 || missing+=("${needed[$command]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# The end-to-end tests run the binaries built here.
+cargo build --workspace --locked
+cargo test --workspace --locked
