@@ -140,7 +140,9 @@ impl TestServer {
         if let Some(mut input) = child.stdin.take() {
             let _ = input.write_all(stdin.as_bytes());
         }
-        child.wait_with_output().expect("wait for logarchive-server")
+        child
+            .wait_with_output()
+            .expect("wait for logarchive-server")
     }
 
     pub fn add_user(&self, name: &str, password: &str, args: &[&str]) {
@@ -160,7 +162,10 @@ impl TestServer {
 
     /// A path in the archive tree on disk.
     pub fn archive(&self, path: &str) -> PathBuf {
-        self.dir.path().join("data/archive").join(path.trim_start_matches('/'))
+        self.dir
+            .path()
+            .join("data/archive")
+            .join(path.trim_start_matches('/'))
     }
 
     pub fn stderr(&self) -> String {
@@ -176,7 +181,9 @@ impl TestServer {
         let Some(mut child) = self.child.take() else {
             return true;
         };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
             if let Ok(Some(status)) = child.try_wait() {
@@ -204,7 +211,11 @@ impl Drop for TestServer {
 }
 
 /// Logs in with suppaftp, in binary mode.
-pub async fn ftp_login(addr: &str, user: &str, password: &str) -> suppaftp::FtpResult<AsyncFtpStream> {
+pub async fn ftp_login(
+    addr: &str,
+    user: &str,
+    password: &str,
+) -> suppaftp::FtpResult<AsyncFtpStream> {
     let mut ftp = AsyncFtpStream::connect(addr).await?;
     ftp.login(user, password).await?;
     ftp.transfer_type(FileType::Binary).await?;

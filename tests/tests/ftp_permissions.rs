@@ -19,7 +19,11 @@ fn all_but(letter: char) -> String {
 
 fn user_name(letter: char) -> String {
     // Letters differ by case (m/M): keep user names distinct on any filesystem.
-    format!("no_{}{}", letter, if letter.is_uppercase() { "_upper" } else { "" })
+    format!(
+        "no_{}{}",
+        letter,
+        if letter.is_uppercase() { "_upper" } else { "" }
+    )
 }
 
 /// The files every matrix user starts with, made on disk as an operator would.
@@ -50,18 +54,53 @@ fn check_disk(server: &TestServer, letter: char) {
     let home = server.archive(&user_name(letter));
     let effect = |l: char| l != letter;
     let f = std::fs::read(home.join("f.txt")).unwrap();
-    assert_eq!(f.starts_with(b"original\n") && f.len() > 9, effect('a'), "{letter}: APPE effect");
-    let mode = std::fs::metadata(home.join("f.txt")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        f.starts_with(b"original\n") && f.len() > 9,
+        effect('a'),
+        "{letter}: APPE effect"
+    );
+    let mode = std::fs::metadata(home.join("f.txt"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode == 0o600, effect('M'), "{letter}: CHMOD effect");
-    let mtime = std::fs::metadata(home.join("f.txt")).unwrap().modified().unwrap();
+    let mtime = std::fs::metadata(home.join("f.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
     let year_2020 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_577_836_800);
     assert_eq!(mtime == year_2020, effect('T'), "{letter}: MFMT effect");
-    assert_eq!(home.join("new.txt").exists(), effect('w'), "{letter}: STOR effect");
-    assert_eq!(home.join("newdir").is_dir(), effect('m'), "{letter}: MKD effect");
-    assert_eq!(home.join("ren_dst.txt").exists(), effect('f'), "{letter}: RNTO effect");
-    assert_eq!(home.join("ren_src.txt").exists(), !effect('f'), "{letter}: RNFR source");
-    assert_eq!(home.join("del_me.txt").exists(), !effect('d'), "{letter}: DELE effect");
-    assert_eq!(home.join("rmd_me").exists(), !effect('d'), "{letter}: RMD effect");
+    assert_eq!(
+        home.join("new.txt").exists(),
+        effect('w'),
+        "{letter}: STOR effect"
+    );
+    assert_eq!(
+        home.join("newdir").is_dir(),
+        effect('m'),
+        "{letter}: MKD effect"
+    );
+    assert_eq!(
+        home.join("ren_dst.txt").exists(),
+        effect('f'),
+        "{letter}: RNTO effect"
+    );
+    assert_eq!(
+        home.join("ren_src.txt").exists(),
+        !effect('f'),
+        "{letter}: RNFR source"
+    );
+    assert_eq!(
+        home.join("del_me.txt").exists(),
+        !effect('d'),
+        "{letter}: DELE effect"
+    );
+    assert_eq!(
+        home.join("rmd_me").exists(),
+        !effect('d'),
+        "{letter}: RMD effect"
+    );
 }
 
 /// A refusal must be a 550 that says why.
@@ -69,8 +108,15 @@ fn assert_refused<T: std::fmt::Debug>(letter: char, command: &str, result: Resul
     match result {
         Err(FtpError::UnexpectedResponse(response)) => {
             let body = String::from_utf8_lossy(&response.body).to_string();
-            assert_eq!(response.status, Status::FileUnavailable, "{command} without '{letter}': {body}");
-            assert!(body.contains("Permission denied") && body.contains(&format!("'{letter}'")), "{command}: {body}");
+            assert_eq!(
+                response.status,
+                Status::FileUnavailable,
+                "{command} without '{letter}': {body}"
+            );
+            assert!(
+                body.contains("Permission denied") && body.contains(&format!("'{letter}'")),
+                "{command}: {body}"
+            );
         }
         other => panic!("{command} without '{letter}' should be refused, got {other:?}"),
     }
@@ -85,7 +131,10 @@ fn assert_allowed<T: std::fmt::Debug>(letter: char, command: &str, result: Resul
 async fn retr(ftp: &mut suppaftp::tokio::AsyncFtpStream, name: &str) -> Result<Vec<u8>, FtpError> {
     let mut stream = ftp.retr_as_stream(name).await?;
     let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).await.map_err(FtpError::ConnectionError)?;
+    stream
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(FtpError::ConnectionError)?;
     stream.finish().await?;
     Ok(bytes)
 }
@@ -94,7 +143,9 @@ async fn retr(ftp: &mut suppaftp::tokio::AsyncFtpStream, name: &str) -> Result<V
 async fn each_letter_is_enforced_with_suppaftp() {
     let server = start_matrix_server();
     for letter in LETTERS {
-        let mut ftp = ftp_login(&server.addr(), &user_name(letter), PASSWORD).await.unwrap();
+        let mut ftp = ftp_login(&server.addr(), &user_name(letter), PASSWORD)
+            .await
+            .unwrap();
         let mut results: Vec<(char, &str, Result<(), FtpError>)> = Vec::new();
         results.push(('e', "CWD", ftp.cwd("d").await));
         results.push(('e', "CDUP", ftp.cdup().await));
@@ -105,16 +156,36 @@ async fn each_letter_is_enforced_with_suppaftp() {
         results.push(('l', "MLSD", ftp.mlsd(None).await.map(drop)));
         results.push(('l', "SIZE", ftp.size("f.txt").await.map(drop)));
         results.push(('r', "RETR", retr(&mut ftp, "f.txt").await.map(drop)));
-        results.push(('a', "APPE", ftp.append_file("f.txt", &mut &b"appended\n"[..]).await.map(drop)));
-        results.push(('M', "SITE CHMOD", ftp.site("CHMOD 600 f.txt").await.map(drop)));
+        results.push((
+            'a',
+            "APPE",
+            ftp.append_file("f.txt", &mut &b"appended\n"[..])
+                .await
+                .map(drop),
+        ));
+        results.push((
+            'M',
+            "SITE CHMOD",
+            ftp.site("CHMOD 600 f.txt").await.map(drop),
+        ));
         results.push((
             'T',
             "MFMT",
-            ftp.custom_command("MFMT 20200101000000 f.txt", &[Status::File]).await.map(drop),
+            ftp.custom_command("MFMT 20200101000000 f.txt", &[Status::File])
+                .await
+                .map(drop),
         ));
-        results.push(('w', "STOR", ftp.put_file("new.txt", &mut &b"new\n"[..]).await.map(drop)));
+        results.push((
+            'w',
+            "STOR",
+            ftp.put_file("new.txt", &mut &b"new\n"[..]).await.map(drop),
+        ));
         results.push(('m', "MKD", ftp.mkdir("newdir").await));
-        results.push(('f', "RNFR/RNTO", ftp.rename("ren_src.txt", "ren_dst.txt").await));
+        results.push((
+            'f',
+            "RNFR/RNTO",
+            ftp.rename("ren_src.txt", "ren_dst.txt").await,
+        ));
         results.push(('d', "DELE", ftp.rm("del_me.txt").await));
         results.push(('d', "RMD", ftp.rmdir("rmd_me").await));
         for (needs, command, result) in results {
@@ -137,7 +208,10 @@ fn curl(server: &TestServer, user: &str, args: &[&str], path: &str) -> (bool, St
     all.extend_from_slice(args);
     all.push(&url);
     let out = run("curl", &all);
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -151,16 +225,41 @@ fn each_letter_is_enforced_with_curl() {
     for letter in LETTERS {
         let user = user_name(letter);
         let checks: Vec<(char, &str, Vec<&str>, &str)> = vec![
-            ('e', "CWD/CDUP", vec!["--head", "-Q", "CWD d", "-Q", "CDUP"], ""),
+            (
+                'e',
+                "CWD/CDUP",
+                vec!["--head", "-Q", "CWD d", "-Q", "CDUP"],
+                "",
+            ),
             ('l', "LIST", vec!["-o", "/dev/null"], ""),
             ('l', "NLST", vec!["--list-only", "-o", "/dev/null"], ""),
-            ('r', "RETR", vec!["--ignore-content-length", "-o", download], "f.txt"),
+            (
+                'r',
+                "RETR",
+                vec!["--ignore-content-length", "-o", download],
+                "f.txt",
+            ),
             ('a', "APPE", vec!["--append", "-T", upload], "f.txt"),
-            ('M', "SITE CHMOD", vec!["--head", "-Q", "SITE CHMOD 600 f.txt"], ""),
-            ('T', "MFMT", vec!["--head", "-Q", "MFMT 20200101000000 f.txt"], ""),
+            (
+                'M',
+                "SITE CHMOD",
+                vec!["--head", "-Q", "SITE CHMOD 600 f.txt"],
+                "",
+            ),
+            (
+                'T',
+                "MFMT",
+                vec!["--head", "-Q", "MFMT 20200101000000 f.txt"],
+                "",
+            ),
             ('w', "STOR", vec!["-T", upload], "new.txt"),
             ('m', "MKD", vec!["--head", "-Q", "MKD newdir"], ""),
-            ('f', "RNFR/RNTO", vec!["--head", "-Q", "RNFR ren_src.txt", "-Q", "RNTO ren_dst.txt"], ""),
+            (
+                'f',
+                "RNFR/RNTO",
+                vec!["--head", "-Q", "RNFR ren_src.txt", "-Q", "RNTO ren_dst.txt"],
+                "",
+            ),
             ('d', "DELE", vec!["--head", "-Q", "DELE del_me.txt"], ""),
             ('d', "RMD", vec!["--head", "-Q", "RMD rmd_me"], ""),
         ];
@@ -169,7 +268,10 @@ fn each_letter_is_enforced_with_curl() {
             if needs == letter {
                 assert!(!ok, "curl {command} without '{letter}' should fail");
             } else {
-                assert!(ok, "curl {command} for the user without '{letter}' should work: {stderr}");
+                assert!(
+                    ok,
+                    "curl {command} for the user without '{letter}' should work: {stderr}"
+                );
             }
         }
         check_disk(&server, letter);

@@ -44,7 +44,9 @@ where
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
         let mut session = args.session.lock().await;
         let storage: Arc<Storage> = Arc::clone(&session.storage);
-        let path = session.cwd.join(self.path.clone());
+        // logarchive patch: the working directory is kept normalised (`..` stops at the
+        // root), so PWD shows where the session really is.
+        let path = normalize(&session.cwd.join(self.path.clone()));
         let tx_success = args.tx_control_chan.clone();
         let tx_fail = args.tx_control_chan.clone();
         let logger = args.logger;
@@ -59,7 +61,7 @@ where
             }
             _ => {
                 let r = tx_success.send(ControlChanMsg::CwdSuccess).await;
-                session.cwd.push(path);
+                session.cwd = path;
                 if let Err(e) = r {
                     slog::warn!(logger, "CWD: Could not send internal message to notify of CWD success: {}", e);
                 }
@@ -68,4 +70,20 @@ where
 
         Ok(Reply::none())
     }
+}
+
+/// logarchive patch: `/a/./b/../c` -> `/a/c`; `..` at the root stays at the root.
+fn normalize(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut normal = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => normal.push(name),
+            Component::ParentDir => {
+                normal.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    normal
 }

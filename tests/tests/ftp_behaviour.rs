@@ -1,0 +1,416 @@
+//! The FTP server's promises beyond single permission letters: confinement to the home,
+//! per-folder overrides, atomic uploads, REST resume, live user edits, failed-login
+//! blocking, FTPS, the catalog and reindex, and a clean exit on SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use logarchive_tests::{TestServer, ftp_login, run, sha256_file, wait_until};
+use suppaftp::FtpError;
+use tokio::io::AsyncReadExt;
+
+const PW: &str = "behaviour-password";
+
+async fn retr(ftp: &mut suppaftp::tokio::AsyncFtpStream, name: &str) -> Result<Vec<u8>, FtpError> {
+    let mut stream = ftp.retr_as_stream(name).await?;
+    let mut bytes = Vec::new();
+    stream
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(FtpError::ConnectionError)?;
+    stream.finish().await?;
+    Ok(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_cannot_leave_their_home() {
+    let server = TestServer::start_with(
+        "",
+        &[
+            ("alice", PW, &["--perm", "elrw"]),
+            ("bob", PW, &["--perm", "elrw"]),
+        ],
+    );
+    std::fs::create_dir_all(server.archive("bob")).unwrap();
+    std::fs::write(server.archive("bob/secret.txt"), b"bob's").unwrap();
+    std::fs::create_dir_all(server.archive("alice")).unwrap();
+    // A link placed in the tree by hand must not lead outside the home either.
+    std::os::unix::fs::symlink(server.archive("bob"), server.archive("alice/link")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", server.archive("alice/passwd")).unwrap();
+
+    let mut ftp = ftp_login(&server.addr(), "alice", PW).await.unwrap();
+    for path in [
+        "../bob/secret.txt",
+        "/../bob/secret.txt",
+        "../../../../etc/passwd",
+        "link/secret.txt",
+        "passwd",
+        "/../../data/archive/bob/secret.txt",
+    ] {
+        assert!(retr(&mut ftp, path).await.is_err(), "RETR {path} must fail");
+    }
+    // `..` stops at the home: CWD .. stays in it, and what is seen there is alice's.
+    ftp.cwd("../../..").await.unwrap();
+    assert_eq!(ftp.pwd().await.unwrap(), "/");
+    let names = ftp.nlst(None).await.unwrap();
+    assert!(
+        !names.iter().any(|n| n.contains("secret") || n == "bob"),
+        "{names:?}"
+    );
+    // Uploads cannot escape either: the file lands inside alice's home or nowhere.
+    let _ = ftp.put_file("../bob/planted.txt", &mut &b"x"[..]).await;
+    assert!(!server.archive("bob/planted.txt").exists());
+    assert!(
+        ftp.put_file("../../escape.txt", &mut &b"x"[..])
+            .await
+            .is_ok()
+    );
+    assert!(server.archive("alice/escape.txt").exists());
+    assert!(!server.dir.path().join("data/escape.txt").exists());
+    // The server's own folder is out of reach even for a user whose home is the root.
+    let _ = ftp.quit().await;
+    server.add_user("root_user", PW, &["--home", "/", "--perm", "elrw"]);
+    // Added while the server runs: usable once the server has re-read users.toml.
+    let mut root = None;
+    for _ in 0..100 {
+        if let Ok(ftp) = ftp_login(&server.addr(), "root_user", PW).await {
+            root = Some(ftp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut root = root.unwrap();
+    assert!(root.cwd(".logarchive").await.is_err());
+    assert!(
+        !root
+            .nlst(None)
+            .await
+            .unwrap()
+            .iter()
+            .any(|n| n.contains(".logarchive"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_folder_overrides_most_specific_wins() {
+    let server = TestServer::start_with(
+        "",
+        &[(
+            "carol",
+            PW,
+            &[
+                "--perm",
+                "elr",
+                "--dir",
+                "/carol/inbox=elrwm",
+                "--dir",
+                "/carol/inbox/locked=el",
+            ],
+        )],
+    );
+    for dir in ["carol/inbox/locked", "carol/other"] {
+        std::fs::create_dir_all(server.archive(dir)).unwrap();
+    }
+    let mut ftp = ftp_login(&server.addr(), "carol", PW).await.unwrap();
+    assert!(
+        ftp.put_file("other/x.txt", &mut &b"x"[..]).await.is_err(),
+        "no w outside inbox"
+    );
+    ftp.put_file("inbox/x.txt", &mut &b"x"[..]).await.unwrap();
+    ftp.mkdir("inbox/sub").await.unwrap();
+    assert!(
+        ftp.put_file("inbox/locked/x.txt", &mut &b"x"[..])
+            .await
+            .is_err(),
+        "locked wins"
+    );
+    assert!(ftp.mkdir("inbox/locked/sub").await.is_err());
+    assert!(server.archive("carol/inbox/x.txt").exists());
+    assert!(!server.archive("carol/other/x.txt").exists());
+    assert!(!server.archive("carol/inbox/locked/x.txt").exists());
+}
+
+#[test]
+fn killed_client_leaves_no_file_under_the_final_name() {
+    let server = TestServer::start_with("", &[("dave", PW, &["--perm", "elrw"])]);
+    let source = server.dir.path().join("big.bin");
+    std::fs::write(&source, vec![7u8; 4 << 20]).unwrap();
+    let url = format!("ftp://{}/big.bin", server.addr());
+    let mut curl = Command::new("curl")
+        .args([
+            "-sS",
+            "--limit-rate",
+            "256k",
+            "-u",
+            &format!("dave:{PW}"),
+            "-T",
+        ])
+        .arg(&source)
+        .arg(&url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("curl");
+    // Wait until the upload is really under way (bytes in the partial area), then kill -9.
+    let partial = server.archive(".logarchive/partial");
+    let started = wait_until(Duration::from_secs(20), || {
+        std::fs::read_dir(&partial)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.metadata().map(|m| m.len() > 100_000).unwrap_or(false))
+            })
+            .unwrap_or(false)
+    });
+    assert!(started, "upload did not start: {}", server.stderr());
+    curl.kill().unwrap();
+    curl.wait().unwrap();
+    // The server notices the cut, discards the partial and never shows big.bin.
+    let cleaned = wait_until(Duration::from_secs(10), || {
+        std::fs::read_dir(&partial)
+            .map(|d| d.count() == 0)
+            .unwrap_or(false)
+    });
+    assert!(cleaned, "partial upload not discarded");
+    assert!(
+        !server.archive("dave/big.bin").exists(),
+        "a cut upload appeared under its final name"
+    );
+    let list = run(
+        "curl",
+        &[
+            "-sS",
+            "-u",
+            &format!("dave:{PW}"),
+            &format!("ftp://{}/", server.addr()),
+        ],
+    );
+    assert!(!String::from_utf8_lossy(&list.stdout).contains("big.bin"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rest_resume_gives_a_byte_identical_file() {
+    let server = TestServer::start_with("", &[("erin", PW, &["--perm", "elrwa"])]);
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let half = data.len() / 2;
+    // suppaftp: first half, then REST + STOR of the rest.
+    let mut ftp = ftp_login(&server.addr(), "erin", PW).await.unwrap();
+    ftp.put_file("resumed.bin", &mut &data[..half])
+        .await
+        .unwrap();
+    ftp.resume_transfer(half).await.unwrap();
+    ftp.put_file("resumed.bin", &mut &data[half..])
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(server.archive("erin/resumed.bin")).unwrap(),
+        data
+    );
+    assert_eq!(retr(&mut ftp, "resumed.bin").await.unwrap(), data);
+    // REST then RETR downloads the tail.
+    ftp.resume_transfer(half).await.unwrap();
+    assert_eq!(retr(&mut ftp, "resumed.bin").await.unwrap(), &data[half..]);
+    let _ = ftp.quit().await;
+
+    // lftp: `put -c` continues a partial upload from the server's size.
+    let local = server.dir.path().join("whole.bin");
+    std::fs::write(&local, &data).unwrap();
+    std::fs::write(server.archive("erin/lftp.bin"), &data[..1_000_000]).unwrap();
+    let script = format!(
+        "set ftp:ssl-allow no; set cmd:fail-exit yes; put -c {} -o lftp.bin; quit",
+        local.display()
+    );
+    let out = run(
+        "lftp",
+        &[
+            "-u",
+            &format!("erin,{PW}"),
+            "-p",
+            &server.ftp_port.to_string(),
+            "-e",
+            &script,
+            "127.0.0.1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "lftp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        sha256_file(&server.archive("erin/lftp.bin")),
+        sha256_file(&local)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_edits_apply_without_restart() {
+    let server = TestServer::start_with("", &[("frank", PW, &["--perm", "elrw"])]);
+    let mut ftp = ftp_login(&server.addr(), "frank", PW).await.unwrap();
+    ftp.put_file("one.txt", &mut &b"1"[..]).await.unwrap();
+    let out = server.cli(&["user", "set", "frank", "--perm", "elr"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same session loses 'w' as soon as the server has re-read the file.
+    let mut refused = false;
+    for _ in 0..100 {
+        if ftp.put_file("two.txt", &mut &b"2"[..]).await.is_err() {
+            refused = true;
+            break;
+        }
+        let _ = ftp.rm("two.txt").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the perm change did not apply");
+    // A removed user is refused at once, also in a running session.
+    let out = server.cli(&["user", "remove", "frank"], "");
+    assert!(out.status.success());
+    let mut gone = false;
+    for _ in 0..100 {
+        if ftp.list(None).await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone);
+    assert!(ftp_login(&server.addr(), "frank", PW).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_failed_logins_block_that_user_from_that_address() {
+    let server = TestServer::start_with(
+        "max_failed_logins = 5\nfailed_login_block = \"5m\"",
+        &[("gina", PW, &[]), ("hank", PW, &[])],
+    );
+    for _ in 0..5 {
+        assert!(
+            ftp_login(&server.addr(), "gina", "wrong-password")
+                .await
+                .is_err()
+        );
+    }
+    // Now even the right password is refused for gina from this address...
+    assert!(ftp_login(&server.addr(), "gina", PW).await.is_err());
+    // ...while other users are not affected.
+    ftp_login(&server.addr(), "hank", PW).await.unwrap();
+}
+
+fn write_cert(dir: &std::path::Path) -> std::path::PathBuf {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    dir.join("cert.pem")
+}
+
+fn tls_server(required: bool) -> (TestServer, std::path::PathBuf) {
+    let mut server = TestServer::prepare(&format!(
+        "[ftp.tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\nrequired = {required}"
+    ));
+    let ca = write_cert(server.dir.path());
+    server.add_user("ivy", PW, &["--perm", "elrw"]);
+    server.start();
+    (server, ca)
+}
+
+fn curl_upload(server: &TestServer, name: &str, extra: &[&str]) -> bool {
+    let file = server.dir.path().join("payload.txt");
+    std::fs::write(&file, b"over the wire\n").unwrap();
+    let url = format!("ftp://{}/{name}", server.addr());
+    let mut args = vec![
+        "-sS",
+        "-u",
+        "ivy:behaviour-password",
+        "-T",
+        file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    run("curl", &args).status.success()
+}
+
+#[test]
+fn ftps_required_refuses_plaintext() {
+    let (server, ca) = tls_server(true);
+    let ca = ca.to_str().unwrap();
+    assert!(
+        !curl_upload(&server, "plain.txt", &[]),
+        "plaintext must be refused"
+    );
+    assert!(!server.archive("ivy/plain.txt").exists());
+    assert!(curl_upload(
+        &server,
+        "secure.txt",
+        &["--ssl-reqd", "--cacert", ca]
+    ));
+    assert_eq!(
+        std::fs::read(server.archive("ivy/secure.txt")).unwrap(),
+        b"over the wire\n"
+    );
+}
+
+#[test]
+fn ftps_optional_serves_both() {
+    let (server, ca) = tls_server(false);
+    let ca = ca.to_str().unwrap();
+    assert!(curl_upload(&server, "plain.txt", &[]));
+    assert!(curl_upload(
+        &server,
+        "secure.txt",
+        &["--ssl-reqd", "--cacert", ca]
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reindex_reproduces_the_catalog_and_sigterm_exits_cleanly() {
+    let mut server = TestServer::start_with("", &[("jack", PW, &["--perm", "elrwafdm"])]);
+    let mut ftp = ftp_login(&server.addr(), "jack", PW).await.unwrap();
+    ftp.mkdir("logs").await.unwrap();
+    ftp.put_file("logs/a.log", &mut &b"alpha\n"[..])
+        .await
+        .unwrap();
+    ftp.put_file("logs/b.log", &mut &b"beta\n"[..])
+        .await
+        .unwrap();
+    ftp.append_file("logs/b.log", &mut &b"more beta\n"[..])
+        .await
+        .unwrap();
+    ftp.put_file("gone.log", &mut &b"soon deleted\n"[..])
+        .await
+        .unwrap();
+    ftp.rm("gone.log").await.unwrap();
+    ftp.rename("logs/a.log", "logs/renamed.log").await.unwrap();
+    let _ = ftp.quit().await;
+    assert!(server.stop(), "SIGTERM should exit 0: {}", server.stderr());
+
+    let before = server.cli(&["catalog", "--json"], "");
+    assert!(
+        before.status.success(),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+    let before = String::from_utf8(before.stdout).unwrap();
+    let lines: Vec<&str> = before.lines().collect();
+    assert_eq!(lines.len(), 2, "{before}");
+    assert!(
+        before.contains("\"/jack/logs/renamed.log\"") && before.contains("\"uploader\":\"jack\"")
+    );
+    let b_log = server.archive("jack/logs/b.log");
+    assert!(
+        before.contains(&sha256_file(&b_log)),
+        "catalog hash of the appended file"
+    );
+
+    let out = server.cli(&["reindex"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = String::from_utf8(server.cli(&["catalog", "--json"], "").stdout).unwrap();
+    assert_eq!(before, after);
+}
