@@ -86,7 +86,7 @@ impl Perm {
     pub fn commands(self) -> &'static [&'static str] {
         match self {
             Perm::ChangeDir => &["CWD", "CDUP"],
-            Perm::List => &["LIST", "NLST", "STAT", "MLSD", "MLST", "SIZE"],
+            Perm::List => &["LIST", "NLST", "STAT", "MLSD", "MLST", "SIZE", "MDTM"],
             Perm::Read => &["RETR"],
             Perm::Append => &["APPE"],
             Perm::Delete => &["DELE", "RMD"],

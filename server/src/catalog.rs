@@ -193,8 +193,17 @@ impl Catalog {
         let files = self.archive.walk(&ArchivePath::root()).await?;
         let origins = self.replay_journal().await?;
         self.files.clear()?;
+        let mut indexed = 0;
         for file in &files {
-            let sha256 = self.hash_file(&file.path).await?;
+            // One unreadable file is reported, not allowed to stop the whole rebuild.
+            let sha256 = match self.hash_file(&file.path).await {
+                Ok(sha256) => sha256,
+                Err(err) => {
+                    tracing::error!(path = %file.path, "not indexed: {err}");
+                    continue;
+                }
+            };
+            indexed += 1;
             let modified = whole_seconds(to_datetime(file.modified));
             let (uploader, received) = match origins.get(&file.path) {
                 Some((uploader, received)) => (Some(uploader.clone()), *received),
@@ -210,7 +219,7 @@ impl Catalog {
             })?;
         }
         self.db.flush_async().await?;
-        Ok(files.len())
+        Ok(indexed)
     }
 
     /// Who sent each path, and when, as the journal tells it (renames followed).

@@ -16,19 +16,20 @@ use crate::ftp::throttle::Throttles;
 use crate::users::UserStore;
 
 /// The archive and catalog of a data dir, as every command that needs them opens them.
-pub fn open_store(config: &LoadedServerConfig) -> anyhow::Result<(Arc<dyn Archive>, Catalog)> {
+pub fn open_store(config: &LoadedServerConfig) -> anyhow::Result<(Arc<FsArchive>, Catalog)> {
     let root = config.data_dir.join("archive");
-    let archive: Arc<dyn Archive> = Arc::new(
+    let archive = Arc::new(
         FsArchive::open(&root)
             .with_context(|| format!("cannot open the archive at {}", root.display()))?,
     );
     let catalog_dir = config.data_dir.join("catalog");
-    let catalog = Catalog::open(&catalog_dir, archive.clone()).with_context(|| {
-        format!(
-            "cannot open the catalog at {} (is another logarchive-server using this data dir?)",
-            catalog_dir.display()
-        )
-    })?;
+    let catalog =
+        Catalog::open(&catalog_dir, archive.clone() as Arc<dyn Archive>).with_context(|| {
+            format!(
+                "cannot open the catalog at {} (is another logarchive-server using this data dir?)",
+                catalog_dir.display()
+            )
+        })?;
     Ok((archive, catalog))
 }
 
@@ -42,6 +43,13 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     let (archive, catalog) = open_store(&config)?;
+    let discarded = archive
+        .discard_partials()
+        .context("cannot clean up partial uploads")?;
+    if discarded > 0 {
+        tracing::info!(discarded, "removed partial uploads of an earlier run");
+    }
+    let archive: Arc<dyn Archive> = archive;
     let first_admin = crate::cmd::user::bootstrap_admin(&config.users_file)?;
     let users = Arc::new(UserStore::open(&config.users_file)?);
     let ftp = &config.config.ftp;
@@ -93,7 +101,7 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     if tokio::time::timeout(grace, transfers.idle()).await.is_err() {
         tracing::warn!(
             running = transfers.running(),
-            "shutdown: transfers still running after {grace:?} are cut (their partial uploads are discarded)"
+            "shutdown: transfers still running after {grace:?} are cut (uploads to new names are discarded at the next start; appends keep what arrived)"
         );
     }
     catalog.flush().await.context("cannot flush the catalog")?;

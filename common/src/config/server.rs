@@ -376,6 +376,23 @@ impl UsersFile {
                 ));
             }
             let home = user.home();
+            if home.components().next() == Some(".logarchive") {
+                let span =
+                    text[user.name.span().start..]
+                        .find("home")
+                        .map_or(user.name.span(), |at| {
+                            let at = user.name.span().start + at;
+                            at..at
+                        });
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    span,
+                    format!(
+                        "user \"{name}\": home \"{home}\" is inside the server's reserved folder /.logarchive"
+                    ),
+                ));
+            }
             if let Some(dirs) = &user.dirs {
                 for dir in dirs.get_ref().keys() {
                     if !dir.starts_with(&home) {

@@ -28,18 +28,26 @@ pub struct FsArchive {
 }
 
 impl FsArchive {
-    /// Opens (creating if needed) the archive at `root` and removes partial uploads left by
-    /// an earlier run: they were never committed, so nobody can be waiting for them.
+    /// Opens (creating if needed) the archive at `root`.
     pub fn open(root: &Path) -> io::Result<FsArchive> {
-        let partial = root.join(RESERVED).join("partial");
-        fs::create_dir_all(&partial)?;
+        fs::create_dir_all(root.join(RESERVED).join("partial"))?;
         fs::create_dir_all(root.join(RESERVED).join("journal"))?;
-        for entry in fs::read_dir(&partial)? {
-            let _ = fs::remove_file(entry?.path());
-        }
         Ok(FsArchive {
             root: root.to_owned(),
         })
+    }
+
+    /// Removes partial uploads left by an earlier run: they were never committed, so nobody
+    /// waits for them. Only the server calls this, at start, once it holds the catalog lock
+    /// (so no other server is writing here).
+    pub fn discard_partials(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(self.root.join(RESERVED).join("partial"))? {
+            if fs::remove_file(entry?.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// The local path of `path`, after checking that no existing component on the way is a
@@ -399,7 +407,8 @@ impl Archive for FsArchive {
                 .append(true)
                 .open(local)
                 .map_err(|e| map_err(&path, e))?;
-            file.write_all(&record).map_err(|e| map_err(&path, e))
+            file.write_all(&record).map_err(|e| map_err(&path, e))?;
+            file.sync_data().map_err(|e| map_err(&path, e))
         })
         .await
     }

@@ -68,8 +68,10 @@ impl Authenticator for PasswordAuthenticator {
         username: &str,
         creds: &Credentials,
     ) -> Result<Principal, AuthenticationError> {
-        self.users.reload_if_changed();
-        let account = self.users.get(username);
+        let store = self.users.clone();
+        let _ = tokio::task::spawn_blocking(move || store.reload_if_changed()).await;
+        // A disabled account is treated like an unknown one: no home, no "login" line.
+        let account = self.users.get(username).filter(|account| account.enabled);
         let password = creds.password.clone().unwrap_or_default();
         let hash = account
             .as_ref()

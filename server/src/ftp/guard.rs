@@ -221,10 +221,11 @@ impl Guard {
             .set_modified(&path, time)
             .await
             .map_err(|e| self.archive_error(&account, e))?;
-        if let Ok(entry) = self.archive.stat(&path).await {
-            if let Err(err) = self.catalog.refresh(&entry, &user.name).await {
-                tracing::error!(path = %path, "catalog not updated after MFMT: {err}");
-            }
+        if let Ok(entry) = self.archive.stat(&path).await
+            && entry.kind == EntryKind::File
+            && let Err(err) = self.catalog.refresh(&entry, &user.name).await
+        {
+            tracing::error!(path = %path, "catalog not updated after MFMT: {err}");
         }
         Ok(())
     }
