@@ -88,7 +88,11 @@ fn whole_seconds(time: OffsetDateTime) -> OffsetDateTime {
 
 impl Catalog {
     pub fn open(dir: &std::path::Path, archive: Arc<dyn Archive>) -> Result<Catalog, CatalogError> {
-        let db = sled::Config::new().path(dir).open()?;
+        // sled caches up to 1 GiB by default; the catalog is read little and rebuildable.
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(32 * 1024 * 1024)
+            .open()?;
         let files = db.open_tree("files")?;
         Ok(Catalog { db, files, archive })
     }

@@ -19,7 +19,7 @@ use crate::users::UserStore;
 pub fn open_store(config: &LoadedServerConfig) -> anyhow::Result<(Arc<FsArchive>, Catalog)> {
     let root = config.data_dir.join("archive");
     let archive = Arc::new(
-        FsArchive::open(&root)
+        FsArchive::open(&root, config.config.durable_writes)
             .with_context(|| format!("cannot open the archive at {}", root.display()))?,
     );
     let catalog_dir = config.data_dir.join("catalog");
@@ -83,7 +83,8 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     let ftp_service = tokio::spawn({
         let config = config.clone();
         let shutdown = shutdown.clone();
-        async move { crate::ftp::serve(&config, guard, shutdown).await }
+        let sessions = crate::ftp::sessions::Sessions::default();
+        async move { crate::ftp::serve(&config, guard, sessions, shutdown).await }
     });
     tokio::select! {
         signal = trigger.on_signal() => signal.context("cannot listen for signals")?,

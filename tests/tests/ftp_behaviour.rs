@@ -100,9 +100,9 @@ async fn per_folder_overrides_most_specific_wins() {
             PW,
             &[
                 "--perm",
-                "elr",
+                "elrf",
                 "--dir",
-                "/carol/inbox=elrwm",
+                "/carol/inbox=elrwmf",
                 "--dir",
                 "/carol/inbox/locked=el",
             ],
@@ -128,6 +128,12 @@ async fn per_folder_overrides_most_specific_wins() {
     assert!(server.archive("carol/inbox/x.txt").exists());
     assert!(!server.archive("carol/other/x.txt").exists());
     assert!(!server.archive("carol/inbox/locked/x.txt").exists());
+    // Folders with their own rights cannot be moved away from them, nor replaced.
+    let err = ftp.rename("inbox", "moved").await.unwrap_err().to_string();
+    assert!(err.contains("has its own permissions"), "{err}");
+    assert!(ftp.rename("other", "inbox/locked/other").await.is_err());
+    ftp.rename("other", "other2").await.unwrap();
+    assert!(server.archive("carol/inbox/locked").is_dir());
 }
 
 #[test]
@@ -413,4 +419,16 @@ async fn reindex_reproduces_the_catalog_and_sigterm_exits_cleanly() {
     );
     let after = String::from_utf8(server.cli(&["catalog", "--json"], "").stdout).unwrap();
     assert_eq!(before, after);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_sessions_are_closed() {
+    let server = TestServer::start_with("idle_timeout = \"1s\"", &[("mona", PW, &[])]);
+    let mut ftp = ftp_login(&server.addr(), "mona", PW).await.unwrap();
+    ftp.noop().await.unwrap();
+    // The server closes the control connection after a second without a command (any
+    // command would restart the clock, so this waits without asking).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let closed = ftp.pwd().await.is_err();
+    assert!(closed, "an idle session stayed open");
 }

@@ -26,6 +26,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Relative to the config file; with no config file, `<data_dir>/users.toml`.
     pub users_file: Option<PathBuf>,
+    /// fsync each uploaded file before acknowledging it (true: an acknowledged upload
+    /// survives a power cut; false: like vsftpd, the page cache decides).
+    #[serde(default = "yes")]
+    pub durable_writes: bool,
     #[serde(default)]
     pub ftp: FtpConfig,
     #[serde(default)]

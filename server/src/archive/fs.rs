@@ -25,15 +25,19 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct FsArchive {
     root: PathBuf,
+    /// fsync every upload before it is committed (and so acknowledged).
+    durable: bool,
 }
 
 impl FsArchive {
-    /// Opens (creating if needed) the archive at `root`.
-    pub fn open(root: &Path) -> io::Result<FsArchive> {
+    /// Opens (creating if needed) the archive at `root`. With `durable`, every upload is
+    /// fsynced before it is committed, so an acknowledged upload survives a power cut.
+    pub fn open(root: &Path, durable: bool) -> io::Result<FsArchive> {
         fs::create_dir_all(root.join(RESERVED).join("partial"))?;
         fs::create_dir_all(root.join(RESERVED).join("journal"))?;
         Ok(FsArchive {
             root: root.to_owned(),
+            durable,
         })
     }
 
@@ -207,7 +211,7 @@ impl Archive for FsArchive {
     async fn begin_upload(&self, path: &ArchivePath, mode: UploadMode) -> Result<Box<dyn Upload>> {
         let this = self.clone();
         let owned = path.clone();
-        let (file, target) = blocking(path, move || {
+        let (file, target, durable) = blocking(path, move || {
             require_parent(&this, &owned)?;
             let local = this.local(&owned)?;
             let existing = match fs::metadata(&local) {
@@ -241,7 +245,7 @@ impl Archive for FsArchive {
                     local,
                     old_len: existing,
                 };
-                return Ok((file, target));
+                return Ok((file, target, this.durable));
             }
             let partial = this.partial_path();
             if let UploadMode::ResumeAt(_) = mode {
@@ -267,6 +271,7 @@ impl Archive for FsArchive {
                     partial,
                     local,
                 },
+                this.durable,
             ))
         })
         .await?;
@@ -276,7 +281,11 @@ impl Archive for FsArchive {
                 .await
                 .map_err(|e| map_err(path, e))?;
         }
-        Ok(Box::new(FsUpload { file, target }))
+        Ok(Box::new(FsUpload {
+            file,
+            target,
+            durable,
+        }))
     }
 
     async fn create_dir(&self, path: &ArchivePath) -> Result<()> {
@@ -457,6 +466,7 @@ enum Target {
 struct FsUpload {
     file: tokio::fs::File,
     target: Target,
+    durable: bool,
 }
 
 impl AsyncWrite for FsUpload {
@@ -479,12 +489,18 @@ impl AsyncWrite for FsUpload {
 impl Upload for FsUpload {
     async fn commit(self: Box<Self>) -> Result<Entry> {
         use tokio::io::AsyncWriteExt;
-        let FsUpload { mut file, target } = *self;
+        let FsUpload {
+            mut file,
+            target,
+            durable,
+        } = *self;
         let path = match &target {
             Target::Replace { path, .. } | Target::InPlace { path, .. } => path.clone(),
         };
         file.flush().await.map_err(|e| map_err(&path, e))?;
-        file.sync_data().await.map_err(|e| map_err(&path, e))?;
+        if durable {
+            file.sync_data().await.map_err(|e| map_err(&path, e))?;
+        }
         drop(file);
         blocking(&path.clone(), move || {
             let local = match target {
@@ -504,7 +520,7 @@ impl Upload for FsUpload {
     }
 
     async fn abort(self: Box<Self>) {
-        let FsUpload { file, target } = *self;
+        let FsUpload { file, target, .. } = *self;
         drop(file);
         let path = ArchivePath::root();
         let _ = blocking(&path, move || {

@@ -4,11 +4,19 @@
 //! blocking pool under a semaphore so that a flood of logins can neither starve the async
 //! threads nor make the server allocate without bound. Unknown users cost the same time
 //! as wrong passwords, so logins do not reveal which names exist.
+//!
+//! Agents reconnect often with the same password, so a successful check is remembered for
+//! [`LOGIN_CACHE_TTL`] as a keyed SHA-256 of the password (the key is random per process
+//! and never leaves memory), tied to the stored hash: a password change, or a restart,
+//! forgets it. SFTPGo does the same ("password caching").
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use unftp_core::auth::{
     AuthenticationError, Authenticator, Credentials, Principal, UserDetail, UserDetailError,
@@ -37,11 +45,60 @@ impl UserDetail for FtpUser {
     }
 }
 
+/// How long a verified password is remembered.
+pub const LOGIN_CACHE_TTL: Duration = Duration::from_secs(15 * 60);
+
 #[derive(Debug)]
 pub struct PasswordAuthenticator {
     users: Arc<UserStore>,
     archive: Arc<dyn Archive>,
     hashing: Semaphore,
+    cache: LoginCache,
+}
+
+/// Recently verified passwords, as keyed digests.
+struct LoginCache {
+    key: [u8; 32],
+    /// (user, stored hash) -> (digest of the password, when verified)
+    verified: Mutex<HashMap<(String, String), ([u8; 32], Instant)>>,
+}
+
+impl fmt::Debug for LoginCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LoginCache(..)")
+    }
+}
+
+impl LoginCache {
+    fn new() -> Self {
+        LoginCache {
+            key: rand::random(),
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn digest(&self, password: &str) -> [u8; 32] {
+        Sha256::new()
+            .chain_update(self.key)
+            .chain_update(password.as_bytes())
+            .finalize()
+            .into()
+    }
+
+    fn knows(&self, user: &str, hash: &str, password: &str) -> bool {
+        let digest = self.digest(password);
+        let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        verified
+            .get(&(user.to_owned(), hash.to_owned()))
+            .is_some_and(|(known, when)| *known == digest && when.elapsed() < LOGIN_CACHE_TTL)
+    }
+
+    fn remember(&self, user: &str, hash: &str, password: &str) {
+        let digest = self.digest(password);
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        verified.retain(|_, (_, when)| when.elapsed() < LOGIN_CACHE_TTL);
+        verified.insert((user.to_owned(), hash.to_owned()), (digest, Instant::now()));
+    }
 }
 
 impl PasswordAuthenticator {
@@ -51,6 +108,7 @@ impl PasswordAuthenticator {
             users,
             archive,
             hashing: Semaphore::new(cores * 2),
+            cache: LoginCache::new(),
         }
     }
 }
@@ -76,15 +134,26 @@ impl Authenticator for PasswordAuthenticator {
         let hash = account
             .as_ref()
             .map_or_else(|| decoy_hash().to_owned(), |a| a.password_hash.clone());
-        let permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|e| AuthenticationError::with_source("hashing unavailable", e))?;
-        let valid = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+        let valid = if account.is_some() && self.cache.knows(username, &hash, &password) {
+            true
+        } else {
+            let permit = self
+                .hashing
+                .acquire()
+                .await
+                .map_err(|e| AuthenticationError::with_source("hashing unavailable", e))?;
+            let (checked_hash, checked_password) = (hash.clone(), password.clone());
+            let valid = tokio::task::spawn_blocking(move || {
+                verify_password(&checked_hash, &checked_password)
+            })
             .await
             .unwrap_or(false);
-        drop(permit);
+            drop(permit);
+            if valid && account.is_some() {
+                self.cache.remember(username, &hash, &password);
+            }
+            valid
+        };
         match account {
             Some(account) if valid => {
                 // The home exists from the first login on, so the user can CWD and list it.

@@ -43,6 +43,10 @@ use crate::archive::{Archive, ArchiveError, Entry, EntryKind, UploadMode, is_res
 use crate::catalog::Catalog;
 use crate::users::{Account, UserStore};
 
+/// The chunk size of transfers: large enough that the blocking-pool hop per chunk of file
+/// I/O does not dominate.
+const TRANSFER_BUFFER: usize = 1 << 20;
+
 /// Counts transfers in flight so that shutdown can let them finish.
 #[derive(Debug, Default)]
 pub struct Transfers {
@@ -245,7 +249,7 @@ impl Guard {
         let mut input =
             ThrottledReader::new(input, self.throttles.limiters(account, Direction::Upload));
         let mut hasher = (mode == UploadMode::Replace).then(Sha256::new);
-        let mut buffer = vec![0u8; 256 * 1024];
+        let mut buffer = vec![0u8; TRANSFER_BUFFER];
         loop {
             let n = match input.read(&mut buffer).await {
                 Ok(0) => break,
@@ -364,6 +368,32 @@ impl StorageBackend<FtpUser> for Guard {
         }))
     }
 
+    /// RETR: large reads and writes (libunftp's default copies 8 KiB at a time, which costs
+    /// a blocking-pool hop per 8 KiB of file).
+    async fn get_into<'a, P, W: ?Sized>(
+        &self,
+        user: &FtpUser,
+        path: P,
+        start_pos: u64,
+        output: &'a mut W,
+    ) -> Result<u64>
+    where
+        W: tokio::io::AsyncWrite + Unpin + Sync + Send,
+        P: AsRef<Path> + Send + Debug,
+    {
+        let mut reader = self.get(user, path, start_pos).await?;
+        let mut buffer = vec![0u8; TRANSFER_BUFFER];
+        let mut sent = 0u64;
+        loop {
+            let n = reader.read(&mut buffer).await.map_err(Error::from)?;
+            if n == 0 {
+                return Ok(sent);
+            }
+            output.write_all(&buffer[..n]).await.map_err(Error::from)?;
+            sent += n as u64;
+        }
+    }
+
     async fn put<P: AsRef<Path> + Send + Debug, R: AsyncRead + Send + Sync + Unpin + 'static>(
         &self,
         user: &FtpUser,
@@ -439,6 +469,21 @@ impl StorageBackend<FtpUser> for Guard {
             return Err(refuse(
                 ErrorKind::PermissionDenied,
                 "the home folder cannot be renamed",
+            ));
+        }
+        // Per-folder rights are bound to paths: moving a folder that has (or holds) its own
+        // rights, or moving one into such a place, would carry files out of their rules.
+        if let Some((dir, _)) = account
+            .dirs
+            .iter()
+            .find(|(dir, _)| dir.starts_with(&from) || dir.starts_with(&to))
+        {
+            return Err(refuse(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "{} has its own permissions and cannot be moved or replaced",
+                    shown(&account, dir)
+                ),
             ));
         }
         self.archive

@@ -3,11 +3,13 @@
 //!
 //! - [`auth`]: password logins and the per-session user.
 //! - [`guard`]: permission letters, path confinement, throttling, catalog recording.
+//! - [`sessions`]: who is logged in.
 //! - [`site`]: SITE CHMOD and MFMT.
 //! - [`throttle`]: per-user and total bandwidth limits shared by all sessions.
 
 pub mod auth;
 pub mod guard;
+pub mod sessions;
 pub mod site;
 pub mod throttle;
 
@@ -27,6 +29,7 @@ use guard::Guard;
 pub async fn serve(
     config: &LoadedServerConfig,
     guard: Guard,
+    sessions: sessions::Sessions,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let ftp = &config.config.ftp;
@@ -50,6 +53,7 @@ pub async fn serve(
         ftp.failed_login_block.0,
         FailedLoginsBlock::UserAndIP,
     ))
+    .notify_presence(sessions)
     .site_command("CHMOD", site::Chmod)
     .site_command("MFMT", site::Mfmt)
     .shutdown_indicator(async move {

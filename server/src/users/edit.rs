@@ -200,12 +200,20 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), EditError> {
         .file_name()
         .map_or("users.toml".into(), |n| n.to_string_lossy().into_owned());
     let temp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+    // An edit keeps the file's owner and mode, so that `sudo logarchive-server user ...`
+    // does not leave a file the service user cannot read.
+    let previous = std::fs::metadata(path).ok();
     let result = (|| {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&temp)?;
+        if let Some(previous) = &previous {
+            std::os::unix::fs::fchown(&file, Some(previous.uid()), Some(previous.gid()))?;
+            file.set_permissions(std::fs::Permissions::from_mode(previous.mode() & 0o777))?;
+        }
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&temp, path)?;

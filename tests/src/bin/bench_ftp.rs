@@ -1,0 +1,316 @@
+//! FTP benchmark: logarchive-server side by side with vsftpd, same client, same machine.
+//!
+//! 1. Upload and download of one large file (default 1 GiB) with curl, unthrottled, on
+//!    loopback, against both servers; median of `--runs` runs each.
+//! 2. `--sessions` concurrent sessions (default 200), each logging in and storing a 64 KiB
+//!    file with suppaftp: all must succeed; p50/p99 latency and the server's peak RSS.
+//!
+//! Build and run (release):
+//!   cargo build --release --workspace && target/release/bench-ftp [--size-mib 1024] [--runs 3] [--sessions 200] [--dir /tmp]
+//! vsftpd comes from Debian (`apt-get install vsftpd`); it runs here as a child process
+//! with anonymous uploads into a temporary folder, on its own ports.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use logarchive_tests::{TestServer, free_port, free_port_range, run, wait_until};
+
+struct Args {
+    size_mib: u64,
+    runs: usize,
+    sessions: usize,
+    dir: PathBuf,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        size_mib: 1024,
+        runs: 3,
+        sessions: 200,
+        dir: std::env::temp_dir(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--size-mib" => args.size_mib = value.parse()?,
+            "--runs" => args.runs = value.parse()?,
+            "--sessions" => args.sessions = value.parse()?,
+            "--dir" => args.dir = value.into(),
+            _ => bail!("unknown option {flag}"),
+        }
+    }
+    Ok(args)
+}
+
+/// A vsftpd with anonymous upload and download in its own folder.
+struct Vsftpd {
+    child: Child,
+    port: u16,
+    root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Vsftpd {
+    fn start(base: &Path) -> anyhow::Result<Vsftpd> {
+        let dir = tempfile::tempdir_in(base)?;
+        let root = dir.path().join("root");
+        let upload = root.join("upload");
+        std::fs::create_dir_all(&upload)?;
+        // vsftpd refuses a writable anonymous root; the upload folder belongs to `ftp`.
+        run("chown", &["ftp:ftp", upload.to_str().unwrap_or_default()]);
+        let port = free_port();
+        let (low, high) = free_port_range(400);
+        let config = dir.path().join("vsftpd.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listen=YES\nlisten_address=127.0.0.1\nlisten_port={port}\nbackground=NO\n\
+                 anonymous_enable=YES\nlocal_enable=NO\nwrite_enable=YES\nanon_upload_enable=YES\n\
+                 anon_world_readable_only=NO\nanon_umask=022\nno_anon_password=YES\nanon_root={}\n\
+                 pasv_enable=YES\npasv_min_port={low}\npasv_max_port={high}\nmax_clients=0\nmax_per_ip=0\n\
+                 seccomp_sandbox=NO\nsecure_chroot_dir=/var/run/vsftpd/empty\nxferlog_enable=NO\n\
+                 use_sendfile=YES\n",
+                root.display()
+            ),
+        )?;
+        std::fs::create_dir_all("/var/run/vsftpd/empty")?;
+        let child = Command::new("vsftpd")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start vsftpd (apt-get install vsftpd)")?;
+        if !wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }) {
+            bail!("vsftpd did not listen on {port}");
+        }
+        Ok(Vsftpd {
+            child,
+            port,
+            root,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Vsftpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Target {
+    name: &'static str,
+    /// ftp://user:pass@host:port/folder/
+    base_url: String,
+    user: String,
+    password: String,
+    addr: String,
+    folder: &'static str,
+}
+
+fn curl_seconds(args: &[&str]) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let out = run("curl", args);
+    if !out.status.success() {
+        bail!(
+            "curl {:?} failed: {}",
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn large_file(target: &Target, file: &Path, size: u64, runs: usize) -> anyhow::Result<(f64, f64)> {
+    let mut up = Vec::new();
+    let mut down = Vec::new();
+    let credentials = format!("{}:{}", target.user, target.password);
+    for run_index in 0..runs {
+        let url = format!("{}big{run_index}.bin", target.base_url);
+        up.push(curl_seconds(&[
+            "-sS",
+            "-u",
+            &credentials,
+            "-T",
+            file.to_str().unwrap_or_default(),
+            &url,
+        ])?);
+        down.push(curl_seconds(&[
+            "-sS",
+            "-u",
+            &credentials,
+            "-o",
+            "/dev/null",
+            &url,
+        ])?);
+    }
+    let mib = size as f64 / (1024.0 * 1024.0);
+    Ok((mib / median(up), mib / median(down)))
+}
+
+async fn concurrent_sessions(
+    target: &Target,
+    sessions: usize,
+) -> anyhow::Result<(usize, f64, f64)> {
+    let payload = vec![42u8; 64 * 1024];
+    let mut tasks = Vec::new();
+    for i in 0..sessions {
+        let addr = target.addr.clone();
+        let user = target.user.clone();
+        let password = target.password.clone();
+        let folder = target.folder;
+        let payload = payload.clone();
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let session = async {
+                let mut ftp = logarchive_tests::ftp_login(&addr, &user, &password).await?;
+                ftp.put_file(format!("{folder}s{i}.bin"), &mut &payload[..])
+                    .await?;
+                let _ = ftp.quit().await;
+                Ok::<(), suppaftp::FtpError>(())
+            };
+            match tokio::time::timeout(Duration::from_secs(60), session).await {
+                Ok(Ok(())) => Ok(started.elapsed().as_secs_f64()),
+                Ok(Err(err)) => Err(err.to_string()),
+                Err(_) => Err("no answer within 60 s".to_owned()),
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for task in tasks {
+        match task.await? {
+            Ok(seconds) => latencies.push(seconds),
+            Err(err) => {
+                failures += 1;
+                eprintln!("  session failed: {err}");
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    if latencies.is_empty() {
+        bail!("every session failed");
+    }
+    Ok((
+        failures,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+    ))
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let size = args.size_mib * 1024 * 1024;
+    let work = tempfile::tempdir_in(&args.dir)?;
+    let file = work.path().join("payload.bin");
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        let mut block = vec![0u8; 1 << 20];
+        for i in 0..args.size_mib {
+            block
+                .iter_mut()
+                .enumerate()
+                .for_each(|(j, b)| *b = (i as usize * 31 + j * 7) as u8);
+            out.write_all(&block)?;
+        }
+    }
+
+    let password = "bench-password";
+    let mut server = TestServer::prepare("");
+    server.add_user("bench", password, &["--perm", "elradfmw"]);
+    server.start();
+    let vsftpd = Vsftpd::start(&args.dir)?;
+    let targets = [
+        Target {
+            name: "logarchive-server",
+            base_url: format!("ftp://{}/", server.addr()),
+            user: "bench".into(),
+            password: password.into(),
+            addr: server.addr(),
+            folder: "",
+        },
+        Target {
+            name: "vsftpd",
+            base_url: format!("ftp://127.0.0.1:{}/upload/", vsftpd.port),
+            user: "anonymous".into(),
+            password: "bench@".into(),
+            addr: format!("127.0.0.1:{}", vsftpd.port),
+            folder: "upload/",
+        },
+    ];
+
+    println!(
+        "## {} MiB file, curl, median of {} runs (MiB/s)",
+        args.size_mib, args.runs
+    );
+    println!("| server | upload | download |\n|---|---|---|");
+    let mut results = Vec::new();
+    for target in &targets {
+        let (up, down) = large_file(target, &file, size, args.runs)?;
+        println!("| {} | {up:.0} | {down:.0} |", target.name);
+        results.push((up, down));
+        // Free the disk before the next target.
+        let _ = std::fs::remove_dir_all(server.archive("bench"));
+        let _ = std::fs::create_dir_all(server.archive("bench"));
+        for run_index in 0..args.runs {
+            let _ = std::fs::remove_file(vsftpd.root.join(format!("upload/big{run_index}.bin")));
+        }
+    }
+    println!(
+        "\nlogarchive / vsftpd: upload {:.2}x, download {:.2}x\n",
+        results[0].0 / results[1].0,
+        results[0].1 / results[1].1
+    );
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    println!(
+        "## {} concurrent sessions: login, STOR 64 KiB, QUIT",
+        args.sessions
+    );
+    println!("| server | failed | p50 latency | p99 latency |\n|---|---|---|---|");
+    for target in &targets {
+        let (failed, p50, p99) = runtime.block_on(concurrent_sessions(target, args.sessions))?;
+        println!(
+            "| {} | {failed} | {:.0} ms | {:.0} ms |",
+            target.name,
+            p50 * 1000.0,
+            p99 * 1000.0
+        );
+    }
+    if let Some(rss) = server.pid().and_then(peak_rss_kib) {
+        println!(
+            "\nlogarchive-server peak RSS over the whole run: {:.1} MiB",
+            rss as f64 / 1024.0
+        );
+    }
+    server.stop();
+    Ok(())
+}
