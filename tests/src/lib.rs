@@ -77,9 +77,19 @@ impl TestServer {
     /// Writes a config with free ports plus `extra_ftp` lines under `[ftp]`, but does not
     /// start the server (add users first, or test config errors).
     pub fn prepare(extra_ftp: &str) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
+        TestServer::prepare_with_passive_ports(extra_ftp, 20)
+    }
+
+    /// Like [`TestServer::prepare`], with `passive` passive ports (one per concurrent
+    /// transfer), in a temporary folder under `base` (default: the system's).
+    pub fn prepare_with_passive_ports(extra_ftp: &str, passive: u16) -> TestServer {
+        TestServer::prepare_in(&std::env::temp_dir(), extra_ftp, passive)
+    }
+
+    pub fn prepare_in(base: &Path, extra_ftp: &str, passive: u16) -> TestServer {
+        let dir = tempfile::tempdir_in(base).expect("temp dir");
         let ftp_port = free_port();
-        let (low, high) = free_port_range(20);
+        let (low, high) = free_port_range(passive);
         let config = dir.path().join("server.toml");
         let text = format!(
             "data_dir = \"data\"\nusers_file = \"users.toml\"\n[ftp]\nlisten = \"127.0.0.1:{ftp_port}\"\npassive_ports = \"{low}-{high}\"\n{extra_ftp}\n"

@@ -10,16 +10,14 @@ use std::fs;
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use logarchive_common::paths::ArchivePath;
-use tokio::io::{AsyncSeekExt, AsyncWrite};
 
 use super::{
-    Archive, ArchiveError, ArchiveReader, Entry, EntryKind, RESERVED, Result, Upload, UploadMode,
+    Archive, ArchiveError, ArchiveReader, Committed, Entry, EntryKind, RESERVED, Result, Upload,
+    UploadMode,
 };
 
 #[derive(Debug, Clone)]
@@ -275,17 +273,8 @@ impl Archive for FsArchive {
             ))
         })
         .await?;
-        let mut file = tokio::fs::File::from_std(file);
-        if let Target::InPlace { .. } = target {
-            file.seek(SeekFrom::End(0))
-                .await
-                .map_err(|e| map_err(path, e))?;
-        }
-        Ok(Box::new(FsUpload {
-            file,
-            target,
-            durable,
-        }))
+        let hash = mode == UploadMode::Replace;
+        Ok(Box::new(FsUpload::start(file, target, durable, hash)))
     }
 
     async fn create_dir(&self, path: &ArchivePath) -> Result<()> {
@@ -463,45 +452,104 @@ enum Target {
     },
 }
 
-struct FsUpload {
-    file: tokio::fs::File,
-    target: Target,
-    durable: bool,
+impl Target {
+    fn path(&self) -> &ArchivePath {
+        match self {
+            Target::Replace { path, .. } | Target::InPlace { path, .. } => path,
+        }
+    }
 }
 
-impl AsyncWrite for FsUpload {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.file).poll_write(cx, buf)
+/// What the writer hands back: the file, and its SHA-256 when it hashed.
+type Written = (fs::File, Option<String>);
+
+/// Chunks queued between the receiver and the writer thread.
+const QUEUED_CHUNKS: usize = 4;
+
+/// An upload whose chunks are written (and hashed) by a blocking task of its own, so that
+/// receiving the next chunk overlaps with storing the last one.
+struct FsUpload {
+    chunks: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    recycled: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    writer: Option<tokio::task::JoinHandle<io::Result<Written>>>,
+    target: Target,
+}
+
+impl FsUpload {
+    fn start(mut file: fs::File, target: Target, durable: bool, hash: bool) -> FsUpload {
+        use sha2::Digest;
+        use std::io::Write;
+        let (chunks, mut incoming) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUED_CHUNKS);
+        let (give_back, recycled) = tokio::sync::mpsc::channel(QUEUED_CHUNKS + 1);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut hasher = hash.then(sha2::Sha256::new);
+            while let Some(chunk) = incoming.blocking_recv() {
+                if let Some(hasher) = hasher.as_mut() {
+                    hasher.update(&chunk);
+                }
+                file.write_all(&chunk)?;
+                let _ = give_back.try_send(chunk);
+            }
+            if durable {
+                file.sync_data()?;
+            }
+            Ok((file, hasher.map(|h| hex::encode(h.finalize()))))
+        });
+        FsUpload {
+            chunks: Some(chunks),
+            recycled,
+            writer: Some(writer),
+            target,
+        }
     }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.file).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.file).poll_shutdown(cx)
+
+    /// Stops the writer and returns what it reports.
+    async fn finish_writer(&mut self) -> io::Result<Written> {
+        self.chunks = None;
+        match self.writer.take() {
+            Some(writer) => writer
+                .await
+                .unwrap_or_else(|join| Err(io::Error::other(join))),
+            None => Err(io::Error::other("upload already finished")),
+        }
     }
 }
 
 #[async_trait]
 impl Upload for FsUpload {
-    async fn commit(self: Box<Self>) -> Result<Entry> {
-        use tokio::io::AsyncWriteExt;
-        let FsUpload {
-            mut file,
-            target,
-            durable,
-        } = *self;
-        let path = match &target {
-            Target::Replace { path, .. } | Target::InPlace { path, .. } => path.clone(),
+    async fn write(&mut self, chunk: Vec<u8>) -> Result<Vec<u8>> {
+        let capacity = chunk.capacity();
+        let sent = match &self.chunks {
+            Some(chunks) => chunks.send(chunk).await.is_ok(),
+            None => false,
         };
-        file.flush().await.map_err(|e| map_err(&path, e))?;
-        if durable {
-            file.sync_data().await.map_err(|e| map_err(&path, e))?;
+        if !sent {
+            // The writer stopped early: its error says why.
+            let path = self.target.path().clone();
+            let err = match self.finish_writer().await {
+                Err(err) => err,
+                Ok(_) => io::Error::other("the upload writer stopped"),
+            };
+            return Err(map_err(&path, err));
         }
+        Ok(self
+            .recycled
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(capacity)))
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<Committed> {
+        let path = self.target.path().clone();
+        let (file, sha256) = self.finish_writer().await.map_err(|e| map_err(&path, e))?;
         drop(file);
+        let target = std::mem::replace(
+            &mut self.target,
+            Target::InPlace {
+                path: path.clone(),
+                local: PathBuf::new(),
+                old_len: None,
+            },
+        );
         blocking(&path.clone(), move || {
             let local = match target {
                 Target::Replace { partial, local, .. } => {
@@ -514,14 +562,24 @@ impl Upload for FsUpload {
                 Target::InPlace { local, .. } => local,
             };
             let meta = fs::metadata(&local).map_err(|e| map_err(&path, e))?;
-            Ok(entry(path, &meta))
+            Ok(Committed {
+                entry: entry(path, &meta),
+                sha256,
+            })
         })
         .await
     }
 
-    async fn abort(self: Box<Self>) {
-        let FsUpload { file, target, .. } = *self;
-        drop(file);
+    async fn abort(mut self: Box<Self>) {
+        let _ = self.finish_writer().await;
+        let target = std::mem::replace(
+            &mut self.target,
+            Target::InPlace {
+                path: ArchivePath::root(),
+                local: PathBuf::new(),
+                old_len: None,
+            },
+        );
         let path = ArchivePath::root();
         let _ = blocking(&path, move || {
             match target {

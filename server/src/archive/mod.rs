@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use logarchive_common::paths::ArchivePath;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncRead;
 
 /// The server's own top-level folder inside the archive.
 pub const RESERVED: &str = ".logarchive";
@@ -85,11 +85,25 @@ pub type Result<T> = std::result::Result<T, ArchiveError>;
 /// A byte stream read from the archive.
 pub type ArchiveReader = Box<dyn AsyncRead + Send + Sync + Unpin>;
 
-/// An upload in progress: write the bytes, then commit or abort.
+/// What a committed upload left in the archive.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub entry: Entry,
+    /// SHA-256 (hex) of the whole file, when the upload wrote the whole file (mode
+    /// `Replace`); `None` after an append or resume, whose hash needs the stored prefix.
+    pub sha256: Option<String>,
+}
+
+/// An upload in progress: hand it the bytes in chunks, then commit or abort.
+///
+/// Chunks are owned so that a back-end can write (and hash) them on another thread while
+/// the caller receives the next one, without copying.
 #[async_trait]
-pub trait Upload: AsyncWrite + Send + Sync + Unpin {
+pub trait Upload: Send + Sync {
+    /// Adds `chunk` to the upload; returns an empty buffer to fill next.
+    async fn write(&mut self, chunk: Vec<u8>) -> Result<Vec<u8>>;
     /// Makes the upload durable and visible under its final name.
-    async fn commit(self: Box<Self>) -> Result<Entry>;
+    async fn commit(self: Box<Self>) -> Result<Committed>;
     /// Drops what was written; the archive is left as before the upload.
     async fn abort(self: Box<Self>);
 }

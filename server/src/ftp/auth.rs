@@ -56,11 +56,13 @@ pub struct PasswordAuthenticator {
     cache: LoginCache,
 }
 
+/// (user, stored hash) -> (keyed digest of the password, when it was verified)
+type Verified = HashMap<(String, String), ([u8; 32], Instant)>;
+
 /// Recently verified passwords, as keyed digests.
 struct LoginCache {
     key: [u8; 32],
-    /// (user, stored hash) -> (digest of the password, when verified)
-    verified: Mutex<HashMap<(String, String), ([u8; 32], Instant)>>,
+    verified: Mutex<Verified>,
 }
 
 impl fmt::Debug for LoginCache {

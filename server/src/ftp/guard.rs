@@ -30,7 +30,6 @@ use async_trait::async_trait;
 use libunftp::storage::{Reason, current_command};
 use logarchive_common::paths::ArchivePath;
 use logarchive_common::perm::Perm;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use unftp_core::storage::{
@@ -39,13 +38,17 @@ use unftp_core::storage::{
 
 use super::auth::FtpUser;
 use super::throttle::{Direction, ThrottledReader, Throttles};
-use crate::archive::{Archive, ArchiveError, Entry, EntryKind, UploadMode, is_reserved};
+use crate::archive::{Archive, ArchiveError, Committed, Entry, EntryKind, UploadMode, is_reserved};
 use crate::catalog::Catalog;
 use crate::users::{Account, UserStore};
 
-/// The chunk size of transfers: large enough that the blocking-pool hop per chunk of file
+/// The chunk size of downloads: large enough that the blocking-pool hop per chunk of file
 /// I/O does not dominate.
 const TRANSFER_BUFFER: usize = 1 << 20;
+
+/// The chunk size of uploads: small enough to stay in the CPU cache between being
+/// received, hashed and written.
+const UPLOAD_CHUNK: usize = 256 << 10;
 
 /// Counts transfers in flight so that shutdown can let them finish.
 #[derive(Debug, Default)]
@@ -240,7 +243,7 @@ impl Guard {
         input: impl AsyncRead + Unpin,
         path: &ArchivePath,
         mode: UploadMode,
-    ) -> Result<(Entry, u64, Option<String>)> {
+    ) -> Result<(Committed, u64)> {
         let mut upload = self
             .archive
             .begin_upload(path, mode)
@@ -248,10 +251,12 @@ impl Guard {
             .map_err(|e| self.archive_error(account, e))?;
         let mut input =
             ThrottledReader::new(input, self.throttles.limiters(account, Direction::Upload));
-        let mut hasher = (mode == UploadMode::Replace).then(Sha256::new);
-        let mut buffer = vec![0u8; TRANSFER_BUFFER];
+        let mut chunk = Vec::with_capacity(UPLOAD_CHUNK);
         loop {
-            let n = match input.read(&mut buffer).await {
+            // Fill a whole chunk before handing it on: the socket gives a few dozen KiB
+            // per read, and every chunk costs the archive a hand-over to its writer.
+            chunk.resize(UPLOAD_CHUNK, 0);
+            let n = match read_full(&mut input, &mut chunk).await {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(err) => {
@@ -260,33 +265,37 @@ impl Guard {
                     return Err(Error::new(ErrorKind::ConnectionClosed, err));
                 }
             };
-            if let Some(hasher) = hasher.as_mut() {
-                hasher.update(&buffer[..n]);
-            }
-            if let Err(err) = upload.write_all(&buffer[..n]).await {
-                upload.abort().await;
-                let full = err.kind() == std::io::ErrorKind::StorageFull;
-                tracing::error!(path = %path, "upload not stored: {err}");
-                return Err(if full {
-                    refuse(
-                        ErrorKind::InsufficientStorageSpaceError,
-                        "the archive is out of space",
-                    )
-                } else {
-                    Error::from(ErrorKind::LocalError)
-                });
-            }
+            chunk.truncate(n);
+            chunk = match upload.write(chunk).await {
+                Ok(next) => next,
+                Err(err) => {
+                    upload.abort().await;
+                    tracing::error!(path = %path, "upload not stored: {err}");
+                    return Err(self.archive_error(account, err));
+                }
+            };
         }
-        let entry = upload
+        let committed = upload
             .commit()
             .await
             .map_err(|e| self.archive_error(account, e))?;
-        Ok((
-            entry,
-            input.bytes(),
-            hasher.map(|h| hex::encode(h.finalize())),
-        ))
+        Ok((committed, input.bytes()))
     }
+}
+
+/// Reads until `buffer` is full or the input ends; returns the bytes read.
+async fn read_full(
+    input: &mut (impl AsyncRead + Unpin),
+    buffer: &mut [u8],
+) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match input.read(&mut buffer[filled..]).await? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
 }
 
 #[async_trait]
@@ -412,7 +421,8 @@ impl StorageBackend<FtpUser> for Guard {
         let path = self.authorize(&account, path.as_ref(), perm)?;
         let _transfer = self.transfers.start();
         let started = Instant::now();
-        let (entry, bytes, sha256) = self.receive(&account, input, &path, mode).await?;
+        let (Committed { entry, sha256 }, bytes) =
+            self.receive(&account, input, &path, mode).await?;
         let recorded = match sha256 {
             Some(sha256) => {
                 self.catalog

@@ -6,7 +6,8 @@
 //!    file with suppaftp: all must succeed; p50/p99 latency and the server's peak RSS.
 //!
 //! Build and run (release):
-//!   cargo build --release --workspace && target/release/bench-ftp [--size-mib 1024] [--runs 3] [--sessions 200] [--dir /tmp]
+//!   cargo build --release --workspace && target/release/bench-ftp [--size-mib 1024] [--runs 3]
+//!       [--sessions 200] [--dir /tmp] [--durable-writes true|false]
 //! vsftpd comes from Debian (`apt-get install vsftpd`); it runs here as a child process
 //! with anonymous uploads into a temporary folder, on its own ports.
 
@@ -17,11 +18,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use logarchive_tests::{TestServer, free_port, free_port_range, run, wait_until};
 
+/// Passive ports for each server: enough for every concurrent session.
+const PASSIVE_PORTS: u16 = 400;
+
 struct Args {
     size_mib: u64,
     runs: usize,
     sessions: usize,
     dir: PathBuf,
+    durable_writes: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -30,6 +35,7 @@ fn parse_args() -> anyhow::Result<Args> {
         runs: 3,
         sessions: 200,
         dir: std::env::temp_dir(),
+        durable_writes: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -39,6 +45,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--runs" => args.runs = value.parse()?,
             "--sessions" => args.sessions = value.parse()?,
             "--dir" => args.dir = value.into(),
+            "--durable-writes" => args.durable_writes = value.parse()?,
             _ => bail!("unknown option {flag}"),
         }
     }
@@ -62,7 +69,7 @@ impl Vsftpd {
         // vsftpd refuses a writable anonymous root; the upload folder belongs to `ftp`.
         run("chown", &["ftp:ftp", upload.to_str().unwrap_or_default()]);
         let port = free_port();
-        let (low, high) = free_port_range(400);
+        let (low, high) = free_port_range(PASSIVE_PORTS);
         let config = dir.path().join("vsftpd.conf");
         std::fs::write(
             &config,
@@ -112,6 +119,8 @@ struct Target {
     password: String,
     addr: String,
     folder: &'static str,
+    /// The local folder where this server stores the benchmark's uploads.
+    stored: PathBuf,
 }
 
 fn curl_seconds(args: &[&str]) -> anyhow::Result<f64> {
@@ -137,31 +146,47 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
-fn large_file(target: &Target, file: &Path, size: u64, runs: usize) -> anyhow::Result<(f64, f64)> {
-    let mut up = Vec::new();
-    let mut down = Vec::new();
+/// One upload and one download of `file`; returns (upload, download) seconds. The stored
+/// copy is removed afterwards so every run starts from the same free memory and disk.
+fn transfer_once(target: &Target, file: &Path) -> anyhow::Result<(f64, f64)> {
     let credentials = format!("{}:{}", target.user, target.password);
-    for run_index in 0..runs {
-        let url = format!("{}big{run_index}.bin", target.base_url);
-        up.push(curl_seconds(&[
-            "-sS",
-            "-u",
-            &credentials,
-            "-T",
-            file.to_str().unwrap_or_default(),
-            &url,
-        ])?);
-        down.push(curl_seconds(&[
-            "-sS",
-            "-u",
-            &credentials,
-            "-o",
-            "/dev/null",
-            &url,
-        ])?);
+    let url = format!("{}big.bin", target.base_url);
+    let local = file.to_str().unwrap_or_default();
+    let up = curl_seconds(&["-sS", "-u", &credentials, "-T", local, &url])?;
+    let down = curl_seconds(&["-sS", "-u", &credentials, "-o", "/dev/null", &url])?;
+    std::fs::remove_file(target.stored.join("big.bin"))?;
+    Ok((up, down))
+}
+
+/// Median upload and download rates (MiB/s) per target, over `runs` rounds after one
+/// warm-up round; the order of the targets alternates between rounds, so neither always
+/// runs on memory and disk the other one just freed.
+fn large_file(
+    targets: &[Target],
+    file: &Path,
+    size: u64,
+    runs: usize,
+) -> anyhow::Result<Vec<(f64, f64)>> {
+    let mut times: Vec<(Vec<f64>, Vec<f64>)> =
+        targets.iter().map(|_| (Vec::new(), Vec::new())).collect();
+    for round in 0..=runs {
+        let mut order: Vec<usize> = (0..targets.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for index in order {
+            let (up, down) = transfer_once(&targets[index], file)?;
+            if round > 0 {
+                times[index].0.push(up);
+                times[index].1.push(down);
+            }
+        }
     }
     let mib = size as f64 / (1024.0 * 1024.0);
-    Ok((mib / median(up), mib / median(down)))
+    Ok(times
+        .into_iter()
+        .map(|(up, down)| (mib / median(up), mib / median(down)))
+        .collect())
 }
 
 async fn concurrent_sessions(
@@ -244,7 +269,12 @@ fn main() -> anyhow::Result<()> {
     }
 
     let password = "bench-password";
-    let mut server = TestServer::prepare("");
+    let mut server = TestServer::prepare_in(&args.dir, "", PASSIVE_PORTS);
+    let config = std::fs::read_to_string(&server.config)?;
+    std::fs::write(
+        &server.config,
+        format!("durable_writes = {}\n{config}", args.durable_writes),
+    )?;
     server.add_user("bench", password, &["--perm", "elradfmw"]);
     server.start();
     let vsftpd = Vsftpd::start(&args.dir)?;
@@ -256,6 +286,7 @@ fn main() -> anyhow::Result<()> {
             password: password.into(),
             addr: server.addr(),
             folder: "",
+            stored: server.archive("bench"),
         },
         Target {
             name: "vsftpd",
@@ -264,25 +295,21 @@ fn main() -> anyhow::Result<()> {
             password: "bench@".into(),
             addr: format!("127.0.0.1:{}", vsftpd.port),
             folder: "upload/",
+            stored: vsftpd.root.join("upload"),
         },
     ];
 
     println!(
-        "## {} MiB file, curl, median of {} runs (MiB/s)",
-        args.size_mib, args.runs
+        "## {} MiB file in {}, curl, median of {} runs after a warm-up (MiB/s); logarchive durable_writes = {}",
+        args.size_mib,
+        args.dir.display(),
+        args.runs,
+        args.durable_writes
     );
     println!("| server | upload | download |\n|---|---|---|");
-    let mut results = Vec::new();
-    for target in &targets {
-        let (up, down) = large_file(target, &file, size, args.runs)?;
+    let results = large_file(&targets, &file, size, args.runs)?;
+    for (target, (up, down)) in targets.iter().zip(&results) {
         println!("| {} | {up:.0} | {down:.0} |", target.name);
-        results.push((up, down));
-        // Free the disk before the next target.
-        let _ = std::fs::remove_dir_all(server.archive("bench"));
-        let _ = std::fs::create_dir_all(server.archive("bench"));
-        for run_index in 0..args.runs {
-            let _ = std::fs::remove_file(vsftpd.root.join(format!("upload/big{run_index}.bin")));
-        }
     }
     println!(
         "\nlogarchive / vsftpd: upload {:.2}x, download {:.2}x\n",
