@@ -121,7 +121,7 @@ impl Catalog {
             received,
         };
         self.put(&item)?;
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(item)
     }
 
@@ -149,14 +149,14 @@ impl Catalog {
                 })?;
             }
         }
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(())
     }
 
     /// Follows a deletion of a file (or an empty folder: nothing to do).
     pub async fn record_removal(&self, path: &ArchivePath) -> Result<(), CatalogError> {
         self.files.remove(path.as_str())?;
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(())
     }
 
@@ -186,8 +186,15 @@ impl Catalog {
     }
 
     /// Makes everything recorded so far durable.
+    ///
+    /// sled's own `flush_async` can leave concurrent callers waiting forever (sled issue
+    /// #1241: seen here as uploads stuck before their 226 with 200 parallel sessions), so
+    /// the synchronous flush runs on the blocking pool instead.
     pub async fn flush(&self) -> Result<(), CatalogError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|join| CatalogError::Db(sled::Error::Io(std::io::Error::other(join))))??;
         Ok(())
     }
 
@@ -222,7 +229,7 @@ impl Catalog {
                 received,
             })?;
         }
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(indexed)
     }
 

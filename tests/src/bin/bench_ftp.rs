@@ -203,17 +203,24 @@ async fn concurrent_sessions(
         let payload = payload.clone();
         tasks.push(tokio::spawn(async move {
             let started = Instant::now();
-            let session = async {
+            let stage = std::sync::Arc::new(std::sync::Mutex::new("connect and login"));
+            let at = stage.clone();
+            let session = async move {
                 let mut ftp = logarchive_tests::ftp_login(&addr, &user, &password).await?;
+                *at.lock().unwrap_or_else(|p| p.into_inner()) = "STOR";
                 ftp.put_file(format!("{folder}s{i}.bin"), &mut &payload[..])
                     .await?;
+                *at.lock().unwrap_or_else(|p| p.into_inner()) = "QUIT";
                 let _ = ftp.quit().await;
                 Ok::<(), suppaftp::FtpError>(())
             };
             match tokio::time::timeout(Duration::from_secs(60), session).await {
                 Ok(Ok(())) => Ok(started.elapsed().as_secs_f64()),
                 Ok(Err(err)) => Err(err.to_string()),
-                Err(_) => Err("no answer within 60 s".to_owned()),
+                Err(_) => Err(format!(
+                    "no answer within 60 s during {}",
+                    stage.lock().unwrap_or_else(|p| p.into_inner())
+                )),
             }
         }));
     }
@@ -339,5 +346,11 @@ fn main() -> anyhow::Result<()> {
         );
     }
     server.stop();
+    if std::env::var_os("BENCH_KEEP_LOGS").is_some() {
+        let kept = server.dir.path().join("stderr.log");
+        let copy = std::env::temp_dir().join("bench-ftp-server.log");
+        std::fs::copy(&kept, &copy)?;
+        println!("server log kept in {}", copy.display());
+    }
     Ok(())
 }

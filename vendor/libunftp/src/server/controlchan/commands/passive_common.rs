@@ -19,7 +19,6 @@ use tokio::sync::{
     oneshot,
 };
 
-const BIND_RETRIES: u8 = 10;
 
 #[async_trait]
 pub(crate) trait LegacyReplyProducer<Storage, User>: Send + Sync + Debug
@@ -30,33 +29,36 @@ where
     async fn build_reply(&self, args: &CommandContext<Storage, User>, port: u16) -> Result<Reply, ControlChanError>;
 }
 
+/// logarchive patch: binds *and listens* on a free port of the range, trying every port
+/// from a random start. Upstream bound with SO_REUSEADDR and listened later, so two
+/// sessions could both bind one port and the second failed or stalled; with many
+/// concurrent sessions (200 on 400 ports) that broke about a third of the transfers.
 #[tracing_attributes::instrument]
-pub(crate) fn try_port_range(local_addr: SocketAddr, passive_ports: RangeInclusive<u16>) -> io::Result<TcpSocket> {
+pub(crate) fn listen_in_port_range(local_addr: SocketAddr, passive_ports: RangeInclusive<u16>) -> io::Result<tokio::net::TcpListener> {
     let ip = local_addr.ip();
-    let rng_length = passive_ports.end() - passive_ports.start() + 1;
-
-    let mut socket: io::Result<TcpSocket> = Err(io::Error::new(io::ErrorKind::InvalidInput, "Bind retries cannot be 0"));
-
-    for _ in 1..BIND_RETRIES {
-        let random_u32 = {
-            let mut data = [0; 4];
-            getrandom::fill(&mut data).expect("Error generating random port");
-            u32::from_ne_bytes(data)
-        };
-
-        let port = random_u32 % rng_length as u32 + *passive_ports.start() as u32;
-        let s = match ip {
+    let first = *passive_ports.start() as u32;
+    let length = (*passive_ports.end() as u32).saturating_sub(first) + 1;
+    let start = {
+        let mut data = [0; 4];
+        getrandom::fill(&mut data).map_err(io::Error::other)?;
+        u32::from_ne_bytes(data) % length
+    };
+    let mut last_error = io::Error::new(io::ErrorKind::AddrInUse, "no free port in the passive range");
+    for offset in 0..length {
+        let port = (first + (start + offset) % length) as u16;
+        let socket = match ip {
             std::net::IpAddr::V4(_) => TcpSocket::new_v4()?,
             std::net::IpAddr::V6(_) => TcpSocket::new_v6()?,
         };
-        s.set_reuseaddr(true)?;
-        if s.bind(std::net::SocketAddr::new(ip, port as u16)).is_ok() {
-            socket = Ok(s);
-            break;
+        // Reuse is fine for ports whose old connections linger in TIME_WAIT; a port with a
+        // live listener still refuses the bind or the listen, and the next port is tried.
+        socket.set_reuseaddr(true)?;
+        match socket.bind(SocketAddr::new(ip, port)).and_then(|()| socket.listen(1024)) {
+            Ok(listener) => return Ok(listener),
+            Err(err) => last_error = err,
         }
     }
-
-    socket
+    Err(last_error)
 }
 
 // modifies the session by adding channels that are used to communicate with the data connection
@@ -90,14 +92,16 @@ where
     T: LegacyReplyProducer<S, U>,
 {
     let listener = match args.session.lock().await.binder {
-        Some(ref mut binder) => binder.bind(args.local_addr.ip(), args.passive_ports.clone()).await,
-        _ => try_port_range(args.local_addr, args.passive_ports.clone()),
+        Some(ref mut binder) => binder
+            .bind(args.local_addr.ip(), args.passive_ports.clone())
+            .await
+            .and_then(|socket| socket.listen(1024)),
+        _ => listen_in_port_range(args.local_addr, args.passive_ports.clone()),
     };
     let listener = match listener {
         Err(_) => return Ok(Reply::new(ReplyCode::CantOpenDataConnection, "No data connection established")),
         Ok(l) => l,
     };
-    let listener = listener.listen(1024)?;
 
     let port = listener.local_addr()?.port();
 
