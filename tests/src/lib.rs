@@ -33,6 +33,16 @@ pub fn server_bin() -> PathBuf {
     bin
 }
 
+pub fn agent_bin() -> PathBuf {
+    let bin = bin_dir().join("logarchive-agent");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests",
+        bin.display()
+    );
+    bin
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -244,4 +254,94 @@ pub fn sha256_file(path: &Path) -> String {
     use sha2::Digest;
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A logarchive-agent process mirroring `tree` into a [`TestServer`] as `user`.
+pub struct TestAgent {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestAgent {
+    /// Writes an agent.toml (settle 200 ms, rescan 1 s) with `extra` appended to
+    /// `[upload]`, and starts the agent.
+    pub fn start(
+        server: &TestServer,
+        user: &str,
+        password: &str,
+        tree: &Path,
+        extra: &str,
+    ) -> TestAgent {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("agent.toml");
+        let text = format!(
+            "agent_id = \"test-agent\"\nstate_dir = \"state\"\n[server]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{user}\"\npassword = \"{password}\"\n[upload]\nsettle = \"200ms\"\nrescan_interval = \"1s\"\n{extra}\n[[watch]]\ndir = \"{}\"\nremote = \"/\"\n",
+            server.ftp_port,
+            tree.display()
+        );
+        std::fs::write(&config, text).expect("write agent config");
+        let mut agent = TestAgent {
+            dir,
+            config,
+            child: None,
+        };
+        agent.restart();
+        agent
+    }
+
+    pub fn restart(&mut self) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stderr.log"))
+            .expect("log");
+        let child = Command::new(agent_bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start logarchive-agent");
+        self.child = Some(child);
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every file below `root` with its SHA-256, by path relative to `root`.
+pub fn tree_hashes(root: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut hashes = std::collections::BTreeMap::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(rel) = path.strip_prefix(root) {
+                hashes.insert(rel.to_string_lossy().into_owned(), sha256_file(&path));
+            }
+        }
+    }
+    hashes
 }

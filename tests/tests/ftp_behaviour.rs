@@ -440,7 +440,11 @@ async fn idle_sessions_are_closed() {
 fn sigterm_lets_a_running_upload_finish() {
     let mut server = TestServer::start_with(
         "shutdown_grace = \"10s\"",
-        &[("nora", PW, &["--perm", "elrw", "--max-upload-rate", "256KiB/s"])],
+        &[(
+            "nora",
+            PW,
+            &["--perm", "elrw", "--max-upload-rate", "256KiB/s"],
+        )],
     );
     let source = server.dir.path().join("slow.bin");
     std::fs::write(&source, vec![3u8; 640 << 10]).unwrap();
@@ -455,22 +459,41 @@ fn sigterm_lets_a_running_upload_finish() {
     // SIGTERM while the upload (about 2.5 s at 256 KiB/s) is under way.
     let partial = server.archive(".logarchive/partial");
     assert!(wait_until(Duration::from_secs(20), || {
-        std::fs::read_dir(&partial).map(|d| d.count() > 0).unwrap_or(false)
+        std::fs::read_dir(&partial)
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
     }));
     assert!(server.stop(), "exit 0 after the grace: {}", server.stderr());
     let out = curl.wait_with_output().unwrap();
-    assert!(out.status.success(), "the upload was cut: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read(server.archive("nora/slow.bin")).unwrap(), std::fs::read(&source).unwrap());
+    assert!(
+        out.status.success(),
+        "the upload was cut: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(server.archive("nora/slow.bin")).unwrap(),
+        std::fs::read(&source).unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn passwd_changes_the_password() {
     let server = TestServer::start_with("", &[("olga", PW, &[])]);
-    let out = server.cli(&["user", "passwd", "olga", "--password-stdin"], "a-new-password\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = server.cli(
+        &["user", "passwd", "olga", "--password-stdin"],
+        "a-new-password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut changed = false;
     for _ in 0..100 {
-        if ftp_login(&server.addr(), "olga", "a-new-password").await.is_ok() {
+        if ftp_login(&server.addr(), "olga", "a-new-password")
+            .await
+            .is_ok()
+        {
             changed = true;
             break;
         }

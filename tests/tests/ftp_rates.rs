@@ -47,7 +47,10 @@ async fn the_total_cap_holds_across_users() {
     const EACH: usize = 1024 * 1024;
     let server = TestServer::start_with(
         "total_upload_rate = \"1MiB/s\"",
-        &[("u1", "rate-password", &["--perm", "elrw"]), ("u2", "rate-password", &["--perm", "elrw"])],
+        &[
+            ("u1", "rate-password", &["--perm", "elrw"]),
+            ("u2", "rate-password", &["--perm", "elrw"]),
+        ],
     );
     let started = Instant::now();
     let mut uploads = Vec::new();
@@ -57,7 +60,9 @@ async fn the_total_cap_holds_across_users() {
         uploads.push(tokio::spawn(async move {
             let mut ftp = ftp_login(&addr, user, "rate-password").await.unwrap();
             let data = vec![i as u8; EACH];
-            ftp.put_file(format!("part{i}.bin"), &mut &data[..]).await.unwrap();
+            ftp.put_file(format!("part{i}.bin"), &mut &data[..])
+                .await
+                .unwrap();
         }));
     }
     for upload in uploads {

@@ -5,6 +5,7 @@
 //! Values are checked while they are deserialized (rates, permission strings, paths parse
 //! themselves), which lets the TOML parser attach the position of the offending value.
 
+pub mod agent;
 pub mod server;
 
 use std::fmt;

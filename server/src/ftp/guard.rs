@@ -37,10 +37,11 @@ use unftp_core::storage::{
 };
 
 use super::auth::FtpUser;
-use super::throttle::{Direction, ThrottledReader, Throttles};
+use super::throttle::{Direction, Throttles};
 use crate::archive::{Archive, ArchiveError, Committed, Entry, EntryKind, UploadMode, is_reserved};
 use crate::catalog::Catalog;
 use crate::users::{Account, UserStore};
+use logarchive_common::rate::ThrottledReader;
 
 /// The chunk size of downloads: large enough that the blocking-pool hop per chunk of file
 /// I/O does not dominate.

@@ -6,15 +6,9 @@
 //! the live users on every transfer, so an edit of users.toml applies to the next transfer.
 
 use std::collections::HashMap;
-use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use logarchive_common::rate::{Rate, RateLimiter};
-use tokio::io::{AsyncRead, ReadBuf};
-use tokio::time::Sleep;
 
 use crate::users::Account;
 
@@ -73,61 +67,5 @@ impl Throttles {
         });
         pair[index].set_rate(rate);
         vec![pair[index].clone(), total.clone()]
-    }
-}
-
-/// A reader that keeps to the rate of every limiter it is charged to.
-pub struct ThrottledReader<R> {
-    inner: R,
-    limiters: Vec<Arc<RateLimiter>>,
-    pause: Option<Pin<Box<Sleep>>>,
-    bytes: u64,
-}
-
-impl<R> ThrottledReader<R> {
-    pub fn new(inner: R, limiters: Vec<Arc<RateLimiter>>) -> Self {
-        ThrottledReader {
-            inner,
-            limiters,
-            pause: None,
-            bytes: 0,
-        }
-    }
-
-    /// Bytes read so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for ThrottledReader<R> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(pause) = this.pause.as_mut() {
-            if pause.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            this.pause = None;
-        }
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        if n > 0 {
-            this.bytes += n;
-            let wait = this
-                .limiters
-                .iter()
-                .map(|limiter| limiter.charge(n))
-                .max()
-                .unwrap_or(Duration::ZERO);
-            if !wait.is_zero() {
-                this.pause = Some(Box::pin(tokio::time::sleep(wait)));
-            }
-        }
-        result
     }
 }

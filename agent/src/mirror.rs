@@ -1,0 +1,325 @@
+//! The mirror: decides, for each settled local file, what the server needs — nothing, the
+//! appended bytes, the whole file, or a rename — and does it so that a crash at any moment
+//! loses nothing and sends nothing twice.
+//!
+//! - New files go to a hidden temporary name in the target folder and are renamed into
+//!   place once the server reports the full size, so no server ever shows a partial file.
+//! - Growth is sent with APPE while the remote size equals the confirmed size.
+//! - The archive only grows: content that does not extend the remote copy (truncation,
+//!   copytruncate, rewrite) first moves the old remote copy to `<name>.<UTC stamp>`.
+//! - A renamed file (same device, inode and first bytes) is renamed on the server.
+//! - Before every transfer the record says what is about to happen; after a restart the
+//!   server's sizes tell how far it got.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use logarchive_common::rate::RateLimiter;
+use sha2::{Digest, Sha256};
+
+use crate::record::{FileRecord, Record, SendState};
+use crate::remote::{Remote, RemoteError};
+use crate::scan::LocalFile;
+
+/// How many leading bytes identify a file's content.
+const FINGERPRINT_BYTES: u64 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
+    #[error("{path}: {source}")]
+    Local {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: the server has {remote} bytes after the transfer, expected {expected}")]
+    SizeMismatch {
+        path: String,
+        remote: u64,
+        expected: u64,
+    },
+}
+
+/// SHA-256 (hex) of the first `len` bytes of `path`; `None` if the file is shorter.
+fn fingerprint(path: &Path, len: u64) -> Result<Option<String>, MirrorError> {
+    let err = |source| MirrorError::Local {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(err)?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    (&mut file).take(len).read_to_end(&mut bytes).map_err(err)?;
+    if (bytes.len() as u64) < len {
+        return Ok(None);
+    }
+    Ok(Some(hex::encode(Sha256::digest(&bytes))))
+}
+
+/// The temporary name an upload of `remote` goes to: hidden, in the same folder.
+pub fn temp_name(remote: &str) -> String {
+    let (dir, name) = remote.rsplit_once('/').unwrap_or(("", remote));
+    format!("{dir}/.{name}.logarchive-part")
+}
+
+fn version_name(remote: &str) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{remote}.{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    )
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Unchanged,
+    Uploaded,
+    Appended,
+    Renamed,
+}
+
+pub struct Mirror {
+    pub record: Record,
+    pub limiters: Vec<Arc<RateLimiter>>,
+}
+
+impl Mirror {
+    /// Brings the server up to date with `file`.
+    pub async fn sync(
+        &self,
+        remote: &mut Remote,
+        file: &LocalFile,
+    ) -> Result<Outcome, MirrorError> {
+        let mut record = match self.record.get(&file.local)? {
+            Some(record) => record,
+            None => match self.renamed_from(file)? {
+                Some(old) => return self.follow_rename(remote, file, old).await,
+                None => return self.upload_whole(remote, file).await,
+            },
+        };
+        record = self.recover(remote, record, file).await?;
+        let same_file = record.dev == file.dev && record.ino == file.ino;
+        let same_start = same_file
+            && record.confirmed <= file.size
+            && fingerprint(&file.local, record.fingerprint_len)?.as_deref()
+                == Some(&record.fingerprint);
+        if same_start && file.size == record.confirmed && record.remote == file.remote {
+            if record.mtime_seen != file.mtime {
+                record.mtime_seen = file.mtime;
+                self.record.put(&record)?;
+            }
+            return Ok(Outcome::Unchanged);
+        }
+        if same_start && file.size > record.confirmed && record.remote == file.remote {
+            // Growth: append, if the server still has exactly what was confirmed.
+            if remote.size(&record.remote).await? == Some(record.confirmed) {
+                return self.append(remote, file, record).await;
+            }
+        }
+        // Anything else replaces the remote copy: keep that copy under a version name.
+        if remote.size(&file.remote).await?.is_some() {
+            let version = version_name(&file.remote);
+            remote.rename(&file.remote, &version).await?;
+            tracing::info!(remote = %file.remote, kept = %version, "remote copy kept as a version");
+        }
+        self.upload_whole(remote, file).await
+    }
+
+    /// A record whose file vanished and whose identity matches `file`: a rotation by rename.
+    fn renamed_from(&self, file: &LocalFile) -> Result<Option<FileRecord>, MirrorError> {
+        for record in self.record.all()? {
+            if record.dev == file.dev
+                && record.ino == file.ino
+                && record.state == SendState::Confirmed
+                && !record.local.exists()
+                && fingerprint(&file.local, record.fingerprint_len)?.as_deref()
+                    == Some(&record.fingerprint)
+            {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn follow_rename(
+        &self,
+        remote: &mut Remote,
+        file: &LocalFile,
+        old: FileRecord,
+    ) -> Result<Outcome, MirrorError> {
+        let target_free = remote.size(&file.remote).await?.is_none();
+        let moved = target_free
+            && remote.ensure_parent(&file.remote).await.is_ok()
+            && remote.rename(&old.remote, &file.remote).await.is_ok();
+        if !moved {
+            // Not permitted (no 'f') or the name is taken: send it under its new name.
+            return self.upload_whole(remote, file).await;
+        }
+        tracing::info!(from = %old.remote, to = %file.remote, "renamed on the server");
+        let record = FileRecord {
+            local: file.local.clone(),
+            remote: file.remote.clone(),
+            ..old.clone()
+        };
+        self.record.rekey(&old.local, &record)?;
+        // It may have grown since; the next pass appends.
+        if file.size > record.confirmed {
+            return self.append(remote, file, record).await;
+        }
+        Ok(Outcome::Renamed)
+    }
+
+    /// Finishes what a crash interrupted, asking the server how far it got.
+    async fn recover(
+        &self,
+        remote: &mut Remote,
+        mut record: FileRecord,
+        file: &LocalFile,
+    ) -> Result<FileRecord, MirrorError> {
+        match record.state.clone() {
+            SendState::Confirmed => return Ok(record),
+            SendState::Sending { temp, size } => {
+                let at_temp = remote.size(&temp).await?;
+                let at_final = remote.size(&record.remote).await?;
+                if at_temp.is_none() && at_final == Some(size) {
+                    // Renamed into place before the crash; only the record was behind.
+                    record.confirmed = size;
+                } else {
+                    // upload_whole resumes from the temporary file.
+                    record.confirmed = 0;
+                    record.dev = u64::MAX; // forces a whole upload below
+                }
+            }
+            SendState::Appending { from, to } => match remote.size(&record.remote).await? {
+                Some(size) if size == to => record.confirmed = to,
+                Some(size) if size >= from && size < to => {
+                    // Part of the append arrived (a plain FTP server keeps it): the bytes
+                    // on the server are ours, so continue from there.
+                    record.confirmed = size;
+                }
+                _ => record.dev = u64::MAX,
+            },
+        }
+        record.state = SendState::Confirmed;
+        if record.dev != u64::MAX {
+            record.fingerprint_len = record.confirmed.min(FINGERPRINT_BYTES);
+            record.fingerprint =
+                fingerprint(&file.local, record.fingerprint_len)?.unwrap_or_default();
+            self.record.put(&record)?;
+        }
+        Ok(record)
+    }
+
+    async fn upload_whole(
+        &self,
+        remote: &mut Remote,
+        file: &LocalFile,
+    ) -> Result<Outcome, MirrorError> {
+        let temp = temp_name(&file.remote);
+        let size = file.size;
+        let fingerprint_len = size.min(FINGERPRINT_BYTES);
+        let mut record = FileRecord {
+            local: file.local.clone(),
+            remote: file.remote.clone(),
+            dev: file.dev,
+            ino: file.ino,
+            fingerprint: fingerprint(&file.local, fingerprint_len)?.unwrap_or_default(),
+            fingerprint_len,
+            size_seen: size,
+            mtime_seen: file.mtime,
+            confirmed: 0,
+            state: SendState::Sending {
+                temp: temp.clone(),
+                size,
+            },
+        };
+        self.record.put(&record)?;
+        remote.ensure_parent(&file.remote).await?;
+        // Resume an interrupted upload of the same content (the temp name is ours).
+        let offset = match remote.size(&temp).await? {
+            Some(at) if at <= size => at,
+            _ => 0,
+        };
+        remote
+            .store(&file.local, &temp, offset, size, &self.limiters)
+            .await?;
+        let stored = remote.size(&temp).await?.unwrap_or(0);
+        if stored != size {
+            return Err(MirrorError::SizeMismatch {
+                path: temp,
+                remote: stored,
+                expected: size,
+            });
+        }
+        remote.rename(&temp, &file.remote).await?;
+        record.confirmed = size;
+        record.state = SendState::Confirmed;
+        self.record.put(&record)?;
+        tracing::info!(local = %file.local.display(), remote = %file.remote, bytes = size, "uploaded");
+        Ok(Outcome::Uploaded)
+    }
+
+    async fn append(
+        &self,
+        remote: &mut Remote,
+        file: &LocalFile,
+        mut record: FileRecord,
+    ) -> Result<Outcome, MirrorError> {
+        let (from, to) = (record.confirmed, file.size);
+        record.state = SendState::Appending { from, to };
+        self.record.put(&record)?;
+        remote
+            .append(&file.local, &record.remote, from, to, &self.limiters)
+            .await?;
+        let stored = remote.size(&record.remote).await?.unwrap_or(0);
+        if stored != to {
+            return Err(MirrorError::SizeMismatch {
+                path: record.remote.clone(),
+                remote: stored,
+                expected: to,
+            });
+        }
+        record.confirmed = to;
+        record.size_seen = to;
+        record.mtime_seen = file.mtime;
+        record.state = SendState::Confirmed;
+        if record.fingerprint_len < FINGERPRINT_BYTES {
+            record.fingerprint_len = to.min(FINGERPRINT_BYTES);
+            record.fingerprint =
+                fingerprint(&file.local, record.fingerprint_len)?.unwrap_or_default();
+        }
+        self.record.put(&record)?;
+        tracing::info!(local = %file.local.display(), remote = %record.remote, bytes = to - from, "appended");
+        Ok(Outcome::Appended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_are_hidden_beside_the_target() {
+        assert_eq!(temp_name("/Logs/a/x.log"), "/Logs/a/.x.log.logarchive-part");
+        assert_eq!(temp_name("/x.log"), "/.x.log.logarchive-part");
+    }
+
+    #[test]
+    fn fingerprints_need_the_whole_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"hello world").unwrap();
+        let five = fingerprint(&path, 5).unwrap().unwrap();
+        assert_eq!(five, hex::encode(Sha256::digest(b"hello")));
+        assert!(fingerprint(&path, 100).unwrap().is_none());
+    }
+}

@@ -1,0 +1,146 @@
+//! The agent's record (sled): for each local file, what the server has confirmed.
+//!
+//! Invariant: a byte counts as sent only after the server confirmed the file's size, and
+//! the record is flushed before the agent relies on it. A record in a sending state tells a
+//! restarted agent to ask the server how far the interrupted transfer got, so after kill -9
+//! at any moment nothing confirmed is sent again and nothing is missed.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What the agent knows of one local file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub local: PathBuf,
+    /// The path on the server, relative to the login's root (`/Logs/x.log`).
+    pub remote: String,
+    /// Identity: device and inode, plus a fingerprint of the first bytes, so a reused inode
+    /// or a rewritten file is told apart from the same file grown.
+    pub dev: u64,
+    pub ino: u64,
+    pub fingerprint: String,
+    /// How many leading bytes the fingerprint covers.
+    pub fingerprint_len: u64,
+    /// Size and modification time when last looked at.
+    pub size_seen: u64,
+    pub mtime_seen: i128,
+    /// Bytes the server has confirmed.
+    pub confirmed: u64,
+    pub state: SendState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SendState {
+    /// The server holds `confirmed` bytes under `remote`.
+    Confirmed,
+    /// A whole-file upload of `size` bytes to the temporary name `temp`, to be renamed to
+    /// `remote`.
+    Sending { temp: String, size: u64 },
+    /// An append of bytes `from..to` to `remote`.
+    Appending { from: u64, to: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("agent record at {path}: {source}")]
+    Db { path: PathBuf, source: sled::Error },
+    #[error("agent record entry for {key} is unreadable: {source}")]
+    Decode {
+        key: String,
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Clone)]
+pub struct Record {
+    path: PathBuf,
+    db: sled::Db,
+    files: sled::Tree,
+}
+
+impl Record {
+    pub fn open(dir: &Path) -> Result<Record, RecordError> {
+        let db_err = |source| RecordError::Db {
+            path: dir.to_owned(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(8 * 1024 * 1024)
+            .open()
+            .map_err(db_err)?;
+        let files = db.open_tree("files").map_err(db_err)?;
+        Ok(Record {
+            path: dir.to_owned(),
+            db,
+            files,
+        })
+    }
+
+    fn db_err(&self, source: sled::Error) -> RecordError {
+        RecordError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn key(local: &Path) -> Vec<u8> {
+        use std::os::unix::ffi::OsStrExt;
+        local.as_os_str().as_bytes().to_vec()
+    }
+
+    pub fn get(&self, local: &Path) -> Result<Option<FileRecord>, RecordError> {
+        match self
+            .files
+            .get(Self::key(local))
+            .map_err(|e| self.db_err(e))?
+        {
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| RecordError::Decode {
+                        key: local.display().to_string(),
+                        source,
+                    })
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `record` and flushes it to disk before returning.
+    pub fn put(&self, record: &FileRecord) -> Result<(), RecordError> {
+        let value = serde_json::to_vec(record).map_err(|source| RecordError::Decode {
+            key: record.local.display().to_string(),
+            source,
+        })?;
+        self.files
+            .insert(Self::key(&record.local), value)
+            .map_err(|e| self.db_err(e))?;
+        self.db.flush().map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// Moves a record to a new local path (a rotation by rename), flushed.
+    pub fn rekey(&self, old: &Path, record: &FileRecord) -> Result<(), RecordError> {
+        self.files
+            .remove(Self::key(old))
+            .map_err(|e| self.db_err(e))?;
+        self.put(record)
+    }
+
+    /// Every record.
+    pub fn all(&self) -> Result<Vec<FileRecord>, RecordError> {
+        let mut all = Vec::new();
+        for item in self.files.iter() {
+            let (key, value) = item.map_err(|e| self.db_err(e))?;
+            let record = serde_json::from_slice(&value).map_err(|source| RecordError::Decode {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                source,
+            })?;
+            all.push(record);
+        }
+        Ok(all)
+    }
+}

@@ -1,0 +1,197 @@
+//! One FTP session to the archive server (suppaftp), with the few operations the mirror
+//! needs. Always binary mode: suppaftp's default ASCII mode would rewrite line endings.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use logarchive_common::rate::{RateLimiter, ThrottledReader};
+use suppaftp::tokio::AsyncFtpStream;
+use suppaftp::types::FileType;
+use suppaftp::{FtpError, Status};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The connection failed or broke: reconnect and retry.
+    #[error("connection to the server failed: {0}")]
+    Connection(String),
+    /// The server refused the operation (e.g. 550 without the right permission letter).
+    #[error("the server refused {operation} {path}: {reply}")]
+    Refused {
+        operation: &'static str,
+        path: String,
+        reply: String,
+    },
+    #[error("{path}: {source}")]
+    Local {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl RemoteError {
+    fn from_ftp(operation: &'static str, path: &str, err: FtpError) -> RemoteError {
+        match err {
+            FtpError::UnexpectedResponse(response) => RemoteError::Refused {
+                operation,
+                path: path.to_owned(),
+                reply: format!(
+                    "{} {}",
+                    response.status.code(),
+                    String::from_utf8_lossy(&response.body).trim()
+                ),
+            },
+            other => RemoteError::Connection(other.to_string()),
+        }
+    }
+
+    pub fn is_connection(&self) -> bool {
+        matches!(self, RemoteError::Connection(_))
+    }
+}
+
+/// Where and how to log in.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+}
+
+pub struct Remote {
+    ftp: AsyncFtpStream,
+    /// Folders known to exist, so each is made once per session.
+    made: HashSet<String>,
+}
+
+fn parent_of(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+impl Remote {
+    pub async fn connect(login: &Login) -> Result<Remote, RemoteError> {
+        let address = format!("{}:{}", login.host, login.port);
+        let mut ftp = AsyncFtpStream::connect(&address)
+            .await
+            .map_err(|e| RemoteError::Connection(format!("{address}: {e}")))?;
+        ftp.login(login.user.as_str(), login.password.as_str())
+            .await
+            .map_err(|e| RemoteError::from_ftp("login as", &login.user, e))?;
+        ftp.transfer_type(FileType::Binary)
+            .await
+            .map_err(|e| RemoteError::from_ftp("binary mode for", "/", e))?;
+        Ok(Remote {
+            ftp,
+            made: HashSet::new(),
+        })
+    }
+
+    /// The size of a remote file, or `None` when it does not exist.
+    pub async fn size(&mut self, path: &str) -> Result<Option<u64>, RemoteError> {
+        match self.ftp.size(path).await {
+            Ok(size) => Ok(Some(size as u64)),
+            Err(FtpError::UnexpectedResponse(response))
+                if response.status == Status::FileUnavailable =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(RemoteError::from_ftp("SIZE", path, err)),
+        }
+    }
+
+    /// Makes the folders above `path` (like `mkdir -p`).
+    pub async fn ensure_parent(&mut self, path: &str) -> Result<(), RemoteError> {
+        let parent = parent_of(path).to_owned();
+        if parent == "/" || self.made.contains(&parent) {
+            return Ok(());
+        }
+        let mut current = String::new();
+        for part in parent.split('/').filter(|p| !p.is_empty()) {
+            current.push('/');
+            current.push_str(part);
+            if self.made.contains(&current) {
+                continue;
+            }
+            // MKD of an existing folder fails; whether the folder is there is what counts.
+            if let Err(err) = self.ftp.mkdir(&current).await
+                && self.ftp.cwd(&current).await.is_err()
+            {
+                return Err(RemoteError::from_ftp("MKD", &current, err));
+            }
+            self.made.insert(current.clone());
+        }
+        let _ = self.ftp.cwd("/").await;
+        Ok(())
+    }
+
+    /// Sends bytes `offset..end` of `local` to `remote`: STOR, after REST when resuming.
+    pub async fn store(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        offset: u64,
+        end: u64,
+        limiters: &[Arc<RateLimiter>],
+    ) -> Result<(), RemoteError> {
+        let mut reader = open_range(local, offset, end, limiters).await?;
+        if offset > 0 {
+            self.ftp
+                .resume_transfer(offset as usize)
+                .await
+                .map_err(|e| RemoteError::from_ftp("REST", remote, e))?;
+        }
+        self.ftp
+            .put_file(remote, &mut reader)
+            .await
+            .map_err(|e| RemoteError::from_ftp("STOR", remote, e))?;
+        Ok(())
+    }
+
+    /// Sends bytes `from..to` of `local` to the end of `remote` (APPE).
+    pub async fn append(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        from: u64,
+        to: u64,
+        limiters: &[Arc<RateLimiter>],
+    ) -> Result<(), RemoteError> {
+        let mut reader = open_range(local, from, to, limiters).await?;
+        self.ftp
+            .append_file(remote, &mut reader)
+            .await
+            .map_err(|e| RemoteError::from_ftp("APPE", remote, e))?;
+        Ok(())
+    }
+
+    pub async fn rename(&mut self, from: &str, to: &str) -> Result<(), RemoteError> {
+        self.ftp
+            .rename(from, to)
+            .await
+            .map_err(|e| RemoteError::from_ftp("RNFR/RNTO", from, e))
+    }
+}
+
+/// A throttled reader of bytes `from..to` of a local file.
+async fn open_range(
+    local: &Path,
+    from: u64,
+    to: u64,
+    limiters: &[Arc<RateLimiter>],
+) -> Result<ThrottledReader<tokio::io::Take<tokio::io::BufReader<tokio::fs::File>>>, RemoteError> {
+    let err = |source| RemoteError::Local {
+        path: local.display().to_string(),
+        source,
+    };
+    let mut file = tokio::fs::File::open(local).await.map_err(err)?;
+    file.seek(std::io::SeekFrom::Start(from))
+        .await
+        .map_err(err)?;
+    let reader = tokio::io::BufReader::with_capacity(256 << 10, file).take(to.saturating_sub(from));
+    Ok(ThrottledReader::new(reader, limiters.to_vec()))
+}

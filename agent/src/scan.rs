@@ -1,0 +1,95 @@
+//! Finding the files to mirror: a walk of each watched folder, filtered by its include and
+//! exclude globs (matched against the path relative to the folder).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use logarchive_common::config::agent::WatchSection;
+
+/// A watched folder, ready to match paths.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub dir: PathBuf,
+    /// Target folder on the server, relative to the login's root.
+    pub remote: String,
+    include: GlobSet,
+    exclude: GlobSet,
+}
+
+/// A file found on disk that belongs to a watch.
+#[derive(Debug, Clone)]
+pub struct LocalFile {
+    pub local: PathBuf,
+    pub remote: String,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: i128,
+}
+
+fn glob_set(patterns: &[logarchive_common::config::agent::Glob]) -> anyhow::Result<GlobSet> {
+    let mut builder = GlobSetBuilder::new();
+    for pattern in patterns {
+        builder.add(Glob::new(&pattern.0)?);
+    }
+    Ok(builder.build()?)
+}
+
+/// Modification time in nanoseconds since the epoch.
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
+    meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
+}
+
+impl Watch {
+    pub fn new(section: &WatchSection) -> anyhow::Result<Watch> {
+        Ok(Watch {
+            dir: section.dir.clone(),
+            remote: section.remote.as_str().to_owned(),
+            include: glob_set(&section.include)?,
+            exclude: glob_set(&section.exclude)?,
+        })
+    }
+
+    /// The remote path of `local` if this watch mirrors it.
+    pub fn remote_path(&self, local: &Path) -> Option<String> {
+        let rel = local.strip_prefix(&self.dir).ok()?;
+        let rel = rel.to_str()?;
+        if rel.is_empty() || !self.include.is_match(rel) || self.exclude.is_match(rel) {
+            return None;
+        }
+        let base = self.remote.trim_end_matches('/');
+        Some(format!("{base}/{rel}"))
+    }
+
+    /// Every matching regular file below the folder (links are not followed).
+    pub fn scan(&self) -> Vec<LocalFile> {
+        let mut found = Vec::new();
+        let mut pending = vec![self.dir.clone()];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                tracing::warn!(dir = %dir.display(), "cannot read folder");
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    pending.push(path);
+                } else if meta.is_file()
+                    && let Some(remote) = self.remote_path(&path)
+                {
+                    found.push(LocalFile {
+                        local: path,
+                        remote,
+                        dev: meta.dev(),
+                        ino: meta.ino(),
+                        size: meta.len(),
+                        mtime: mtime_ns(&meta),
+                    });
+                }
+            }
+        }
+        found
+    }
+}

@@ -1,0 +1,121 @@
+//! The agent mirrors a tree into the server: layout and bytes identical, growth by APPE,
+//! rotation by copytruncate and by rename with nothing lost, no temporary names visible,
+//! and a restart after kill -9 sends nothing twice.
+
+use std::io::Write;
+use std::time::Duration;
+
+use logarchive_tests::{TestAgent, TestServer, tree_hashes, wait_until};
+
+const PW: &str = "agent-password";
+
+fn write(path: &std::path::Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn append(path: &std::path::Path, bytes: &[u8]) {
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    file.write_all(bytes).unwrap();
+}
+
+/// Waits until the server's copy of the user's home equals `expected` (path -> sha256).
+fn wait_for_mirror(
+    server: &TestServer,
+    agent: &TestAgent,
+    user: &str,
+    check: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
+) -> std::collections::BTreeMap<String, String> {
+    let home = server.archive(user);
+    let done = wait_until(Duration::from_secs(60), || check(&tree_hashes(&home)));
+    let remote = tree_hashes(&home);
+    assert!(
+        done,
+        "mirror incomplete: {remote:#?}\nagent log:\n{}",
+        agent.stderr()
+    );
+    remote
+}
+
+#[test]
+fn mirrors_a_tree_with_growth_and_rotations() {
+    let server = TestServer::start_with("", &[("node01", PW, &["--perm", "elrwafm"])]);
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    write(
+        &root.join("Logs/PWS/20240723/PWS_UI_1.txt"),
+        b"first line\n",
+    );
+    write(
+        &root.join("Logs/PWS/20240723/binary.bin"),
+        &(0..=255u8).cycle().take(300_000).collect::<Vec<u8>>(),
+    );
+    write(&root.join("app.log"), b"app start\n");
+    write(&root.join("copy.log"), b"copytruncate me\n");
+    let mut agent = TestAgent::start(&server, "node01", PW, root, "");
+
+    // 1. The nested tree arrives byte-identical with the same layout.
+    let local = tree_hashes(root);
+    wait_for_mirror(&server, &agent, "node01", |remote| *remote == local);
+
+    // 2. Growth is appended (the server logs APPE uploads as mode=Append).
+    append(&root.join("app.log"), b"more app lines\n");
+    let local = tree_hashes(root);
+    wait_for_mirror(&server, &agent, "node01", |remote| *remote == local);
+    assert!(
+        server.stderr().contains("mode=Append"),
+        "growth was not sent with APPE"
+    );
+
+    // 3. copytruncate: the old content is kept as a version, the new content arrives.
+    let old_copy = std::fs::read(root.join("copy.log")).unwrap();
+    std::fs::write(root.join("copy.log"), b"after truncation\n").unwrap();
+    let local = tree_hashes(root);
+    let remote = wait_for_mirror(&server, &agent, "node01", |remote| {
+        remote.get("copy.log") == local.get("copy.log")
+            && remote.keys().any(|k| k.starts_with("copy.log.2"))
+    });
+    let version = remote.keys().find(|k| k.starts_with("copy.log.2")).unwrap();
+    assert_eq!(
+        std::fs::read(server.archive(&format!("node01/{version}"))).unwrap(),
+        old_copy
+    );
+
+    // 4. Rotation by rename: app.log -> app.log.1 is renamed on the server, a new app.log
+    //    arrives; nothing is lost.
+    let rotated = std::fs::read(root.join("app.log")).unwrap();
+    std::fs::rename(root.join("app.log"), root.join("app.log.1")).unwrap();
+    write(&root.join("app.log"), b"new app log\n");
+    let remote = wait_for_mirror(&server, &agent, "node01", |remote| {
+        remote.get("app.log.1").is_some()
+            && remote.get("app.log") == tree_hashes(root).get("app.log")
+    });
+    assert_eq!(
+        std::fs::read(server.archive("node01/app.log.1")).unwrap(),
+        rotated
+    );
+    assert!(
+        server.stderr().contains("renamed"),
+        "the rotation was not a server-side rename"
+    );
+    assert!(
+        !remote.keys().any(|k| k.contains("logarchive-part")),
+        "a temporary name is visible"
+    );
+
+    // 5. kill -9 and restart: nothing is sent again.
+    agent.kill();
+    let uploads_before = server.stderr().matches(" upload ").count();
+    agent.restart();
+    write(&root.join("after-restart.log"), b"late\n");
+    let local = tree_hashes(root);
+    wait_for_mirror(&server, &agent, "node01", |remote| {
+        local.iter().all(|(k, v)| remote.get(k) == Some(v))
+    });
+    let uploads_after = server.stderr().matches(" upload ").count();
+    assert_eq!(
+        uploads_after,
+        uploads_before + 1,
+        "a restart re-sent confirmed files"
+    );
+}
