@@ -80,7 +80,7 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     let (trigger, shutdown) = crate::shutdown::channel();
     print_banner(&config, first_admin.as_ref(), users.current().len());
     let transfers = guard.transfers.clone();
-    let ftp_service = tokio::spawn({
+    let mut ftp_service = tokio::spawn({
         let config = config.clone();
         let shutdown = shutdown.clone();
         let sessions = crate::ftp::sessions::Sessions::default();
@@ -88,7 +88,7 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     });
     tokio::select! {
         signal = trigger.on_signal() => signal.context("cannot listen for signals")?,
-        result = ftp_service => {
+        result = &mut ftp_service => {
             // The FTP service stopped on its own: that is an error (e.g. the port is taken).
             return match result {
                 Ok(Ok(())) => Err(anyhow::anyhow!("the FTP service stopped unexpectedly")),
@@ -97,9 +97,14 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
             };
         }
     }
-    // Stop accepting, then give running transfers the grace period to finish.
+    // The listener stops accepting; sessions with a transfer running keep their control
+    // connection until it ends (and the client has its reply), within the grace period.
     let grace = config.config.ftp.shutdown_grace.0;
-    if tokio::time::timeout(grace, transfers.idle()).await.is_err() {
+    if tokio::time::timeout(grace + Duration::from_secs(1), &mut ftp_service)
+        .await
+        .is_err()
+        || transfers.running() > 0
+    {
         tracing::warn!(
             running = transfers.running(),
             "shutdown: transfers still running after {grace:?} are cut (uploads to new names are discarded at the next start; appends keep what arrived)"

@@ -31,7 +31,6 @@ use libunftp::storage::{Reason, current_command};
 use logarchive_common::paths::ArchivePath;
 use logarchive_common::perm::Perm;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Notify;
 use unftp_core::storage::{
     Error, ErrorKind, FEATURE_RESTART, Fileinfo, Metadata, Permissions, Result, StorageBackend,
 };
@@ -51,11 +50,10 @@ const TRANSFER_BUFFER: usize = 1 << 20;
 /// received, hashed and written.
 const UPLOAD_CHUNK: usize = 256 << 10;
 
-/// Counts transfers in flight so that shutdown can let them finish.
+/// Counts transfers in flight, so that shutdown can report the ones it had to cut.
 #[derive(Debug, Default)]
 pub struct Transfers {
     running: AtomicUsize,
-    idle: Notify,
 }
 
 impl Transfers {
@@ -67,26 +65,13 @@ impl Transfers {
     pub fn running(&self) -> usize {
         self.running.load(Ordering::SeqCst)
     }
-
-    /// Waits until no transfer runs.
-    pub async fn idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.running() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
 }
 
 struct TransferGuard(Arc<Transfers>);
 
 impl Drop for TransferGuard {
     fn drop(&mut self) {
-        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -192,6 +192,7 @@ where
         // logarchive patch: leaving this loop in any way but QUIT tells a running upload that its
         // client is gone.
         let mut closed_guard = Some(shared_session.lock().await.control_closed.clone().drop_guard());
+        let mut draining = false;
         loop {
             let incoming = {
                 #[allow(unused_assignments)]
@@ -220,10 +221,24 @@ where
                             false => incoming = Some(Err(ControlChanError::new(ControlChanErrorKind::ControlChannelTimeout)))
                         };
                     },
-                    _ = shutdown.listen() => {
-                        slog::info!(logger, "Closing open control connection because of shutdown signal");
-                        incoming = Some(Ok(Event::InternalMsg(ControlChanMsg::ExitControlLoop)))
-                        // TODO: Do we want to wait a bit for a data transfer to complete i.e. session.data_busy is true?
+                    _ = shutdown.listen(), if !draining => {
+                        // logarchive patch: a session with a transfer running is left to finish
+                        // it (and to get its reply) within the server's grace period.
+                        if shared_session.lock().await.data_busy {
+                            slog::info!(logger, "Shutdown: letting the running transfer finish");
+                            draining = true;
+                            incoming = None;
+                        } else {
+                            slog::info!(logger, "Closing open control connection because of shutdown signal");
+                            incoming = Some(Ok(Event::InternalMsg(ControlChanMsg::ExitControlLoop)))
+                        }
+                    }
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(100)), if draining => {
+                        incoming = if shared_session.lock().await.data_busy {
+                            None
+                        } else {
+                            Some(Ok(Event::InternalMsg(ControlChanMsg::ExitControlLoop)))
+                        };
                     }
                 }
                 incoming
