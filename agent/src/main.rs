@@ -10,9 +10,10 @@ mod record;
 mod remote;
 mod scan;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -42,6 +43,14 @@ enum Command {
         #[arg(long, short, env = "LOGARCHIVE_AGENT_CONFIG")]
         config: PathBuf,
     },
+    /// Backlog per watch, last success and last error.
+    Status {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short, env = "LOGARCHIVE_AGENT_CONFIG")]
+        config: PathBuf,
+    },
     /// Show what would be sent now, without sending anything.
     Scan {
         /// Required: the scan never sends (kept explicit for scripts).
@@ -64,6 +73,7 @@ fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Run { config } => run(&config),
         Command::Scan { config, .. } => dry_run(&config),
+        Command::Status { config, json } => status(&config, json),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -167,9 +177,16 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
         .max(Duration::from_millis(200));
     let mut remote: Option<Remote> = None;
     let mut backoff = Duration::from_secs(1);
+    // Files the server refused, and when to try each again (doubling, 2 s to 5 min).
+    let mut refused: HashMap<PathBuf, (Instant, Duration)> = HashMap::new();
     tracing::info!(agent = %agent.config.agent_id, watches = agent.watches.len(), "agent started");
     loop {
-        let files = agent.settled_files();
+        let now = Instant::now();
+        let files: Vec<LocalFile> = agent
+            .settled_files()
+            .into_iter()
+            .filter(|f| refused.get(&f.local).is_none_or(|(at, _)| *at <= now))
+            .collect();
         for file in &files {
             let session = match remote.as_mut() {
                 Some(session) => session,
@@ -179,6 +196,7 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
                         remote.insert(session)
                     }
                     Err(err) => {
+                        let _ = agent.mirror.record.note("last_error", err.to_string());
                         let jitter =
                             Duration::from_millis(rand_millis(backoff.as_millis() as u64 / 2));
                         tracing::warn!(
@@ -191,17 +209,35 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
                     }
                 },
             };
+            let record = &agent.mirror.record;
             match agent.mirror.sync(session, file).await {
-                Ok(_) => {}
+                Ok(mirror::Outcome::Unchanged) => {}
+                Ok(outcome) => {
+                    refused.remove(&file.local);
+                    let _ = record.note("last_success", format!("{outcome:?} {}", file.remote));
+                }
                 Err(mirror::MirrorError::Remote(err)) if err.is_connection() => {
                     tracing::warn!("connection lost: {err}");
+                    let _ = record.note("last_error", err.to_string());
                     remote = None;
                     break;
                 }
                 // A refusal (e.g. no permission) is reported and retried on the next pass,
                 // never in a busy loop.
-                Err(err) => tracing::error!(local = %file.local.display(), "not sent: {err}"),
+                Err(err) => {
+                    let delay = refused
+                        .get(&file.local)
+                        .map_or(Duration::from_secs(2), |(_, d)| {
+                            (*d * 2).min(Duration::from_secs(300))
+                        });
+                    refused.insert(file.local.clone(), (Instant::now() + delay, delay));
+                    tracing::error!(local = %file.local.display(), "not sent, next try in {delay:?}: {err}");
+                    let _ = record.note("last_error", format!("{}: {err}", file.local.display()));
+                }
             }
+        }
+        if let Err(err) = write_status(agent) {
+            tracing::warn!("cannot write the status file: {err:#}");
         }
         tokio::time::sleep(pause).await;
     }
@@ -215,11 +251,17 @@ fn rand_millis(bound: u64) -> u64 {
     if bound == 0 { 0 } else { nanos % bound }
 }
 
-fn dry_run(config_file: &Path) -> anyhow::Result<()> {
-    let agent = Agent::open(config_file)?;
-    let mut files = 0;
-    let mut bytes = 0;
+/// What is still to send: files and bytes per watch.
+struct Backlog {
+    dir: PathBuf,
+    remote: String,
+    files: Vec<(LocalFile, u64)>,
+}
+
+fn backlog(agent: &Agent) -> anyhow::Result<Vec<Backlog>> {
+    let mut all = Vec::new();
     for watch in &agent.watches {
+        let mut files = Vec::new();
         for file in watch.scan() {
             let pending = match agent.mirror.record.get(&file.local)? {
                 Some(record)
@@ -232,16 +274,115 @@ fn dry_run(config_file: &Path) -> anyhow::Result<()> {
                 _ => file.size,
             };
             if pending > 0 {
-                println!(
-                    "{pending:>12}  {}  ->  {}",
-                    file.local.display(),
-                    file.remote
-                );
-                files += 1;
-                bytes += pending;
+                files.push((file, pending));
             }
+        }
+        all.push(Backlog {
+            dir: watch.dir.clone(),
+            remote: watch.remote.clone(),
+            files,
+        });
+    }
+    Ok(all)
+}
+
+fn dry_run(config_file: &Path) -> anyhow::Result<()> {
+    let agent = Agent::open(config_file)?;
+    let (mut files, mut bytes) = (0, 0);
+    for watch in backlog(&agent)? {
+        for (file, pending) in &watch.files {
+            println!(
+                "{pending:>12}  {}  ->  {}",
+                file.local.display(),
+                file.remote
+            );
+            files += 1;
+            bytes += pending;
         }
     }
     println!("{files} files, {bytes} bytes to send");
+    Ok(())
+}
+
+/// The status report: what `status --json` prints and what a running agent keeps in
+/// `<state_dir>/status.json` (the record is locked while the agent runs).
+fn status_report(agent: &Agent) -> anyhow::Result<serde_json::Value> {
+    let watches = backlog(agent)?;
+    Ok(serde_json::json!({
+        "agent_id": agent.config.agent_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "updated": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?,
+        "watches": watches.iter().map(|w| serde_json::json!({
+            "dir": w.dir,
+            "remote": w.remote,
+            "backlog_files": w.files.len(),
+            "backlog_bytes": w.files.iter().map(|(_, n)| n).sum::<u64>(),
+        })).collect::<Vec<_>>(),
+        "last_success": agent.mirror.record.last("last_success")?,
+        "last_error": agent.mirror.record.last("last_error")?,
+    }))
+}
+
+fn status_file(config: &LoadedAgentConfig) -> PathBuf {
+    config.state_dir.join("status.json")
+}
+
+/// Writes the status file atomically (temporary file, rename).
+fn write_status(agent: &Agent) -> anyhow::Result<()> {
+    let report = status_report(agent)?;
+    let path = status_file(&agent.config);
+    let temp = path.with_extension("json.tmp");
+    std::fs::write(&temp, serde_json::to_vec_pretty(&report)?)?;
+    std::fs::rename(&temp, &path)?;
+    Ok(())
+}
+
+fn status(config_file: &Path, json: bool) -> anyhow::Result<()> {
+    let report = match Agent::open(config_file) {
+        Ok(agent) => status_report(&agent)?,
+        // The running agent holds the record: read the report it keeps up to date.
+        Err(open_error) => {
+            let config = LoadedAgentConfig::load(config_file)?;
+            let path = status_file(&config);
+            let text = std::fs::read_to_string(&path).map_err(|_| open_error)?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is unreadable", path.display()))?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or("?").to_owned();
+    println!(
+        "agent {} (logarchive-agent {}), as of {}",
+        text(&report["agent_id"]),
+        text(&report["version"]),
+        text(&report["updated"])
+    );
+    for watch in report["watches"].as_array().into_iter().flatten() {
+        println!(
+            "  {} -> {}: {} files, {} bytes to send",
+            text(&watch["dir"]),
+            text(&watch["remote"]),
+            watch["backlog_files"],
+            watch["backlog_bytes"]
+        );
+    }
+    for (label, key) in [
+        ("last success", "last_success"),
+        ("last error  ", "last_error"),
+    ] {
+        let event = &report[key];
+        if event.is_null() {
+            println!("  {label}: never");
+        } else {
+            println!(
+                "  {label}: {} {}",
+                text(&event["at"]),
+                text(&event["message"])
+            );
+        }
+    }
     Ok(())
 }

@@ -53,11 +53,20 @@ pub enum RecordError {
     },
 }
 
+/// The last thing that went right or wrong, for `status` and health reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: time::OffsetDateTime,
+    pub message: String,
+}
+
 #[derive(Clone)]
 pub struct Record {
     path: PathBuf,
     db: sled::Db,
     files: sled::Tree,
+    meta: sled::Tree,
 }
 
 impl Record {
@@ -72,10 +81,12 @@ impl Record {
             .open()
             .map_err(db_err)?;
         let files = db.open_tree("files").map_err(db_err)?;
+        let meta = db.open_tree("meta").map_err(db_err)?;
         Ok(Record {
             path: dir.to_owned(),
             db,
             files,
+            meta,
         })
     }
 
@@ -128,6 +139,35 @@ impl Record {
             .remove(Self::key(old))
             .map_err(|e| self.db_err(e))?;
         self.put(record)
+    }
+
+    /// Notes the last success (`"last_success"`) or error (`"last_error"`). Not flushed:
+    /// losing the latest note in a crash costs nothing.
+    pub fn note(&self, key: &str, message: String) -> Result<(), RecordError> {
+        let event = Event {
+            at: time::OffsetDateTime::now_utc(),
+            message,
+        };
+        let value = serde_json::to_vec(&event).map_err(|source| RecordError::Decode {
+            key: key.to_owned(),
+            source,
+        })?;
+        self.meta.insert(key, value).map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    pub fn last(&self, key: &str) -> Result<Option<Event>, RecordError> {
+        match self.meta.get(key).map_err(|e| self.db_err(e))? {
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| RecordError::Decode {
+                        key: key.to_owned(),
+                        source,
+                    })
+            }
+            None => Ok(None),
+        }
     }
 
     /// Every record.

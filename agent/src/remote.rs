@@ -36,11 +36,8 @@ impl RemoteError {
             FtpError::UnexpectedResponse(response) => RemoteError::Refused {
                 operation,
                 path: path.to_owned(),
-                reply: format!(
-                    "{} {}",
-                    response.status.code(),
-                    String::from_utf8_lossy(&response.body).trim()
-                ),
+                // The reply's text starts with its code ("550 Permission denied: ...").
+                reply: String::from_utf8_lossy(&response.body).trim().to_owned(),
             },
             other => RemoteError::Connection(other.to_string()),
         }

@@ -60,7 +60,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libunftp=warn,sled=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libunftp=error,sled=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

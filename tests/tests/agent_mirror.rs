@@ -119,3 +119,58 @@ fn mirrors_a_tree_with_growth_and_rotations() {
         "a restart re-sent confirmed files"
     );
 }
+
+/// `logarchive-agent status --json` while the agent runs.
+fn status(agent: &TestAgent) -> serde_json::Value {
+    let out = std::process::Command::new(logarchive_tests::agent_bin())
+        .args(["status", "--json", "--config"])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    // Null until the running agent has written its first report.
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn refusals_are_reported_and_retried_slowly_and_outages_only_grow_the_backlog() {
+    let mut server = TestServer::start_with("", &[("reader", PW, &["--perm", "elr"])]);
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    write(&root.join("a.log"), b"needs w\n");
+    let agent = TestAgent::start(&server, "reader", PW, root, "");
+
+    // Without 'w' the upload is refused: status says so, with the backlog...
+    let reported = wait_until(Duration::from_secs(30), || {
+        let report = status(&agent);
+        report["watches"][0]["backlog_files"] == 1
+            && report["last_error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("550"))
+    });
+    assert!(reported, "{:#}\n{}", status(&agent), agent.stderr());
+    // ...and the agent does not hammer the server (retries back off from 2 s).
+    let before = server.stderr().matches("refused: no 'w'").count();
+    std::thread::sleep(Duration::from_secs(3));
+    let refusals = server.stderr().matches("refused: no 'w'").count() - before;
+    assert!(refusals <= 2, "{refusals} refusals in 3 s");
+
+    // Once permitted, the file arrives.
+    // The agent needs w (store) and f (rename its temporary name into place).
+    let out = server.cli(&["user", "set", "reader", "--perm", "elrwfm"], "");
+    assert!(out.status.success());
+    wait_for_mirror(&server, &agent, "reader", |remote| {
+        remote.contains_key("a.log")
+    });
+
+    // Server down: new files wait; server back: the backlog drains.
+    assert!(server.stop());
+    write(&root.join("during-outage-1.log"), b"one\n");
+    write(&root.join("deep/during-outage-2.log"), b"two\n");
+    let waiting = wait_until(Duration::from_secs(20), || {
+        status(&agent)["watches"][0]["backlog_files"] == 2
+    });
+    assert!(waiting, "{:#}", status(&agent));
+    server.start();
+    let local = tree_hashes(root);
+    wait_for_mirror(&server, &agent, "reader", |remote| *remote == local);
+}
