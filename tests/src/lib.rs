@@ -338,8 +338,11 @@ pub fn tree_hashes(root: &Path) -> std::collections::BTreeMap<String, String> {
             let path = entry.path();
             if path.is_dir() {
                 pending.push(path);
-            } else if let Ok(rel) = path.strip_prefix(root) {
-                hashes.insert(rel.to_string_lossy().into_owned(), sha256_file(&path));
+            } else if let (Ok(rel), Ok(bytes)) = (path.strip_prefix(root), std::fs::read(&path)) {
+                // A file renamed away between listing and reading is simply not seen.
+                use sha2::Digest;
+                let hash = hex::encode(sha2::Sha256::digest(bytes));
+                hashes.insert(rel.to_string_lossy().into_owned(), hash);
             }
         }
     }

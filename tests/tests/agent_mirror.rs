@@ -174,3 +174,36 @@ fn refusals_are_reported_and_retried_slowly_and_outages_only_grow_the_backlog() 
     let local = tree_hashes(root);
     wait_for_mirror(&server, &agent, "reader", |remote| *remote == local);
 }
+
+#[test]
+fn kill_9_at_random_moments_sends_every_file_exactly_once() {
+    let server = TestServer::start_with("", &[("crashy", PW, &["--perm", "elrwafm"])]);
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    for i in 0..1000 {
+        let size = 500 + (i * 7919) % 3000;
+        let byte = (i % 251) as u8;
+        write(&root.join(format!("d{}/f{i}.log", i % 20)), &vec![byte; size]);
+    }
+    // A few larger files, so some kills land in the middle of a transfer.
+    for i in 0..3 {
+        write(&root.join(format!("big/b{i}.bin")), &vec![i as u8; 3 << 20]);
+    }
+    std::thread::sleep(Duration::from_millis(300)); // let the files settle
+    let mut agent = TestAgent::start(&server, "crashy", PW, root, "max_rate = \"20MiB/s\"");
+    for round in 0..10u64 {
+        std::thread::sleep(Duration::from_millis(150 + (round * 7919) % 450));
+        agent.kill();
+        agent.restart();
+    }
+    let local = tree_hashes(root);
+    let remote = wait_for_mirror(&server, &agent, "crashy", |remote| *remote == local);
+    assert!(!remote.keys().any(|k| k.contains("logarchive-part")));
+    // Exactly once: every final name was written (renamed into place) one time.
+    let log = server.stderr();
+    for name in local.keys() {
+        let placed = log.matches(&format!("to=/crashy/{name}\n")).count()
+            + log.matches(&format!("to=/crashy/{name} ")).count();
+        assert_eq!(placed, 1, "{name} was put in place {placed} times");
+    }
+}

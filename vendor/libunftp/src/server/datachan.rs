@@ -41,7 +41,7 @@ where
 /// logarchive patch: how long an upload's end of data waits to see whether the control
 /// connection closes too. A client killed mid-transfer closes both sockets at once, which
 /// looks like a clean end of data; a live client keeps its control connection for the reply.
-const UPLOAD_EOF_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+const UPLOAD_EOF_GRACE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// logarchive patch: a reader that turns end-of-data into `ConnectionAborted` when the
 /// control connection closed with it, so the storage back-end never commits a cut upload.
