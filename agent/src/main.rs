@@ -10,9 +10,9 @@ mod record;
 mod remote;
 mod scan;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -95,9 +95,23 @@ impl Agent {
         let config = LoadedAgentConfig::load(config_file)?;
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
-        let record = Record::open(&config.state_dir.join("record")).context(
-            "cannot open the agent record (is another logarchive-agent using this state_dir?)",
-        )?;
+        // A `status` or `scan` may hold the record for a moment: wait a little for it.
+        let path = config.state_dir.join("record");
+        let mut attempt = 0;
+        let record = loop {
+            match Record::open(&path) {
+                Ok(record) => break record,
+                Err(_) if attempt < 50 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(err) => {
+                    return Err(err).context(
+                        "cannot open the agent record (is another logarchive-agent using this state_dir?)",
+                    );
+                }
+            }
+        };
         let watches = config
             .watches
             .iter()
@@ -167,7 +181,20 @@ async fn stop_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Scan, send, wait; reconnect with exponential backoff and jitter when the server is away.
+/// Files the server refused, and when to try each again (doubling, 2 s to 5 min).
+type Refused = Mutex<HashMap<PathBuf, (Instant, Duration)>>;
+
+/// How a worker's part of a pass ended.
+enum WorkerEnd {
+    /// The queue is empty.
+    Done,
+    /// The server could not be reached (or the connection broke).
+    Unreachable,
+}
+
+/// Scan, send with `parallel` sessions, wait; when the server is away, back off
+/// exponentially with jitter. An outage of any length only grows the backlog, which then
+/// drains oldest first.
 async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
     let upload = &agent.config.config.upload;
     let pause = upload
@@ -175,71 +202,99 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
         .0
         .min(upload.rescan_interval.0)
         .max(Duration::from_millis(200));
-    let mut remote: Option<Remote> = None;
+    let mut sessions: Vec<Option<Remote>> = (0..upload.parallel.0).map(|_| None).collect();
     let mut backoff = Duration::from_secs(1);
-    // Files the server refused, and when to try each again (doubling, 2 s to 5 min).
-    let mut refused: HashMap<PathBuf, (Instant, Duration)> = HashMap::new();
-    tracing::info!(agent = %agent.config.agent_id, watches = agent.watches.len(), "agent started");
+    let refused: Refused = Mutex::new(HashMap::new());
+    tracing::info!(agent = %agent.config.agent_id, watches = agent.watches.len(), sessions = sessions.len(), "agent started");
     loop {
         let now = Instant::now();
-        let files: Vec<LocalFile> = agent
-            .settled_files()
-            .into_iter()
-            .filter(|f| refused.get(&f.local).is_none_or(|(at, _)| *at <= now))
-            .collect();
-        for file in &files {
-            let session = match remote.as_mut() {
-                Some(session) => session,
-                None => match Remote::connect(&agent.login()).await {
-                    Ok(session) => {
-                        backoff = Duration::from_secs(1);
-                        remote.insert(session)
-                    }
-                    Err(err) => {
-                        let _ = agent.mirror.record.note("last_error", err.to_string());
-                        let jitter =
-                            Duration::from_millis(rand_millis(backoff.as_millis() as u64 / 2));
-                        tracing::warn!(
-                            "server unreachable, retrying in {:?}: {err}",
-                            backoff + jitter
-                        );
-                        tokio::time::sleep(backoff + jitter).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(60));
-                        break;
-                    }
-                },
-            };
-            let record = &agent.mirror.record;
-            match agent.mirror.sync(session, file).await {
-                Ok(mirror::Outcome::Unchanged) => {}
-                Ok(outcome) => {
-                    refused.remove(&file.local);
-                    let _ = record.note("last_success", format!("{outcome:?} {}", file.remote));
-                }
-                Err(mirror::MirrorError::Remote(err)) if err.is_connection() => {
-                    tracing::warn!("connection lost: {err}");
-                    let _ = record.note("last_error", err.to_string());
-                    remote = None;
-                    break;
-                }
-                // A refusal (e.g. no permission) is reported and retried on the next pass,
-                // never in a busy loop.
-                Err(err) => {
-                    let delay = refused
-                        .get(&file.local)
-                        .map_or(Duration::from_secs(2), |(_, d)| {
-                            (*d * 2).min(Duration::from_secs(300))
-                        });
-                    refused.insert(file.local.clone(), (Instant::now() + delay, delay));
-                    tracing::error!(local = %file.local.display(), "not sent, next try in {delay:?}: {err}");
-                    let _ = record.note("last_error", format!("{}: {err}", file.local.display()));
-                }
-            }
+        let queue: Mutex<VecDeque<LocalFile>> = Mutex::new(
+            agent
+                .settled_files()
+                .into_iter()
+                .filter(|f| {
+                    lock(&refused)
+                        .get(&f.local)
+                        .is_none_or(|(at, _)| *at <= now)
+                })
+                .collect(),
+        );
+        let ends = futures_util::future::join_all(
+            sessions
+                .iter_mut()
+                .map(|slot| worker(agent, slot, &queue, &refused)),
+        )
+        .await;
+        if ends.iter().any(|end| matches!(end, WorkerEnd::Unreachable)) {
+            let jitter = Duration::from_millis(rand_millis(backoff.as_millis() as u64 / 2));
+            tracing::warn!("server unreachable, retrying in {:?}", backoff + jitter);
+            tokio::time::sleep(backoff + jitter).await;
+            backoff = (backoff * 2).min(Duration::from_secs(60));
+        } else {
+            backoff = Duration::from_secs(1);
         }
         if let Err(err) = write_status(agent) {
             tracing::warn!("cannot write the status file: {err:#}");
         }
         tokio::time::sleep(pause).await;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One FTP session's share of a pass: takes files from the queue until it is empty.
+async fn worker(
+    agent: &Agent,
+    slot: &mut Option<Remote>,
+    queue: &Mutex<VecDeque<LocalFile>>,
+    refused: &Refused,
+) -> WorkerEnd {
+    let record = &agent.mirror.record;
+    loop {
+        let Some(file) = lock(queue).pop_front() else {
+            return WorkerEnd::Done;
+        };
+        let session = match slot {
+            Some(session) => session,
+            None => match Remote::connect(&agent.login()).await {
+                Ok(session) => slot.insert(session),
+                Err(err) => {
+                    let _ = record.note("last_error", err.to_string());
+                    tracing::warn!("{err}");
+                    return WorkerEnd::Unreachable;
+                }
+            },
+        };
+        match agent.mirror.sync(session, &file).await {
+            Ok(mirror::Outcome::Unchanged) => {}
+            Ok(outcome) => {
+                lock(refused).remove(&file.local);
+                let _ = record.note("last_success", format!("{outcome:?} {}", file.remote));
+            }
+            Err(mirror::MirrorError::Remote(err)) if err.is_connection() => {
+                tracing::warn!("connection lost: {err}");
+                let _ = record.note("last_error", err.to_string());
+                *slot = None;
+                return WorkerEnd::Unreachable;
+            }
+            // A refusal (e.g. no permission) is reported and retried later, never in a
+            // busy loop.
+            Err(err) => {
+                let mut refused = lock(refused);
+                let delay = refused
+                    .get(&file.local)
+                    .map_or(Duration::from_secs(2), |(_, d)| {
+                        (*d * 2).min(Duration::from_secs(300))
+                    });
+                refused.insert(file.local.clone(), (Instant::now() + delay, delay));
+                tracing::error!(local = %file.local.display(), "not sent, next try in {delay:?}: {err}");
+                let _ = record.note("last_error", format!("{}: {err}", file.local.display()));
+            }
+        }
     }
 }
 
@@ -338,16 +393,14 @@ fn write_status(agent: &Agent) -> anyhow::Result<()> {
 }
 
 fn status(config_file: &Path, json: bool) -> anyhow::Result<()> {
-    let report = match Agent::open(config_file) {
-        Ok(agent) => status_report(&agent)?,
-        // The running agent holds the record: read the report it keeps up to date.
-        Err(open_error) => {
-            let config = LoadedAgentConfig::load(config_file)?;
-            let path = status_file(&config);
-            let text = std::fs::read_to_string(&path).map_err(|_| open_error)?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{} is unreadable", path.display()))?
-        }
+    // The agent keeps its report up to date while it runs (and holds the record): read
+    // that. Only an agent that never ran is asked directly.
+    let config = LoadedAgentConfig::load(config_file)?;
+    let path = status_file(&config);
+    let report = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is unreadable", path.display()))?,
+        Err(_) => status_report(&Agent::open(config_file)?)?,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
