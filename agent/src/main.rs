@@ -153,21 +153,54 @@ impl Agent {
 }
 
 fn run(config_file: &Path) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut agent = open_for_run(config_file)?;
+        loop {
+            enum Wake {
+                Stopped(anyhow::Result<()>),
+                Signalled(anyhow::Result<()>),
+                Reload,
+            }
+            let wake = tokio::select! {
+                result = mirror_forever(&agent) => Wake::Stopped(result),
+                signal = stop_signal() => Wake::Signalled(signal),
+                _ = hangup.recv() => Wake::Reload,
+            };
+            match wake {
+                Wake::Stopped(result) => return result,
+                Wake::Signalled(signal) => {
+                    signal?;
+                    tracing::info!("stopping");
+                    return Ok(());
+                }
+                // SIGHUP: a config that loads replaces the running one; a broken one is
+                // reported and the agent goes on as it was.
+                Wake::Reload => match LoadedAgentConfig::load(config_file) {
+                    Ok(_) => {
+                        drop(agent); // releases the record before it is opened again
+                        agent = open_for_run(config_file)?;
+                        tracing::info!("SIGHUP: configuration reloaded");
+                    }
+                    Err(err) => {
+                        tracing::error!(
+                            "SIGHUP: configuration not reloaded, the running one stays: {err}"
+                        )
+                    }
+                },
+            }
+        }
+    })
+}
+
+fn open_for_run(config_file: &Path) -> anyhow::Result<Agent> {
     let agent = Agent::open(config_file)?;
     if agent.config.config.server.tls {
         anyhow::bail!("[server] tls = true: FTPS from the agent is not available in this version");
     }
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        tokio::select! {
-            result = mirror_forever(&agent) => result,
-            signal = stop_signal() => {
-                signal?;
-                tracing::info!("stopping");
-                Ok(())
-            }
-        }
-    })
+    Ok(agent)
 }
 
 async fn stop_signal() -> anyhow::Result<()> {

@@ -78,6 +78,24 @@ fn version_name(remote: &str) -> String {
     )
 }
 
+/// The archive only grows: a remote file about to be replaced is first renamed to
+/// `<name>.<UTC stamp>` (with `.1`, `.2`... when that name is taken).
+async fn keep_as_version(remote: &mut Remote, path: &str) -> Result<(), MirrorError> {
+    if remote.size(path).await?.is_none() {
+        return Ok(());
+    }
+    let stamp = version_name(path);
+    let mut version = stamp.clone();
+    let mut n = 0;
+    while remote.size(&version).await?.is_some() {
+        n += 1;
+        version = format!("{stamp}.{n}");
+    }
+    remote.rename(path, &version).await?;
+    tracing::info!(remote = %path, kept = %version, "remote copy kept as a version");
+    Ok(())
+}
+
 /// What happened to one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -125,12 +143,7 @@ impl Mirror {
                 return self.append(remote, file, record).await;
             }
         }
-        // Anything else replaces the remote copy: keep that copy under a version name.
-        if remote.size(&file.remote).await?.is_some() {
-            let version = version_name(&file.remote);
-            remote.rename(&file.remote, &version).await?;
-            tracing::info!(remote = %file.remote, kept = %version, "remote copy kept as a version");
-        }
+        // Anything else replaces the remote copy; upload_whole keeps that copy as a version.
         self.upload_whole(remote, file).await
     }
 
@@ -260,6 +273,7 @@ impl Mirror {
                 expected: size,
             });
         }
+        keep_as_version(remote, &file.remote).await?;
         remote.rename(&temp, &file.remote).await?;
         record.confirmed = size;
         record.state = SendState::Confirmed;

@@ -21,14 +21,22 @@ impl ShutdownTrigger {
         let _ = self.0.send(true);
     }
 
-    /// Triggers on the first SIGTERM or SIGINT.
+    /// Triggers on the first SIGTERM or SIGINT (SIGHUP is logged and ignored).
     pub async fn on_signal(&self) -> std::io::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        let mut hangup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: nothing to do (users.toml is re-read when it changes; server.toml needs a restart)");
+                    continue;
+                }
+            }
+            break;
         }
         self.trigger();
         Ok(())

@@ -216,3 +216,38 @@ fn kill_9_at_random_moments_sends_every_file_exactly_once() {
         assert_eq!(placed, 1, "{name} was put in place {placed} times");
     }
 }
+
+#[test]
+fn sighup_reloads_a_good_config_and_keeps_running_on_a_bad_one() {
+    let server = TestServer::start_with("", &[("hup", PW, &["--perm", "elrwafm"])]);
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    write(&first.path().join("one.log"), b"one\n");
+    write(&second.path().join("two.log"), b"two\n");
+    let mut agent = TestAgent::start(&server, "hup", PW, first.path(), "");
+    wait_for_mirror(&server, &agent, "hup", |remote| {
+        remote.contains_key("one.log")
+    });
+
+    // A broken config: reported, the agent goes on.
+    let good = std::fs::read_to_string(&agent.config).unwrap();
+    std::fs::write(&agent.config, format!("{good}\nnonsense = 1\n")).unwrap();
+    agent.signal("HUP");
+    assert!(wait_until(Duration::from_secs(10), || agent
+        .stderr()
+        .contains("not reloaded")));
+    assert!(agent.is_running());
+
+    // A good config with a second watch: its files arrive.
+    let extra = format!(
+        "\n[[watch]]\ndir = \"{}\"\nremote = \"/second\"\n",
+        second.path().display()
+    );
+    let reconfigured = good.replace("remote = \"/\"", "remote = \"/first\"") + &extra;
+    std::fs::write(&agent.config, reconfigured).unwrap();
+    agent.signal("HUP");
+    wait_for_mirror(&server, &agent, "hup", |remote| {
+        remote.contains_key("second/two.log") && remote.contains_key("first/one.log")
+    });
+    assert!(agent.is_running());
+}

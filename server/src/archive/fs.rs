@@ -473,6 +473,7 @@ struct FsUpload {
     recycled: tokio::sync::mpsc::Receiver<Vec<u8>>,
     writer: Option<tokio::task::JoinHandle<io::Result<Written>>>,
     target: Target,
+    durable: bool,
 }
 
 impl FsUpload {
@@ -500,6 +501,7 @@ impl FsUpload {
             recycled,
             writer: Some(writer),
             target,
+            durable,
         }
     }
 
@@ -540,6 +542,7 @@ impl Upload for FsUpload {
 
     async fn commit(mut self: Box<Self>) -> Result<Committed> {
         let path = self.target.path().clone();
+        let durable = self.durable;
         let (file, sha256) = self.finish_writer().await.map_err(|e| map_err(&path, e))?;
         drop(file);
         let target = std::mem::replace(
@@ -561,6 +564,12 @@ impl Upload for FsUpload {
                 }
                 Target::InPlace { local, .. } => local,
             };
+            // The new name (or a file APPE created) must survive a power cut too.
+            if durable && let Some(folder) = local.parent() {
+                fs::File::open(folder)
+                    .and_then(|folder| folder.sync_all())
+                    .map_err(|e| map_err(&path, e))?;
+            }
             let meta = fs::metadata(&local).map_err(|e| map_err(&path, e))?;
             Ok(Committed {
                 entry: entry(path, &meta),
