@@ -9,6 +9,7 @@ mod mirror;
 mod record;
 mod remote;
 mod scan;
+mod watch;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -125,20 +126,25 @@ impl Agent {
         })
     }
 
-    /// Every watched file that has not changed for the settle time, oldest first.
-    fn settled_files(&self) -> Vec<LocalFile> {
+    /// Every watched file that has not changed for the settle time, oldest first, and how
+    /// long until the next file still settling will be ready.
+    fn settled_files(&self) -> (Vec<LocalFile>, Option<Duration>) {
         let settle = self.config.config.upload.settle.0.as_nanos() as i128;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i128);
-        let mut files: Vec<LocalFile> = self
+        let (mut settled, settling): (Vec<LocalFile>, Vec<LocalFile>) = self
             .watches
             .iter()
             .flat_map(Watch::scan)
-            .filter(|file| now - file.mtime >= settle)
-            .collect();
-        files.sort_by_key(|file| file.mtime);
-        files
+            .partition(|file| now - file.mtime >= settle);
+        settled.sort_by_key(|file| file.mtime);
+        let next = settling
+            .iter()
+            .map(|file| settle - (now - file.mtime))
+            .min()
+            .map(|wait| Duration::from_nanos(wait.max(0) as u64) + Duration::from_millis(20));
+        (settled, next)
     }
 
     fn login(&self) -> Login {
@@ -230,20 +236,17 @@ enum WorkerEnd {
 /// drains oldest first.
 async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
     let upload = &agent.config.config.upload;
-    let pause = upload
-        .settle
-        .0
-        .min(upload.rescan_interval.0)
-        .max(Duration::from_millis(200));
+    let settle = upload.settle.0;
+    let hints = watch::ChangeHints::start(&agent.watches);
     let mut sessions: Vec<Option<Remote>> = (0..upload.parallel.0).map(|_| None).collect();
     let mut backoff = Duration::from_secs(1);
     let refused: Refused = Mutex::new(HashMap::new());
     tracing::info!(agent = %agent.config.agent_id, watches = agent.watches.len(), sessions = sessions.len(), "agent started");
     loop {
         let now = Instant::now();
+        let (settled, next_settled) = agent.settled_files();
         let queue: Mutex<VecDeque<LocalFile>> = Mutex::new(
-            agent
-                .settled_files()
+            settled
                 .into_iter()
                 .filter(|f| {
                     lock(&refused)
@@ -258,18 +261,27 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
                 .map(|slot| worker(agent, slot, &queue, &refused)),
         )
         .await;
+        if let Err(err) = write_status(agent) {
+            tracing::warn!("cannot write the status file: {err:#}");
+        }
         if ends.iter().any(|end| matches!(end, WorkerEnd::Unreachable)) {
+            // The backoff is the wait: then the next pass tries again at once.
             let jitter = Duration::from_millis(rand_millis(backoff.as_millis() as u64 / 2));
             tracing::warn!("server unreachable, retrying in {:?}", backoff + jitter);
             tokio::time::sleep(backoff + jitter).await;
             backoff = (backoff * 2).min(Duration::from_secs(60));
-        } else {
-            backoff = Duration::from_secs(1);
+            continue;
         }
-        if let Err(err) = write_status(agent) {
-            tracing::warn!("cannot write the status file: {err:#}");
+        backoff = Duration::from_secs(1);
+        // Until the next pass: a change hint (then the settle time, so the file has been
+        // quiet that long), a file still settling, or the periodic rescan.
+        let next = next_settled
+            .unwrap_or(upload.rescan_interval.0)
+            .min(upload.rescan_interval.0);
+        tokio::select! {
+            _ = hints.changed.notified() => tokio::time::sleep(settle).await,
+            _ = tokio::time::sleep(next) => {}
         }
-        tokio::time::sleep(pause).await;
     }
 }
 
