@@ -273,11 +273,23 @@ impl TestAgent {
         tree: &Path,
         extra: &str,
     ) -> TestAgent {
+        TestAgent::start_to(server.ftp_port, user, password, tree, "/", extra)
+    }
+
+    /// Like [`TestAgent::start`], for any FTP server on a loopback `port`, mirroring into
+    /// `remote`.
+    pub fn start_to(
+        port: u16,
+        user: &str,
+        password: &str,
+        tree: &Path,
+        remote: &str,
+        extra: &str,
+    ) -> TestAgent {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("agent.toml");
         let text = format!(
-            "agent_id = \"test-agent\"\nstate_dir = \"state\"\n[server]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{user}\"\npassword = \"{password}\"\n[upload]\nsettle = \"200ms\"\nrescan_interval = \"1s\"\n{extra}\n[[watch]]\ndir = \"{}\"\nremote = \"/\"\n",
-            server.ftp_port,
+            "agent_id = \"test-agent\"\nstate_dir = \"state\"\n[server]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{user}\"\npassword = \"{password}\"\n[upload]\nsettle = \"200ms\"\nrescan_interval = \"1s\"\n{extra}\n[[watch]]\ndir = \"{}\"\nremote = \"{remote}\"\n",
             tree.display()
         );
         std::fs::write(&config, text).expect("write agent config");
@@ -362,4 +374,66 @@ pub fn tree_hashes(root: &Path) -> std::collections::BTreeMap<String, String> {
         }
     }
     hashes
+}
+
+/// A vsftpd with anonymous upload and download in its own folder.
+pub struct Vsftpd {
+    child: Child,
+    pub port: u16,
+    /// The anonymous root; uploads go to its `upload` folder.
+    pub root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Vsftpd {
+    /// Starts vsftpd (Debian package) with anonymous upload, download, MKD, APPE and
+    /// rename in `<temp>/root/upload`, on free loopback ports.
+    pub fn start(base: &Path, passive: u16) -> anyhow::Result<Vsftpd> {
+        let dir = tempfile::tempdir_in(base)?;
+        let root = dir.path().join("root");
+        let upload = root.join("upload");
+        std::fs::create_dir_all(&upload)?;
+        // vsftpd refuses a writable anonymous root; the upload folder belongs to `ftp`.
+        run("chown", &["ftp:ftp", upload.to_str().unwrap_or_default()]);
+        let port = free_port();
+        let (low, high) = free_port_range(passive);
+        let config = dir.path().join("vsftpd.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listen=YES\nlisten_address=127.0.0.1\nlisten_port={port}\nbackground=NO\n\
+                 anonymous_enable=YES\nlocal_enable=NO\nwrite_enable=YES\nanon_upload_enable=YES\nanon_mkdir_write_enable=YES\nanon_other_write_enable=YES\n\
+                 anon_world_readable_only=NO\nanon_umask=022\nno_anon_password=YES\nanon_root={}\n\
+                 pasv_enable=YES\npasv_min_port={low}\npasv_max_port={high}\nmax_clients=0\nmax_per_ip=0\n\
+                 seccomp_sandbox=NO\nsecure_chroot_dir=/var/run/vsftpd/empty\nxferlog_enable=NO\n\
+                 use_sendfile=YES\n",
+                root.display()
+            ),
+        )?;
+        std::fs::create_dir_all("/var/run/vsftpd/empty")?;
+        let child = Command::new("vsftpd")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start vsftpd (apt-get install vsftpd): {e}"))?;
+        if !wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }) {
+            anyhow::bail!("vsftpd did not listen on {port}");
+        }
+        Ok(Vsftpd {
+            child,
+            port,
+            root,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Vsftpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -251,3 +251,66 @@ fn sighup_reloads_a_good_config_and_keeps_running_on_a_bad_one() {
     });
     assert!(agent.is_running());
 }
+
+/// The same mirror against a standard FTP server (vsftpd, anonymous uploads).
+#[test]
+fn mirrors_into_vsftpd_too() {
+    let vsftpd = logarchive_tests::Vsftpd::start(&std::env::temp_dir(), 20).expect("vsftpd");
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    write(
+        &root.join("Logs/PWS/20240723/PWS_UI_1.txt"),
+        b"first line\n",
+    );
+    write(
+        &root.join("deep/a/b/c.bin"),
+        &(0..=255u8).cycle().take(200_000).collect::<Vec<u8>>(),
+    );
+    write(&root.join("app.log"), b"start\n");
+    let agent = TestAgent::start_to(vsftpd.port, "anonymous", "agent@", root, "/upload", "");
+    let stored = vsftpd.root.join("upload");
+    let wait_same = |what: &str| {
+        let local = tree_hashes(root);
+        let same = wait_until(Duration::from_secs(60), || tree_hashes(&stored) == local);
+        assert!(
+            same,
+            "{what}: {:#?}\n{}",
+            tree_hashes(&stored),
+            agent.stderr()
+        );
+    };
+    wait_same("initial tree");
+    // Growth by APPE, and a rewrite that keeps the old copy as a version.
+    append(&root.join("app.log"), b"more\n");
+    wait_same("growth");
+    let old = std::fs::read(root.join("Logs/PWS/20240723/PWS_UI_1.txt")).unwrap();
+    std::fs::write(root.join("Logs/PWS/20240723/PWS_UI_1.txt"), b"rewritten\n").unwrap();
+    let versioned = wait_until(Duration::from_secs(60), || {
+        std::fs::read_dir(stored.join("Logs/PWS/20240723"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with("PWS_UI_1.txt.2")
+                    })
+                    .any(|e| std::fs::read(e.path()).ok() == Some(old.clone()))
+            })
+            .unwrap_or(false)
+    });
+    assert!(
+        versioned,
+        "no version kept: {:#?}\n{}",
+        tree_hashes(&stored),
+        agent.stderr()
+    );
+    assert_eq!(
+        std::fs::read(stored.join("Logs/PWS/20240723/PWS_UI_1.txt")).unwrap(),
+        b"rewritten\n"
+    );
+    assert!(
+        !tree_hashes(&stored)
+            .keys()
+            .any(|k| k.contains("logarchive-part"))
+    );
+}

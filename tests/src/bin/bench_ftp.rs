@@ -12,11 +12,10 @@
 //! with anonymous uploads into a temporary folder, on its own ports.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use logarchive_tests::{TestServer, free_port, free_port_range, run, wait_until};
+use logarchive_tests::{TestServer, Vsftpd, run};
 
 /// Passive ports for each server: enough for every concurrent session.
 const PASSIVE_PORTS: u16 = 400;
@@ -50,65 +49,6 @@ fn parse_args() -> anyhow::Result<Args> {
         }
     }
     Ok(args)
-}
-
-/// A vsftpd with anonymous upload and download in its own folder.
-struct Vsftpd {
-    child: Child,
-    port: u16,
-    root: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Vsftpd {
-    fn start(base: &Path) -> anyhow::Result<Vsftpd> {
-        let dir = tempfile::tempdir_in(base)?;
-        let root = dir.path().join("root");
-        let upload = root.join("upload");
-        std::fs::create_dir_all(&upload)?;
-        // vsftpd refuses a writable anonymous root; the upload folder belongs to `ftp`.
-        run("chown", &["ftp:ftp", upload.to_str().unwrap_or_default()]);
-        let port = free_port();
-        let (low, high) = free_port_range(PASSIVE_PORTS);
-        let config = dir.path().join("vsftpd.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "listen=YES\nlisten_address=127.0.0.1\nlisten_port={port}\nbackground=NO\n\
-                 anonymous_enable=YES\nlocal_enable=NO\nwrite_enable=YES\nanon_upload_enable=YES\n\
-                 anon_world_readable_only=NO\nanon_umask=022\nno_anon_password=YES\nanon_root={}\n\
-                 pasv_enable=YES\npasv_min_port={low}\npasv_max_port={high}\nmax_clients=0\nmax_per_ip=0\n\
-                 seccomp_sandbox=NO\nsecure_chroot_dir=/var/run/vsftpd/empty\nxferlog_enable=NO\n\
-                 use_sendfile=YES\n",
-                root.display()
-            ),
-        )?;
-        std::fs::create_dir_all("/var/run/vsftpd/empty")?;
-        let child = Command::new("vsftpd")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start vsftpd (apt-get install vsftpd)")?;
-        if !wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        }) {
-            bail!("vsftpd did not listen on {port}");
-        }
-        Ok(Vsftpd {
-            child,
-            port,
-            root,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for Vsftpd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 struct Target {
@@ -284,7 +224,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     server.add_user("bench", password, &["--perm", "elradfmw"]);
     server.start();
-    let vsftpd = Vsftpd::start(&args.dir)?;
+    let vsftpd = Vsftpd::start(&args.dir, PASSIVE_PORTS)?;
     let targets = [
         Target {
             name: "logarchive-server",
