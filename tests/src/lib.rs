@@ -411,7 +411,12 @@ impl Vsftpd {
             ),
         )?;
         std::fs::create_dir_all("/var/run/vsftpd/empty")?;
-        let child = Command::new("vsftpd")
+        // Debian installs it in /usr/sbin, which not every PATH has.
+        let program = ["/usr/sbin/vsftpd", "/usr/local/sbin/vsftpd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("vsftpd");
+        let child = Command::new(program)
             .arg(&config)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
