@@ -6,10 +6,12 @@
 //!   that enforces them across any number of sessions.
 //! - [`paths`]: archive paths, normalised and confined so that nothing from outside can name
 //!   a place beyond its root.
-//! - [`config`]: the server's config and users files, and loading TOML with errors that name
-//!   the file, line, key and value.
+//! - [`config`]: the server's and the agent's config files, and loading TOML with errors
+//!   that name the file, line, key and value.
+//! - [`logging`]: tracing to stderr, the same way in both binaries.
 
 pub mod config;
+pub mod logging;
 pub mod paths;
 pub mod perm;
 pub mod rate;

@@ -59,14 +59,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libunftp=error,sled=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: log files and journald get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    logarchive_common::logging::init("info,libunftp=error,sled=warn");
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(config) => server::run(config.config.as_deref()),

@@ -242,6 +242,19 @@ pub async fn ftp_login(
     Ok(ftp)
 }
 
+/// RETR with suppaftp: the whole file, or the server's refusal.
+pub async fn ftp_retr(ftp: &mut AsyncFtpStream, name: &str) -> suppaftp::FtpResult<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut stream = ftp.retr_as_stream(name).await?;
+    let mut bytes = Vec::new();
+    stream
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(suppaftp::FtpError::ConnectionError)?;
+    stream.finish().await?;
+    Ok(bytes)
+}
+
 /// Runs a command and returns its output.
 pub fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program)

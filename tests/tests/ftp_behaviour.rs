@@ -5,22 +5,9 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use logarchive_tests::{TestServer, ftp_login, run, sha256_file, wait_until};
-use suppaftp::FtpError;
-use tokio::io::AsyncReadExt;
+use logarchive_tests::{TestServer, ftp_login, ftp_retr, run, sha256_file, wait_until};
 
 const PW: &str = "behaviour-password";
-
-async fn retr(ftp: &mut suppaftp::tokio::AsyncFtpStream, name: &str) -> Result<Vec<u8>, FtpError> {
-    let mut stream = ftp.retr_as_stream(name).await?;
-    let mut bytes = Vec::new();
-    stream
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(FtpError::ConnectionError)?;
-    stream.finish().await?;
-    Ok(bytes)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn users_cannot_leave_their_home() {
@@ -50,7 +37,10 @@ async fn users_cannot_leave_their_home() {
         "..%2Fbob%2Fsecret.txt",
         "..\\bob\\secret.txt",
     ] {
-        assert!(retr(&mut ftp, path).await.is_err(), "RETR {path} must fail");
+        assert!(
+            ftp_retr(&mut ftp, path).await.is_err(),
+            "RETR {path} must fail"
+        );
     }
     // `..` stops at the home: CWD .. stays in it, and what is seen there is alice's.
     ftp.cwd("../../..").await.unwrap();
@@ -214,10 +204,13 @@ async fn rest_resume_gives_a_byte_identical_file() {
         std::fs::read(server.archive("erin/resumed.bin")).unwrap(),
         data
     );
-    assert_eq!(retr(&mut ftp, "resumed.bin").await.unwrap(), data);
+    assert_eq!(ftp_retr(&mut ftp, "resumed.bin").await.unwrap(), data);
     // REST then RETR downloads the tail.
     ftp.resume_transfer(half).await.unwrap();
-    assert_eq!(retr(&mut ftp, "resumed.bin").await.unwrap(), &data[half..]);
+    assert_eq!(
+        ftp_retr(&mut ftp, "resumed.bin").await.unwrap(),
+        &data[half..]
+    );
     let _ = ftp.quit().await;
 
     // lftp: `put -c` continues a partial upload from the server's size.

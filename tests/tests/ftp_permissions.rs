@@ -5,10 +5,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use logarchive_tests::{TestServer, ftp_login, run};
+use logarchive_tests::{TestServer, ftp_login, ftp_retr, run};
 use suppaftp::FtpError;
 use suppaftp::Status;
-use tokio::io::AsyncReadExt;
 
 const LETTERS: [char; 10] = ['e', 'l', 'r', 'a', 'd', 'f', 'm', 'w', 'M', 'T'];
 const PASSWORD: &str = "matrix-password";
@@ -128,17 +127,6 @@ fn assert_allowed<T: std::fmt::Debug>(letter: char, command: &str, result: Resul
     }
 }
 
-async fn retr(ftp: &mut suppaftp::tokio::AsyncFtpStream, name: &str) -> Result<Vec<u8>, FtpError> {
-    let mut stream = ftp.retr_as_stream(name).await?;
-    let mut bytes = Vec::new();
-    stream
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(FtpError::ConnectionError)?;
-    stream.finish().await?;
-    Ok(bytes)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn each_letter_is_enforced_with_suppaftp() {
     let server = start_matrix_server();
@@ -155,7 +143,7 @@ async fn each_letter_is_enforced_with_suppaftp() {
         results.push(('l', "NLST", ftp.nlst(None).await.map(drop)));
         results.push(('l', "MLSD", ftp.mlsd(None).await.map(drop)));
         results.push(('l', "SIZE", ftp.size("f.txt").await.map(drop)));
-        results.push(('r', "RETR", retr(&mut ftp, "f.txt").await.map(drop)));
+        results.push(('r', "RETR", ftp_retr(&mut ftp, "f.txt").await.map(drop)));
         results.push((
             'a',
             "APPE",
