@@ -124,8 +124,15 @@ impl TestServer {
     }
 
     pub fn start(&mut self) {
-        let stdout = std::fs::File::create(self.dir.path().join("stdout.log")).expect("log");
-        let stderr = std::fs::File::create(self.dir.path().join("stderr.log")).expect("log");
+        // Appended, so a restarted server's log follows the earlier run's.
+        let log = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.path().join(name))
+                .expect("log")
+        };
+        let (stdout, stderr) = (log("stdout.log"), log("stderr.log"));
         let child = Command::new(server_bin())
             .args(["run", "--config"])
             .arg(&self.config)
@@ -214,6 +221,14 @@ impl TestServer {
         let _ = child.kill();
         let _ = child.wait();
         false
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     pub fn pid(&self) -> Option<u32> {
