@@ -234,6 +234,7 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
     let mut sessions: Vec<Option<Remote>> = (0..upload.parallel.0).map(|_| None).collect();
     let mut backoff = Duration::from_secs(1);
     let refused: Refused = Mutex::new(HashMap::new());
+    let mut last_health: Option<Instant> = None;
     tracing::info!(agent = %agent.config.agent_id, watches = agent.watches.len(), sessions = sessions.len(), "agent started");
     loop {
         let now = Instant::now();
@@ -254,10 +255,34 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
                 .map(|slot| worker(agent, slot, &queue, &refused)),
         )
         .await;
-        if let Err(err) = write_status(agent) {
-            tracing::warn!("cannot write the status file: {err:#}");
+        let report = match write_status(agent) {
+            Ok(report) => Some(report),
+            Err(err) => {
+                tracing::warn!("cannot write the status file: {err:#}");
+                None
+            }
+        };
+        let reachable = !ends.iter().any(|end| matches!(end, WorkerEnd::Unreachable));
+        let health_due = last_health.is_none_or(|at| at.elapsed() >= upload.report_interval.0);
+        if let (true, true, Some(report), Some(slot)) =
+            (reachable, health_due, report, sessions.first_mut())
+        {
+            if slot.is_none() {
+                *slot = Remote::connect(&agent.login()).await.ok();
+            }
+            if let Some(session) = slot.as_mut() {
+                match send_health(session, &report).await {
+                    Ok(()) => last_health = Some(Instant::now()),
+                    Err(err) => {
+                        tracing::warn!("health report not sent: {err}");
+                        if err.is_connection() {
+                            *slot = None;
+                        }
+                    }
+                }
+            }
         }
-        if ends.iter().any(|end| matches!(end, WorkerEnd::Unreachable)) {
+        if !reachable {
             // The backoff is the wait: then the next pass tries again at once.
             let jitter = Duration::from_millis(rand_millis(backoff.as_millis() as u64 / 2));
             tracing::warn!("server unreachable, retrying in {:?}", backoff + jitter);
@@ -420,14 +445,46 @@ fn status_file(config: &LoadedAgentConfig) -> PathBuf {
     config.state_dir.join("status.json")
 }
 
-/// Writes the status file atomically (temporary file, rename).
-fn write_status(agent: &Agent) -> anyhow::Result<()> {
+/// Writes the status file atomically (temporary file, rename) and returns the report.
+fn write_status(agent: &Agent) -> anyhow::Result<serde_json::Value> {
     let report = status_report(agent)?;
     let path = status_file(&agent.config);
     let temp = path.with_extension("json.tmp");
     std::fs::write(&temp, serde_json::to_vec_pretty(&report)?)?;
     std::fs::rename(&temp, &path)?;
-    Ok(())
+    Ok(report)
+}
+
+/// Where the agent's health report lives on the server, in a hidden folder of its home.
+const HEALTH_REPORT: &str = "/.logarchive-agent/status.json";
+
+/// The health report for the server: who, which version, where, how far behind, what went
+/// wrong last. Built from the local report without folders, config or password.
+fn health_report(report: &serde_json::Value) -> serde_json::Value {
+    let watches = report["watches"].as_array().cloned().unwrap_or_default();
+    let sum = |key: &str| watches.iter().filter_map(|w| w[key].as_u64()).sum::<u64>();
+    serde_json::json!({
+        "agent_id": report["agent_id"],
+        "version": report["version"],
+        "host": logarchive_common::config::agent::hostname(),
+        "updated": report["updated"],
+        "backlog_files": sum("backlog_files"),
+        "backlog_bytes": sum("backlog_bytes"),
+        "last_success": report["last_success"],
+        "last_error": report["last_error"],
+    })
+}
+
+/// Replaces the health report on the server (temporary name, then rename).
+async fn send_health(
+    remote: &mut Remote,
+    report: &serde_json::Value,
+) -> Result<(), remote::RemoteError> {
+    let bytes = serde_json::to_vec_pretty(&health_report(report)).unwrap_or_default();
+    let temp = mirror::temp_name(HEALTH_REPORT);
+    remote.ensure_parent(HEALTH_REPORT).await?;
+    remote.store_bytes(&temp, &bytes).await?;
+    remote.rename(&temp, HEALTH_REPORT).await
 }
 
 fn status(config_file: &Path, json: bool) -> anyhow::Result<()> {

@@ -149,6 +149,15 @@ impl Remote {
         Ok(())
     }
 
+    /// Stores a small document (STOR from memory).
+    pub async fn store_bytes(&mut self, remote: &str, bytes: &[u8]) -> Result<(), RemoteError> {
+        self.ftp
+            .put_file(remote, &mut &bytes[..])
+            .await
+            .map_err(|e| RemoteError::from_ftp("STOR", remote, e))?;
+        Ok(())
+    }
+
     /// Sends bytes `from..to` of `local` to the end of `remote` (APPE).
     pub async fn append(
         &mut self,

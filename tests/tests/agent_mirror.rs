@@ -27,8 +27,14 @@ fn wait_for_mirror(
     check: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
 ) -> std::collections::BTreeMap<String, String> {
     let home = server.archive(user);
-    let done = wait_until(Duration::from_secs(60), || check(&tree_hashes(&home)));
-    let remote = tree_hashes(&home);
+    // The mirrored files: the agent's own health report folder aside.
+    let mirrored = || {
+        let mut remote = tree_hashes(&home);
+        remote.retain(|path, _| !path.starts_with(".logarchive-agent/"));
+        remote
+    };
+    let done = wait_until(Duration::from_secs(60), || check(&mirrored()));
+    let remote = mirrored();
     assert!(
         done,
         "mirror incomplete: {remote:#?}\nagent log:\n{}",
@@ -103,16 +109,40 @@ fn mirrors_a_tree_with_growth_and_rotations() {
         "a temporary name is visible"
     );
 
+    // The health report: in a hidden folder of the home, without config or password.
+    let health = server.archive("node01/.logarchive-agent/status.json");
+    assert!(
+        wait_until(Duration::from_secs(20), || health.exists()),
+        "{}",
+        agent.stderr()
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&health).unwrap()).unwrap();
+    assert_eq!(report["agent_id"], "test-agent");
+    assert!(
+        report["version"].is_string()
+            && report["host"].is_string()
+            && report["backlog_files"].is_u64()
+    );
+    let text = String::from_utf8(std::fs::read(&health).unwrap()).unwrap();
+    assert!(!text.contains(PW) && !text.contains("password"), "{text}");
+
     // 5. kill -9 and restart: nothing is sent again.
     agent.kill();
-    let uploads_before = server.stderr().matches(" upload ").count();
+    // Uploads of mirrored files (the health report is refreshed on its own schedule).
+    let uploads = |log: String| {
+        log.lines()
+            .filter(|l| l.contains(" upload ") && !l.contains(".logarchive-agent"))
+            .count()
+    };
+    let uploads_before = uploads(server.stderr());
     agent.restart();
     write(&root.join("after-restart.log"), b"late\n");
     let local = tree_hashes(root);
     wait_for_mirror(&server, &agent, "node01", |remote| {
         local.iter().all(|(k, v)| remote.get(k) == Some(v))
     });
-    let uploads_after = server.stderr().matches(" upload ").count();
+    let uploads_after = uploads(server.stderr());
     assert_eq!(
         uploads_after,
         uploads_before + 1,

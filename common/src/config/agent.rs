@@ -72,6 +72,9 @@ pub struct UploadSection {
     /// A full scan of every watch this often (besides inotify events).
     #[serde(default = "default_rescan")]
     pub rescan_interval: Interval,
+    /// How often the agent's health report on the server is refreshed.
+    #[serde(default = "default_report")]
+    pub report_interval: Interval,
 }
 
 impl Default for UploadSection {
@@ -81,6 +84,7 @@ impl Default for UploadSection {
             parallel: default_parallel(),
             settle: default_settle(),
             rescan_interval: default_rescan(),
+            report_interval: default_report(),
         }
     }
 }
@@ -92,6 +96,9 @@ fn default_settle() -> Interval {
     Interval(Duration::from_secs(2))
 }
 fn default_rescan() -> Interval {
+    Interval(Duration::from_secs(60))
+}
+fn default_report() -> Interval {
     Interval(Duration::from_secs(60))
 }
 
@@ -232,7 +239,7 @@ impl LoadedAgentConfig {
 }
 
 /// The machine's host name, from the kernel (no extra crate for one file read).
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())
         .ok()
