@@ -68,8 +68,12 @@ fn mirrors_a_tree_with_growth_and_rotations() {
     append(&root.join("app.log"), b"more app lines\n");
     let local = tree_hashes(root);
     wait_for_mirror(&server, &agent, "node01", |remote| *remote == local);
+    // An append is written in place, so its bytes can be seen a moment before the server
+    // logs the finished transfer.
     assert!(
-        server.stderr().contains("mode=Append"),
+        wait_until(Duration::from_secs(10), || server
+            .stderr()
+            .contains("mode=Append")),
         "growth was not sent with APPE"
     );
 
@@ -101,7 +105,9 @@ fn mirrors_a_tree_with_growth_and_rotations() {
         rotated
     );
     assert!(
-        server.stderr().contains("renamed"),
+        wait_until(Duration::from_secs(10), || server
+            .stderr()
+            .contains(" renamed ")),
         "the rotation was not a server-side rename"
     );
     assert!(
@@ -238,12 +244,20 @@ fn kill_9_at_random_moments_sends_every_file_exactly_once() {
     let local = tree_hashes(root);
     let remote = wait_for_mirror(&server, &agent, "crashy", |remote| *remote == local);
     assert!(!remote.keys().any(|k| k.contains("logarchive-part")));
-    // Exactly once: every final name was written (renamed into place) one time.
+    // Exactly once: every final name was written (renamed into place) one time. The log
+    // line follows the rename on disk by a moment: wait for all of them first.
+    let placed = |log: &str, name: &str| {
+        log.matches(&format!("to=/crashy/{name}\n")).count()
+            + log.matches(&format!("to=/crashy/{name} ")).count()
+    };
+    assert!(wait_until(Duration::from_secs(10), || {
+        let log = server.stderr();
+        local.keys().all(|name| placed(&log, name) >= 1)
+    }));
     let log = server.stderr();
     for name in local.keys() {
-        let placed = log.matches(&format!("to=/crashy/{name}\n")).count()
-            + log.matches(&format!("to=/crashy/{name} ")).count();
-        assert_eq!(placed, 1, "{name} was put in place {placed} times");
+        let times = placed(&log, name);
+        assert_eq!(times, 1, "{name} was put in place {times} times");
     }
 }
 
