@@ -26,10 +26,18 @@ fn wait_for_mirror(
     user: &str,
     check: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
 ) -> std::collections::BTreeMap<String, String> {
-    let home = server.archive(user);
-    // The mirrored files: the agent's own health report folder aside.
+    wait_for_tree(&server.archive(user), agent, check)
+}
+
+/// Waits until the files below `stored` (the agent's own health report folder aside)
+/// satisfy `check`.
+fn wait_for_tree(
+    stored: &std::path::Path,
+    agent: &TestAgent,
+    check: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
+) -> std::collections::BTreeMap<String, String> {
     let mirrored = || {
-        let mut remote = tree_hashes(&home);
+        let mut remote = tree_hashes(stored);
         remote.retain(|path, _| !path.starts_with(".logarchive-agent/"));
         remote
     };
@@ -43,11 +51,8 @@ fn wait_for_mirror(
     remote
 }
 
-#[test]
-fn mirrors_a_tree_with_growth_and_rotations() {
-    let server = TestServer::start_with("", &[("node01", PW, &["--perm", "elrwafm"])]);
-    let tree = tempfile::tempdir().unwrap();
-    let root = tree.path();
+/// The nested sample tree both mirror tests start from.
+fn write_sample_tree(root: &std::path::Path) {
     write(
         &root.join("Logs/PWS/20240723/PWS_UI_1.txt"),
         b"first line\n",
@@ -56,6 +61,14 @@ fn mirrors_a_tree_with_growth_and_rotations() {
         &root.join("Logs/PWS/20240723/binary.bin"),
         &(0..=255u8).cycle().take(300_000).collect::<Vec<u8>>(),
     );
+}
+
+#[test]
+fn mirrors_a_tree_with_growth_and_rotations() {
+    let server = TestServer::start_with("", &[("node01", PW, &["--perm", "elrwafm"])]);
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    write_sample_tree(root);
     write(&root.join("app.log"), b"app start\n");
     write(&root.join("copy.log"), b"copytruncate me\n");
     let mut agent = TestAgent::start(&server, "node01", PW, root, "");
@@ -302,31 +315,16 @@ fn mirrors_into_vsftpd_too() {
     let vsftpd = logarchive_tests::Vsftpd::start(&std::env::temp_dir(), 20).expect("vsftpd");
     let tree = tempfile::tempdir().unwrap();
     let root = tree.path();
-    write(
-        &root.join("Logs/PWS/20240723/PWS_UI_1.txt"),
-        b"first line\n",
-    );
-    write(
-        &root.join("deep/a/b/c.bin"),
-        &(0..=255u8).cycle().take(200_000).collect::<Vec<u8>>(),
-    );
+    write_sample_tree(root);
     write(&root.join("app.log"), b"start\n");
     let agent = TestAgent::start_to(vsftpd.port, "anonymous", "agent@", root, "/upload", "");
     let stored = vsftpd.root.join("upload");
-    let wait_same = |what: &str| {
-        let local = tree_hashes(root);
-        let same = wait_until(Duration::from_secs(60), || tree_hashes(&stored) == local);
-        assert!(
-            same,
-            "{what}: {:#?}\n{}",
-            tree_hashes(&stored),
-            agent.stderr()
-        );
-    };
-    wait_same("initial tree");
+    let local = tree_hashes(root);
+    wait_for_tree(&stored, &agent, |remote| *remote == local);
     // Growth by APPE, and a rewrite that keeps the old copy as a version.
     append(&root.join("app.log"), b"more\n");
-    wait_same("growth");
+    let local = tree_hashes(root);
+    wait_for_tree(&stored, &agent, |remote| *remote == local);
     let old = std::fs::read(root.join("Logs/PWS/20240723/PWS_UI_1.txt")).unwrap();
     std::fs::write(root.join("Logs/PWS/20240723/PWS_UI_1.txt"), b"rewritten\n").unwrap();
     let versioned = wait_until(Duration::from_secs(60), || {
