@@ -14,6 +14,7 @@ mod ftp;
 mod server;
 mod shutdown;
 mod users;
+mod web;
 
 use std::path::PathBuf;
 

@@ -86,8 +86,22 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         let sessions = crate::ftp::sessions::Sessions::default();
         async move { crate::ftp::serve(&config, guard, sessions, shutdown).await }
     });
+    // One HTTP listener for the web UI, its API and the HTTP feeds.
+    let app = crate::web::base_routes();
+    let mut web_service = tokio::spawn(crate::web::serve(
+        config.config.web.listen,
+        app,
+        shutdown.clone(),
+    ));
     tokio::select! {
         signal = trigger.on_signal() => signal.context("cannot listen for signals")?,
+        result = &mut web_service => {
+            return match result {
+                Ok(Ok(())) => Err(anyhow::anyhow!("the web listener stopped unexpectedly")),
+                Ok(Err(err)) => Err(err),
+                Err(join) => Err(anyhow::anyhow!("the web listener failed: {join}")),
+            };
+        }
         result = &mut ftp_service => {
             // The FTP service stopped on its own: that is an error (e.g. the port is taken).
             return match result {
@@ -109,6 +123,12 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
             running = transfers.running(),
             "shutdown: transfers still running after {grace:?} are cut (uploads to new names are discarded at the next start; appends keep what arrived)"
         );
+    }
+    if tokio::time::timeout(grace + Duration::from_secs(1), &mut web_service)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: HTTP requests still running after {grace:?} are cut");
     }
     catalog.flush().await.context("cannot flush the catalog")?;
     tracing::info!("stopped");
@@ -134,6 +154,13 @@ fn print_banner(config: &LoadedServerConfig, first_admin: Option<&(String, Strin
         ftp.passive_ports.0.start(),
         ftp.passive_ports.0.end()
     );
+    let web = config.config.web.listen;
+    let web_host = if web.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        web.ip().to_string()
+    };
+    println!("  web:       http://{web_host}:{}/", web.port());
     println!("  data dir:  {}", config.data_dir.display());
     println!("  users:     {} in {}", users, config.users_file.display());
     if let Some((name, password)) = first_admin {

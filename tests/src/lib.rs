@@ -80,6 +80,7 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub ftp_port: u16,
+    pub web_port: u16,
     child: Option<Child>,
 }
 
@@ -99,16 +100,19 @@ impl TestServer {
     pub fn prepare_in(base: &Path, extra_ftp: &str, passive: u16) -> TestServer {
         let dir = tempfile::tempdir_in(base).expect("temp dir");
         let ftp_port = free_port();
+        let web_port = free_port();
         let (low, high) = free_port_range(passive);
         let config = dir.path().join("server.toml");
+        // `[web]` first: `extra_ftp` goes under `[ftp]` and may open `[ftp.tls]`.
         let text = format!(
-            "data_dir = \"data\"\nusers_file = \"users.toml\"\n[ftp]\nlisten = \"127.0.0.1:{ftp_port}\"\npassive_ports = \"{low}-{high}\"\n{extra_ftp}\n"
+            "data_dir = \"data\"\nusers_file = \"users.toml\"\n[web]\nlisten = \"127.0.0.1:{web_port}\"\n[ftp]\nlisten = \"127.0.0.1:{ftp_port}\"\npassive_ports = \"{low}-{high}\"\n{extra_ftp}\n"
         );
         std::fs::write(&config, text).expect("write config");
         TestServer {
             dir,
             config,
             ftp_port,
+            web_port,
             child: None,
         }
     }
