@@ -11,7 +11,7 @@ mod remote;
 mod scan;
 mod watch;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -80,6 +80,8 @@ fn main() -> std::process::ExitCode {
 
 struct Agent {
     config: LoadedAgentConfig,
+    /// The FTPS client configuration when `[server] tls = true`.
+    tls: Option<Arc<rustls::ClientConfig>>,
     watches: Vec<Watch>,
     mirror: Mirror,
 }
@@ -112,24 +114,29 @@ impl Agent {
             .map(Watch::new)
             .collect::<anyhow::Result<Vec<_>>>()?;
         let limiters = vec![Arc::new(RateLimiter::new(config.config.upload.max_rate))];
+        let server = &config.config.server;
+        let tls = match server.tls {
+            true => Some(remote::client_tls(server.ca_file.as_deref())?),
+            false => None,
+        };
         Ok(Agent {
+            tls,
             watches,
             mirror: Mirror { record, limiters },
             config,
         })
     }
 
-    /// Every watched file that has not changed for the settle time, oldest first, and how
-    /// long until the next file still settling will be ready.
-    fn settled_files(&self) -> (Vec<LocalFile>, Option<Duration>) {
+    /// Of the files that need sending, those unchanged for the settle time, oldest first,
+    /// and how long until the next file still settling will be ready.
+    fn settled_files(&self, survey: &[Backlog]) -> (Vec<LocalFile>, Option<Duration>) {
         let settle = self.config.config.upload.settle.0.as_nanos() as i128;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i128);
-        let (mut settled, settling): (Vec<LocalFile>, Vec<LocalFile>) = self
-            .watches
+        let (mut settled, settling): (Vec<LocalFile>, Vec<LocalFile>) = survey
             .iter()
-            .flat_map(Watch::scan)
+            .flat_map(|watch| watch.files.iter().map(|(file, _)| file.clone()))
             .partition(|file| now - file.mtime >= settle);
         settled.sort_by_key(|file| file.mtime);
         let next = settling
@@ -147,6 +154,7 @@ impl Agent {
             port: server.port,
             user: server.user.clone(),
             password: self.config.password.clone(),
+            tls: self.tls.clone(),
         }
     }
 }
@@ -156,7 +164,7 @@ fn run(config_file: &Path) -> anyhow::Result<()> {
     runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hangup = signal(SignalKind::hangup())?;
-        let mut agent = open_for_run(config_file)?;
+        let mut agent = Agent::open(config_file)?;
         loop {
             enum Wake {
                 Stopped(anyhow::Result<()>),
@@ -180,7 +188,7 @@ fn run(config_file: &Path) -> anyhow::Result<()> {
                 Wake::Reload => match LoadedAgentConfig::load(config_file) {
                     Ok(_) => {
                         drop(agent); // releases the record before it is opened again
-                        agent = open_for_run(config_file)?;
+                        agent = Agent::open(config_file)?;
                         tracing::info!("SIGHUP: configuration reloaded");
                     }
                     Err(err) => {
@@ -192,14 +200,6 @@ fn run(config_file: &Path) -> anyhow::Result<()> {
             }
         }
     })
-}
-
-fn open_for_run(config_file: &Path) -> anyhow::Result<Agent> {
-    let agent = Agent::open(config_file)?;
-    if agent.config.config.server.tls {
-        anyhow::bail!("[server] tls = true: FTPS from the agent is not available in this version");
-    }
-    Ok(agent)
 }
 
 async fn stop_signal() -> anyhow::Result<()> {
@@ -238,7 +238,16 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
     tracing::info!(agent = %agent.config.agent_id, watches = agent.watches.len(), sessions = sessions.len(), "agent started");
     loop {
         let now = Instant::now();
-        let (settled, next_settled) = agent.settled_files();
+        // One walk per pass: it feeds the queue and, minus what was sent, the status.
+        let survey = match backlog(agent) {
+            Ok(survey) => survey,
+            Err(err) => {
+                tracing::error!("cannot read the agent record: {err:#}");
+                Vec::new()
+            }
+        };
+        let (settled, next_settled) = agent.settled_files(&survey);
+        let sent: Mutex<HashSet<PathBuf>> = Mutex::new(HashSet::new());
         let queue: Mutex<VecDeque<LocalFile>> = Mutex::new(
             settled
                 .into_iter()
@@ -252,10 +261,18 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
         let ends = futures_util::future::join_all(
             sessions
                 .iter_mut()
-                .map(|slot| worker(agent, slot, &queue, &refused)),
+                .map(|slot| worker(agent, slot, &queue, &refused, &sent)),
         )
         .await;
-        let report = match write_status(agent) {
+        let sent = sent.into_inner().unwrap_or_else(|p| p.into_inner());
+        let left: Vec<Backlog> = survey
+            .into_iter()
+            .map(|mut watch| {
+                watch.files.retain(|(file, _)| !sent.contains(&file.local));
+                watch
+            })
+            .collect();
+        let report = match write_status(agent, &left) {
             Ok(report) => Some(report),
             Err(err) => {
                 tracing::warn!("cannot write the status file: {err:#}");
@@ -293,12 +310,16 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
         backoff = Duration::from_secs(1);
         // Until the next pass: a change hint (then the settle time, so the file has been
         // quiet that long), a file still settling, or the periodic rescan.
+        // A file already seen settling is sent when it is ready, even if more hints come.
         let next = next_settled
             .unwrap_or(upload.rescan_interval.0)
             .min(upload.rescan_interval.0);
+        let ready_at = tokio::time::Instant::now() + next;
         tokio::select! {
-            _ = hints.changed.notified() => tokio::time::sleep(settle).await,
-            _ = tokio::time::sleep(next) => {}
+            _ = hints.changed.notified() => {
+                tokio::time::sleep_until(ready_at.min(tokio::time::Instant::now() + settle)).await
+            }
+            _ = tokio::time::sleep_until(ready_at) => {}
         }
     }
 }
@@ -315,6 +336,7 @@ async fn worker(
     slot: &mut Option<Remote>,
     queue: &Mutex<VecDeque<LocalFile>>,
     refused: &Refused,
+    sent: &Mutex<HashSet<PathBuf>>,
 ) -> WorkerEnd {
     let record = &agent.mirror.record;
     loop {
@@ -333,9 +355,12 @@ async fn worker(
             },
         };
         match agent.mirror.sync(session, &file).await {
-            Ok(mirror::Outcome::Unchanged) => {}
+            Ok(mirror::Outcome::Unchanged) => {
+                lock(sent).insert(file.local);
+            }
             Ok(outcome) => {
                 lock(refused).remove(&file.local);
+                lock(sent).insert(file.local.clone());
                 let _ = record.note("last_success", format!("{outcome:?} {}", file.remote));
             }
             Err(mirror::MirrorError::Remote(err)) if err.is_connection() => {
@@ -369,7 +394,8 @@ fn rand_millis(bound: u64) -> u64 {
     if bound == 0 { 0 } else { nanos % bound }
 }
 
-/// What is still to send: files and bytes per watch.
+/// What is still to send in one watch: the files that differ from what the server
+/// confirmed, each with the bytes it still needs (0 for a file only touched).
 struct Backlog {
     dir: PathBuf,
     remote: String,
@@ -382,6 +408,7 @@ fn backlog(agent: &Agent) -> anyhow::Result<Vec<Backlog>> {
         let mut files = Vec::new();
         for file in watch.scan() {
             let pending = match agent.mirror.record.get(&file.local)? {
+                Some(record) if mirror::is_unchanged(&record, &file) => continue,
                 Some(record)
                     if record.dev == file.dev
                         && record.ino == file.ino
@@ -391,9 +418,7 @@ fn backlog(agent: &Agent) -> anyhow::Result<Vec<Backlog>> {
                 }
                 _ => file.size,
             };
-            if pending > 0 {
-                files.push((file, pending));
-            }
+            files.push((file, pending));
         }
         all.push(Backlog {
             dir: watch.dir.clone(),
@@ -408,7 +433,7 @@ fn dry_run(config_file: &Path) -> anyhow::Result<()> {
     let agent = Agent::open(config_file)?;
     let (mut files, mut bytes) = (0, 0);
     for watch in backlog(&agent)? {
-        for (file, pending) in &watch.files {
+        for (file, pending) in watch.files.iter().filter(|(_, pending)| *pending > 0) {
             println!(
                 "{pending:>12}  {}  ->  {}",
                 file.local.display(),
@@ -424,8 +449,7 @@ fn dry_run(config_file: &Path) -> anyhow::Result<()> {
 
 /// The status report: what `status --json` prints and what a running agent keeps in
 /// `<state_dir>/status.json` (the record is locked while the agent runs).
-fn status_report(agent: &Agent) -> anyhow::Result<serde_json::Value> {
-    let watches = backlog(agent)?;
+fn status_report(agent: &Agent, watches: &[Backlog]) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::json!({
         "agent_id": agent.config.agent_id,
         "version": env!("CARGO_PKG_VERSION"),
@@ -433,7 +457,7 @@ fn status_report(agent: &Agent) -> anyhow::Result<serde_json::Value> {
         "watches": watches.iter().map(|w| serde_json::json!({
             "dir": w.dir,
             "remote": w.remote,
-            "backlog_files": w.files.len(),
+            "backlog_files": w.files.iter().filter(|(_, n)| *n > 0).count(),
             "backlog_bytes": w.files.iter().map(|(_, n)| n).sum::<u64>(),
         })).collect::<Vec<_>>(),
         "last_success": agent.mirror.record.last("last_success")?,
@@ -446,8 +470,8 @@ fn status_file(config: &LoadedAgentConfig) -> PathBuf {
 }
 
 /// Writes the status file atomically (temporary file, rename) and returns the report.
-fn write_status(agent: &Agent) -> anyhow::Result<serde_json::Value> {
-    let report = status_report(agent)?;
+fn write_status(agent: &Agent, backlog: &[Backlog]) -> anyhow::Result<serde_json::Value> {
+    let report = status_report(agent, backlog)?;
     let path = status_file(&agent.config);
     let temp = path.with_extension("json.tmp");
     std::fs::write(&temp, serde_json::to_vec_pretty(&report)?)?;
@@ -495,7 +519,10 @@ fn status(config_file: &Path, json: bool) -> anyhow::Result<()> {
     let report = match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text)
             .with_context(|| format!("{} is unreadable", path.display()))?,
-        Err(_) => status_report(&Agent::open(config_file)?)?,
+        Err(_) => {
+            let agent = Agent::open(config_file)?;
+            status_report(&agent, &backlog(&agent)?)?
+        }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -96,6 +96,17 @@ async fn keep_as_version(remote: &mut Remote, path: &str) -> Result<(), MirrorEr
     Ok(())
 }
 
+/// True when `file` is exactly as confirmed: same identity, size and modification time
+/// (no need to read its first bytes). Anything else goes through the full comparison.
+pub fn is_unchanged(record: &FileRecord, file: &LocalFile) -> bool {
+    record.state == SendState::Confirmed
+        && record.dev == file.dev
+        && record.ino == file.ino
+        && record.confirmed == file.size
+        && record.mtime_seen == file.mtime
+        && record.remote == file.remote
+}
+
 /// What happened to one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -121,9 +132,14 @@ impl Mirror {
             Some(record) => record,
             None => match self.renamed_from(file)? {
                 Some(old) => return self.follow_rename(remote, file, old).await,
-                None => return self.upload_whole(remote, file).await,
+                None => return self.upload_whole(remote, file, false).await,
             },
         };
+        if is_unchanged(&record, file) {
+            return Ok(Outcome::Unchanged);
+        }
+        // Only an interrupted whole upload can have left a temporary file of ours.
+        let resume = matches!(record.state, SendState::Sending { .. });
         record = self.recover(remote, record, file).await?;
         let same_file = record.dev == file.dev && record.ino == file.ino;
         let same_start = same_file
@@ -133,7 +149,7 @@ impl Mirror {
         if same_start && file.size == record.confirmed && record.remote == file.remote {
             if record.mtime_seen != file.mtime {
                 record.mtime_seen = file.mtime;
-                self.record.put(&record)?;
+                self.record.stage(&record)?;
             }
             return Ok(Outcome::Unchanged);
         }
@@ -144,23 +160,20 @@ impl Mirror {
             }
         }
         // Anything else replaces the remote copy; upload_whole keeps that copy as a version.
-        self.upload_whole(remote, file).await
+        self.upload_whole(remote, file, resume).await
     }
 
     /// A record whose file vanished and whose identity matches `file`: a rotation by rename.
     fn renamed_from(&self, file: &LocalFile) -> Result<Option<FileRecord>, MirrorError> {
-        for record in self.record.all()? {
-            if record.dev == file.dev
-                && record.ino == file.ino
-                && record.state == SendState::Confirmed
-                && !record.local.exists()
-                && fingerprint(&file.local, record.fingerprint_len)?.as_deref()
-                    == Some(&record.fingerprint)
-            {
-                return Ok(Some(record));
-            }
-        }
-        Ok(None)
+        let Some(record) = self.record.by_identity(file.dev, file.ino)? else {
+            return Ok(None);
+        };
+        let moved = record.local != file.local
+            && record.state == SendState::Confirmed
+            && !record.local.exists()
+            && fingerprint(&file.local, record.fingerprint_len)?.as_deref()
+                == Some(&record.fingerprint);
+        Ok(moved.then_some(record))
     }
 
     async fn follow_rename(
@@ -175,7 +188,7 @@ impl Mirror {
             && remote.rename(&old.remote, &file.remote).await.is_ok();
         if !moved {
             // Not permitted (no 'f') or the name is taken: send it under its new name.
-            return self.upload_whole(remote, file).await;
+            return self.upload_whole(remote, file, false).await;
         }
         tracing::info!(from = %old.remote, to = %file.remote, "renamed on the server");
         let record = FileRecord {
@@ -232,10 +245,18 @@ impl Mirror {
         Ok(record)
     }
 
+    /// Sends the whole file to its temporary name and renames it into place; with
+    /// `resume`, continues a temporary file an interrupted run left.
+    ///
+    /// The `Sending` state only has to be on disk before the rename: a crash before that
+    /// leaves at most a temporary file, which the next run overwrites (or resumes, if the
+    /// background flush kept the state); a crash after it is resolved by `recover` from the
+    /// server's sizes. So one flush per file, not two.
     async fn upload_whole(
         &self,
         remote: &mut Remote,
         file: &LocalFile,
+        resume: bool,
     ) -> Result<Outcome, MirrorError> {
         let temp = temp_name(&file.remote);
         let size = file.size;
@@ -255,12 +276,15 @@ impl Mirror {
                 size,
             },
         };
-        self.record.put(&record)?;
+        self.record.stage(&record)?;
         remote.ensure_parent(&file.remote).await?;
         // Resume an interrupted upload of the same content (the temp name is ours).
-        let offset = match remote.size(&temp).await? {
-            Some(at) if at <= size => at,
-            _ => 0,
+        let offset = match resume {
+            true => match remote.size(&temp).await? {
+                Some(at) if at <= size => at,
+                _ => 0,
+            },
+            false => 0,
         };
         remote
             .store(&file.local, &temp, offset, size, &self.limiters)
@@ -273,11 +297,12 @@ impl Mirror {
                 expected: size,
             });
         }
+        self.record.flush()?;
         keep_as_version(remote, &file.remote).await?;
         remote.rename(&temp, &file.remote).await?;
         record.confirmed = size;
         record.state = SendState::Confirmed;
-        self.record.put(&record)?;
+        self.record.stage(&record)?;
         tracing::info!(local = %file.local.display(), remote = %file.remote, bytes = size, "uploaded");
         Ok(Outcome::Uploaded)
     }
@@ -311,7 +336,8 @@ impl Mirror {
             record.fingerprint =
                 fingerprint(&file.local, record.fingerprint_len)?.unwrap_or_default();
         }
-        self.record.put(&record)?;
+        // Losing this in a crash is safe: `recover` finds the append complete.
+        self.record.stage(&record)?;
         tracing::info!(local = %file.local.display(), remote = %record.remote, bytes = to - from, "appended");
         Ok(Outcome::Appended)
     }

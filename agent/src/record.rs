@@ -66,7 +66,17 @@ pub struct Record {
     path: PathBuf,
     db: sled::Db,
     files: sled::Tree,
+    /// Index: device and inode -> local path, so a renamed file is found without reading
+    /// every record. Entries may be stale (the record at that path moved on): readers check.
+    identities: sled::Tree,
     meta: sled::Tree,
+}
+
+fn identity_key(dev: u64, ino: u64) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&dev.to_be_bytes());
+    key[8..].copy_from_slice(&ino.to_be_bytes());
+    key
 }
 
 impl Record {
@@ -81,13 +91,26 @@ impl Record {
             .open()
             .map_err(db_err)?;
         let files = db.open_tree("files").map_err(db_err)?;
+        let identities = db.open_tree("identities").map_err(db_err)?;
         let meta = db.open_tree("meta").map_err(db_err)?;
-        Ok(Record {
+        let record = Record {
             path: dir.to_owned(),
             db,
             files,
+            identities,
             meta,
-        })
+        };
+        // Records written before the index existed: build it once.
+        if record.identities.is_empty() && !record.files.is_empty() {
+            for file in record.all()? {
+                record
+                    .identities
+                    .insert(identity_key(file.dev, file.ino), Self::key(&file.local))
+                    .map_err(|e| record.db_err(e))?;
+            }
+            record.flush()?;
+        }
+        Ok(record)
     }
 
     fn db_err(&self, source: sled::Error) -> RecordError {
@@ -122,15 +145,46 @@ impl Record {
 
     /// Stores `record` and flushes it to disk before returning.
     pub fn put(&self, record: &FileRecord) -> Result<(), RecordError> {
+        self.stage(record)?;
+        self.flush()
+    }
+
+    /// Stores `record` without waiting for the disk: for states a crash may lose because
+    /// the flushed state before them leads recovery to the same result (sled writes in
+    /// order, so the next flush makes this one durable too).
+    pub fn stage(&self, record: &FileRecord) -> Result<(), RecordError> {
         let value = serde_json::to_vec(record).map_err(|source| RecordError::Decode {
             key: record.local.display().to_string(),
             source,
         })?;
-        self.files
-            .insert(Self::key(&record.local), value)
+        let key = Self::key(&record.local);
+        self.identities
+            .insert(identity_key(record.dev, record.ino), key.as_slice())
             .map_err(|e| self.db_err(e))?;
+        self.files.insert(key, value).map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// Makes everything stored so far durable.
+    pub fn flush(&self) -> Result<(), RecordError> {
         self.db.flush().map_err(|e| self.db_err(e))?;
         Ok(())
+    }
+
+    /// The record of the file last seen with this device and inode, if any.
+    pub fn by_identity(&self, dev: u64, ino: u64) -> Result<Option<FileRecord>, RecordError> {
+        let Some(local) = self
+            .identities
+            .get(identity_key(dev, ino))
+            .map_err(|e| self.db_err(e))?
+        else {
+            return Ok(None);
+        };
+        use std::os::unix::ffi::OsStrExt;
+        let local = Path::new(std::ffi::OsStr::from_bytes(&local));
+        Ok(self
+            .get(local)?
+            .filter(|record| record.dev == dev && record.ino == ino))
     }
 
     /// Moves a record to a new local path (a rotation by rename), flushed.

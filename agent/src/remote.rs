@@ -1,12 +1,14 @@
 //! One FTP session to the archive server (suppaftp), with the few operations the mirror
 //! needs. Always binary mode: suppaftp's default ASCII mode would rewrite line endings.
+//! With `[server] tls = true` the session is explicit FTPS (AUTH TLS, then protected data
+//! connections), trusting `ca_file` or else the system's roots.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
 use logarchive_common::rate::{RateLimiter, ThrottledReader};
-use suppaftp::tokio::AsyncFtpStream;
+use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Status};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -55,10 +57,65 @@ pub struct Login {
     pub port: u16,
     pub user: String,
     pub password: String,
+    /// Explicit FTPS with this client configuration; `None` is plain FTP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("[server] ca_file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("[server] tls = true without ca_file, and the system's certificates: {0}")]
+    SystemRoots(String),
+    #[error("TLS client setup: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The TLS client configuration the agent uses: the server's certificate must chain to
+/// `ca_file` (a private CA, PEM) or, without it, to the system's trusted roots.
+pub fn client_tls(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let ca_err = |reason: String| TlsSetupError::CaFile {
+                path: path.display().to_string(),
+                reason,
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| ca_err(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ca_err(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(ca_err("holds no PEM certificate".to_owned()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            if found.certs.is_empty() {
+                let why = found
+                    .errors
+                    .first()
+                    .map_or("none found".to_owned(), |e| e.to_string());
+                return Err(TlsSetupError::SystemRoots(why));
+            }
+            roots.add_parsable_certificates(found.certs);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 pub struct Remote {
-    ftp: AsyncFtpStream,
+    ftp: AsyncRustlsFtpStream,
     /// Folders known to exist, so each is made once per session.
     made: HashSet<String>,
 }
@@ -73,9 +130,16 @@ fn parent_of(path: &str) -> &str {
 impl Remote {
     pub async fn connect(login: &Login) -> Result<Remote, RemoteError> {
         let address = format!("{}:{}", login.host, login.port);
-        let mut ftp = AsyncFtpStream::connect(&address)
+        let mut ftp = AsyncRustlsFtpStream::connect(&address)
             .await
             .map_err(|e| RemoteError::Connection(format!("{address}: {e}")))?;
+        if let Some(tls) = &login.tls {
+            let connector =
+                AsyncRustlsConnector::from(tokio_rustls::TlsConnector::from(tls.clone()));
+            ftp = ftp.into_secure(connector, &login.host).await.map_err(|e| {
+                RemoteError::Connection(format!("FTPS (AUTH TLS) with {address}: {e}"))
+            })?;
+        }
         ftp.login(login.user.as_str(), login.password.as_str())
             .await
             .map_err(|e| RemoteError::from_ftp("login as", &login.user, e))?;

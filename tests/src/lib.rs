@@ -75,6 +75,28 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     condition()
 }
 
+/// Writes `cert.pem` and `key.pem` for a server on 127.0.0.1 / localhost, signed by a
+/// private CA written to `ca.pem`, into `dir`; returns the CA's path (what clients trust).
+pub fn write_tls_files(dir: &Path) -> PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "logarchive test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .and_then(|params| params.signed_by(&key, &issuer))
+        .expect("server certificate");
+    std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert.pem");
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key.pem");
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write ca.pem");
+    dir.join("ca.pem")
+}
+
 /// A logarchive-server process with its own data dir and ports.
 pub struct TestServer {
     pub dir: tempfile::TempDir,
@@ -318,10 +340,24 @@ impl TestAgent {
         remote: &str,
         extra: &str,
     ) -> TestAgent {
+        TestAgent::start_configured(port, user, password, tree, remote, "", extra)
+    }
+
+    /// The most general start: `server_extra` goes under `[server]` (e.g. `tls = true`),
+    /// `extra` under `[upload]`.
+    pub fn start_configured(
+        port: u16,
+        user: &str,
+        password: &str,
+        tree: &Path,
+        remote: &str,
+        server_extra: &str,
+        extra: &str,
+    ) -> TestAgent {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("agent.toml");
         let text = format!(
-            "agent_id = \"test-agent\"\nstate_dir = \"state\"\n[server]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{user}\"\npassword = \"{password}\"\n[upload]\nsettle = \"200ms\"\nrescan_interval = \"1s\"\n{extra}\n[[watch]]\ndir = \"{}\"\nremote = \"{remote}\"\n",
+            "agent_id = \"test-agent\"\nstate_dir = \"state\"\n[server]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{user}\"\npassword = \"{password}\"\n{server_extra}\n[upload]\nsettle = \"200ms\"\nrescan_interval = \"1s\"\n{extra}\n[[watch]]\ndir = \"{}\"\nremote = \"{remote}\"\n",
             tree.display()
         );
         std::fs::write(&config, text).expect("write agent config");

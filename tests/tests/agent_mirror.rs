@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use logarchive_tests::{TestAgent, TestServer, tree_hashes, wait_until};
+use logarchive_tests::{TestAgent, TestServer, tree_hashes, wait_until, write_tls_files};
 
 const PW: &str = "agent-password";
 
@@ -402,5 +402,63 @@ fn server_killed_during_uploads_loses_nothing_and_sends_nothing_twice() {
     for name in local.keys() {
         let placed = log.matches(&format!("to=/survivor/{name}\n")).count();
         assert!(placed <= 1, "{name} was put in place {placed} times");
+    }
+}
+
+#[test]
+fn mirrors_over_ftps_and_refuses_an_untrusted_server() {
+    let mut server =
+        TestServer::prepare("[ftp.tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\nrequired = true");
+    let ca = write_tls_files(server.dir.path());
+    for user in ["node01", "node02", "node03"] {
+        server.add_user(user, PW, &["--perm", "elrwafm"]);
+    }
+    server.start();
+    let tree = tempfile::tempdir().unwrap();
+    write_sample_tree(tree.path());
+    let local = tree_hashes(tree.path());
+
+    // 1. Trusting the server's private CA, the tree arrives over FTPS, byte-identical.
+    let trusting = TestAgent::start_configured(
+        server.ftp_port,
+        "node01",
+        PW,
+        tree.path(),
+        "/",
+        &format!("tls = true\nca_file = \"{}\"", ca.display()),
+        "",
+    );
+    wait_for_mirror(&server, &trusting, "node01", |remote| *remote == local);
+
+    // 2. An agent trusting another CA refuses the server's certificate and says why.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other_ca = write_tls_files(elsewhere.path());
+    let distrusting = TestAgent::start_configured(
+        server.ftp_port,
+        "node02",
+        PW,
+        tree.path(),
+        "/",
+        &format!("tls = true\nca_file = \"{}\"", other_ca.display()),
+        "",
+    );
+    // 3. A plain-FTP agent is refused by a server that requires TLS.
+    let plain = TestAgent::start(&server, "node03", PW, tree.path(), "");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            distrusting.stderr().contains("invalid peer certificate")
+                && plain.stderr().contains("login as node03")
+        }),
+        "untrusted: {}\nplain: {}",
+        distrusting.stderr(),
+        plain.stderr()
+    );
+    for user in ["node02", "node03"] {
+        assert!(
+            tree_hashes(&server.archive(user))
+                .keys()
+                .all(|path| path.starts_with(".logarchive-agent/")),
+            "{user} sent files without a trusted TLS session"
+        );
     }
 }

@@ -5,7 +5,9 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use logarchive_tests::{TestServer, ftp_login, ftp_retr, run, sha256_file, wait_until};
+use logarchive_tests::{
+    TestServer, ftp_login, ftp_retr, run, sha256_file, wait_until, write_tls_files,
+};
 
 const PW: &str = "behaviour-password";
 
@@ -300,20 +302,11 @@ async fn repeated_failed_logins_block_that_user_from_that_address() {
     ftp_login(&server.addr(), "hank", PW).await.unwrap();
 }
 
-fn write_cert(dir: &std::path::Path) -> std::path::PathBuf {
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
-    dir.join("cert.pem")
-}
-
 fn tls_server(required: bool) -> (TestServer, std::path::PathBuf) {
     let mut server = TestServer::prepare(&format!(
         "[ftp.tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\nrequired = {required}"
     ));
-    let ca = write_cert(server.dir.path());
+    let ca = write_tls_files(server.dir.path());
     server.add_user("ivy", PW, &["--perm", "elrw"]);
     server.start();
     (server, ca)

@@ -165,7 +165,10 @@ pub struct LoadedAgentConfig {
 
 impl LoadedAgentConfig {
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        let (config, text) = load_toml::<AgentConfig>(file)?;
+        let (mut config, text) = load_toml::<AgentConfig>(file)?;
+        if let Some(ca_file) = &config.server.ca_file {
+            config.server.ca_file = Some(relative_to_file(file, ca_file));
+        }
         let at = |span: std::ops::Range<usize>, message: String| {
             ConfigError::at(file, &text, span, message)
         };

@@ -1,0 +1,458 @@
+//! Agent benchmarks (issue 3), against one logarchive-server on loopback:
+//!
+//! 1. **Backlog**: `--small` files of 4 KiB plus `--big` files of 50 MiB, from agent start
+//!    to all confirmed, side by side with `lftp -e "mirror -R --parallel=N"` into the same
+//!    server (each into its own user's home), for each N in `--parallel`.
+//! 2. **Latency**: `--latency-files` files written one by one, `--interval` apart, while
+//!    the agent runs with `--settle`: time from a file's close to its final name on the
+//!    server, p50 and p99.
+//! 3. **Idle**: an agent with `--idle-files` files recorded (sent first, timed), then idle
+//!    for `--idle-seconds` with the default 60 s rescan: resident memory and CPU share.
+//!
+//! Build and run (release):
+//!   cargo build --release --workspace && target/release/bench-agent [--dir /tmp]
+//!       [--parallel 2,4] [--small 10000] [--big 20] [--latency-files 500]
+//!       [--settle 1s] [--interval 100ms] [--idle-files 100000] [--idle-seconds 130]
+//!       [--only backlog|latency|idle]
+//! lftp comes from Debian (`apt-get install lftp`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use logarchive_tests::{TestServer, agent_bin, wait_until};
+
+const PASSWORD: &str = "bench-password";
+
+struct Args {
+    dir: PathBuf,
+    parallel: Vec<usize>,
+    small: usize,
+    big: usize,
+    latency_files: usize,
+    settle_ms: u64,
+    interval_ms: u64,
+    idle_files: usize,
+    idle_seconds: u64,
+    only: Option<String>,
+}
+
+fn millis(value: &str) -> anyhow::Result<u64> {
+    if let Some(ms) = value.strip_suffix("ms") {
+        return Ok(ms.parse()?);
+    }
+    if let Some(s) = value.strip_suffix('s') {
+        return Ok(s.parse::<u64>()? * 1000);
+    }
+    bail!("{value}: write a duration like 500ms or 2s")
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        dir: std::env::temp_dir(),
+        parallel: vec![2, 4],
+        small: 10_000,
+        big: 20,
+        latency_files: 500,
+        settle_ms: 1000,
+        interval_ms: 100,
+        idle_files: 100_000,
+        idle_seconds: 130,
+        only: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--dir" => args.dir = value.into(),
+            "--parallel" => {
+                args.parallel = value.split(',').map(str::parse).collect::<Result<_, _>>()?
+            }
+            "--small" => args.small = value.parse()?,
+            "--big" => args.big = value.parse()?,
+            "--latency-files" => args.latency_files = value.parse()?,
+            "--settle" => args.settle_ms = millis(&value)?,
+            "--interval" => args.interval_ms = millis(&value)?,
+            "--idle-files" => args.idle_files = value.parse()?,
+            "--idle-seconds" => args.idle_seconds = value.parse()?,
+            "--only" => args.only = Some(value),
+            _ => bail!("unknown option {flag}"),
+        }
+    }
+    Ok(args)
+}
+
+/// Incompressible bytes, different for every `seed`.
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// `small` files of 4 KiB in folders of 100, and `big` files of 50 MiB.
+fn write_backlog(root: &Path, small: usize, big: usize) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for i in 0..small {
+        let dir = root.join(format!("small/d{:03}", i / 100));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(format!("f{i:05}.log")), bytes(i as u64, 4096))?;
+        total += 4096;
+    }
+    let chunk = bytes(7, 1 << 20);
+    for i in 0..big {
+        let dir = root.join("big");
+        std::fs::create_dir_all(&dir)?;
+        let mut file = std::fs::File::create(dir.join(format!("b{i:02}.log")))?;
+        for n in 0..50u8 {
+            use std::io::Write;
+            // Each MiB differs, so no two files or blocks are alike.
+            let mut block = chunk.clone();
+            block[0] = n;
+            block[1] = i as u8;
+            file.write_all(&block)?;
+        }
+        total += 50 << 20;
+    }
+    Ok(total)
+}
+
+/// A logarchive-agent process with its own config and state.
+struct Agent {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start(
+        base: &Path,
+        port: u16,
+        user: &str,
+        tree: &Path,
+        parallel: usize,
+        settle: &str,
+    ) -> anyhow::Result<Agent> {
+        let dir = tempfile::tempdir_in(base)?;
+        let config = dir.path().join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "agent_id = \"{user}\"\nstate_dir = \"state\"\n[server]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{user}\"\npassword = \"{PASSWORD}\"\n[upload]\nparallel = {parallel}\nsettle = \"{settle}\"\n[[watch]]\ndir = \"{}\"\nremote = \"/\"\n",
+                tree.display()
+            ),
+        )?;
+        let log = std::fs::File::create(dir.path().join("stderr.log"))?;
+        let child = Command::new(agent_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("start logarchive-agent")?;
+        Ok(Agent { child, dir })
+    }
+
+    /// The backlog in the agent's latest status file, once it has written one.
+    fn backlog_files(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.dir.path().join("state/status.json")).ok()?;
+        let status: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some(
+            status["watches"]
+                .as_array()?
+                .iter()
+                .filter_map(|w| w["backlog_files"].as_u64())
+                .sum(),
+        )
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Files and bytes below `root` (hidden names, such as the health report, aside).
+fn tree_size(root: &Path) -> (usize, u64) {
+    let (mut files, mut bytes) = (0, 0);
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else {
+                files += 1;
+                bytes += meta.len();
+            }
+        }
+    }
+    (files, bytes)
+}
+
+fn backlog(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()> {
+    let tree = base.join("backlog-tree");
+    let total = write_backlog(&tree, args.small, args.big)?;
+    let files = args.small + args.big;
+    // Old enough to count as settled when the agent starts.
+    std::thread::sleep(Duration::from_millis(1100));
+    println!(
+        "## Backlog: {} files of 4 KiB + {} of 50 MiB ({:.0} MiB), durable server\n",
+        args.small,
+        args.big,
+        total as f64 / (1 << 20) as f64
+    );
+    println!("| parallel | logarchive-agent (s) | lftp mirror -R (s) | agent / lftp |");
+    println!("|---|---|---|---|");
+    for (round, &parallel) in args.parallel.iter().enumerate() {
+        let agent_user = format!("agent{round}");
+        let lftp_user = format!("lftp{round}");
+        server.add_user(&agent_user, PASSWORD, &["--perm", "elrwafm"]);
+        server.add_user(&lftp_user, PASSWORD, &["--perm", "elrwafm"]);
+        // Sync the page cache so neither starts with the other's dirty pages.
+        let _ = Command::new("sync").status();
+
+        let started = Instant::now();
+        let agent = Agent::start(base, server.ftp_port, &agent_user, &tree, parallel, "1s")?;
+        let done = wait_until(Duration::from_secs(3600), || {
+            agent.backlog_files() == Some(0)
+        });
+        let agent_secs = started.elapsed().as_secs_f64();
+        drop(agent);
+        let stored = tree_size(&server.archive(&agent_user));
+        if !done || stored != (files, total) {
+            bail!("agent did not send everything: {stored:?} of ({files}, {total})");
+        }
+        std::fs::remove_dir_all(server.archive(&agent_user))?;
+        let _ = Command::new("sync").status();
+
+        let started = Instant::now();
+        let script = format!(
+            "set net:max-retries 2; set cmd:fail-exit yes; open -u {lftp_user},{PASSWORD} ftp://127.0.0.1:{}; mirror -R --parallel={parallel} {} /; quit",
+            server.ftp_port,
+            tree.display()
+        );
+        let out = Command::new("lftp").args(["-c", &script]).output()?;
+        let lftp_secs = started.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!("lftp failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let stored = tree_size(&server.archive(&lftp_user));
+        if stored != (files, total) {
+            bail!("lftp did not send everything: {stored:?}");
+        }
+        std::fs::remove_dir_all(server.archive(&lftp_user))?;
+        println!(
+            "| {parallel} | {agent_secs:.1} | {lftp_secs:.1} | {:.2}x |",
+            agent_secs / lftp_secs
+        );
+    }
+    std::fs::remove_dir_all(&tree)?;
+    println!();
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len().saturating_sub(1))]
+}
+
+fn latency(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()> {
+    let tree = base.join("latency-tree");
+    std::fs::create_dir_all(&tree)?;
+    server.add_user("latency", PASSWORD, &["--perm", "elrwafm"]);
+    let settle = format!("{}ms", args.settle_ms);
+    let agent = Agent::start(base, server.ftp_port, "latency", &tree, 2, &settle)?;
+    wait_until(Duration::from_secs(30), || agent.backlog_files().is_some());
+    let stored = server.archive("latency");
+    let mut closed: HashMap<String, Instant> = HashMap::new();
+    let mut arrived: HashMap<String, Duration> = HashMap::new();
+    let next_write = |i: usize| Duration::from_millis(args.interval_ms * i as u64);
+    let started = Instant::now();
+    let mut written = 0;
+    while arrived.len() < args.latency_files {
+        if written < args.latency_files && started.elapsed() >= next_write(written) {
+            let name = format!("file{written:04}.log");
+            std::fs::write(tree.join(&name), bytes(written as u64, 2048))?;
+            closed.insert(name, Instant::now());
+            written += 1;
+        }
+        for (name, at) in &closed {
+            if !arrived.contains_key(name)
+                && std::fs::metadata(stored.join(name)).is_ok_and(|m| m.len() == 2048)
+            {
+                arrived.insert(name.clone(), at.elapsed());
+            }
+        }
+        if started.elapsed() > next_write(args.latency_files) + Duration::from_secs(120) {
+            bail!(
+                "only {} of {} files arrived: {}",
+                arrived.len(),
+                args.latency_files,
+                agent.stderr()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut ms: Vec<f64> = arrived.values().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "## Latency: {} files of 2 KiB, one every {} ms, settle {} ms (goal p50 <= settle + 250 ms)\n",
+        args.latency_files, args.interval_ms, args.settle_ms
+    );
+    println!("| p50 | p99 | max | p50 - settle |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |\n",
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
+        ms.last().copied().unwrap_or_default(),
+        percentile(&ms, 0.5) - args.settle_ms as f64
+    );
+    drop(agent);
+    std::fs::remove_dir_all(&tree)?;
+    Ok(())
+}
+
+/// (resident KiB, peak resident KiB, user + system clock ticks) of a process.
+fn process_usage(pid: u32) -> anyhow::Result<(u64, u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
+    Ok((field("VmRSS:"), field("VmHWM:"), ticks(11) + ticks(12)))
+}
+
+fn idle(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()> {
+    let tree = base.join("idle-tree");
+    for i in 0..args.idle_files {
+        let dir = tree.join(format!("d{:04}", i / 100));
+        if i % 100 == 0 {
+            std::fs::create_dir_all(&dir)?;
+        }
+        std::fs::write(dir.join(format!("f{i:06}.log")), format!("line {i}\n"))?;
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    server.add_user("idle", PASSWORD, &["--perm", "elrwafm"]);
+    let started = Instant::now();
+    let agent = Agent::start(base, server.ftp_port, "idle", &tree, 4, "1s")?;
+    let sent = wait_until(Duration::from_secs(7200), || {
+        agent.backlog_files() == Some(0)
+    });
+    let send_secs = started.elapsed().as_secs_f64();
+    if !sent {
+        bail!("the idle tree was not sent: {}", agent.stderr());
+    }
+    let (_, peak_sending, _) = process_usage(agent.pid())?;
+    // Let the first pass's buffers settle, then measure a quiet window with rescans.
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, _, ticks_before) = process_usage(agent.pid())?;
+    let window_started = Instant::now();
+    let mut rss_max = 0;
+    while window_started.elapsed() < Duration::from_secs(args.idle_seconds) {
+        let (rss, _, _) = process_usage(agent.pid())?;
+        rss_max = rss_max.max(rss);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (rss_end, _, ticks_after) = process_usage(agent.pid())?;
+    let ticks_per_second = command_output("getconf", &["CLK_TCK"])
+        .trim()
+        .parse::<f64>()
+        .unwrap_or(100.0);
+    let cpu_seconds = (ticks_after - ticks_before) as f64 / ticks_per_second;
+    let window = window_started.elapsed().as_secs_f64();
+    println!(
+        "## Idle: {} files recorded (sent in {send_secs:.0} s, {:.0} files/s, 4 sessions, durable server)\n",
+        args.idle_files,
+        args.idle_files as f64 / send_secs
+    );
+    println!(
+        "| window | rescans in window | RSS at end | max RSS in window | peak RSS while sending | CPU in window | goal |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {window:.0} s | {} | {:.1} MB | {:.1} MB | {:.1} MB | {:.2} % of a core | <= 25 MB, < 1 % |\n",
+        (window / 60.0).floor(),
+        rss_end as f64 / 1000.0,
+        rss_max as f64 / 1000.0,
+        peak_sending as f64 / 1000.0,
+        cpu_seconds / window * 100.0
+    );
+    drop(agent);
+    std::fs::remove_dir_all(&tree)?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let base = tempfile::tempdir_in(&args.dir)?;
+    let mut server = TestServer::prepare_in(base.path(), "", 100);
+    server.start();
+    let when = time_now();
+    println!(
+        "# bench-agent, {when}, data in {} (logarchive-server and agent: release build)\n",
+        args.dir.display()
+    );
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|only| only == name);
+    if wanted("backlog") {
+        backlog(&args, &mut server, base.path())?;
+    }
+    if wanted("latency") {
+        latency(&args, &mut server, base.path())?;
+    }
+    if wanted("idle") {
+        idle(&args, &mut server, base.path())?;
+    }
+    Ok(())
+}
+
+fn time_now() -> String {
+    command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+        .trim()
+        .to_owned()
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
+}
