@@ -6,6 +6,7 @@
 //! ```
 
 mod mirror;
+mod progress;
 mod record;
 mod remote;
 mod scan;
@@ -258,12 +259,19 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
                 })
                 .collect(),
         );
+        let progress = {
+            let queued = lock(&queue);
+            progress::Progress::for_pass(queued.len(), queued.iter().map(|f| f.size).sum())
+        };
         let ends = futures_util::future::join_all(
             sessions
                 .iter_mut()
-                .map(|slot| worker(agent, slot, &queue, &refused, &sent)),
+                .map(|slot| worker(agent, slot, &queue, &refused, &sent, progress.as_ref())),
         )
         .await;
+        if let Some(progress) = progress {
+            progress.finish();
+        }
         let sent = sent.into_inner().unwrap_or_else(|p| p.into_inner());
         let left: Vec<Backlog> = survey
             .into_iter()
@@ -337,6 +345,7 @@ async fn worker(
     queue: &Mutex<VecDeque<LocalFile>>,
     refused: &Refused,
     sent: &Mutex<HashSet<PathBuf>>,
+    progress: Option<&progress::Progress>,
 ) -> WorkerEnd {
     let record = &agent.mirror.record;
     loop {
@@ -356,9 +365,15 @@ async fn worker(
         };
         match agent.mirror.sync(session, &file).await {
             Ok(mirror::Outcome::Unchanged) => {
+                if let Some(progress) = progress {
+                    progress.file_done(file.size);
+                }
                 lock(sent).insert(file.local);
             }
             Ok(outcome) => {
+                if let Some(progress) = progress {
+                    progress.file_done(file.size);
+                }
                 lock(refused).remove(&file.local);
                 lock(sent).insert(file.local.clone());
                 let _ = record.note("last_success", format!("{outcome:?} {}", file.remote));

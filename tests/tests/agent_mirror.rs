@@ -272,6 +272,10 @@ fn kill_9_at_random_moments_sends_every_file_exactly_once() {
         let times = placed(&log, name);
         assert_eq!(times, 1, "{name} was put in place {times} times");
     }
+    // Off a terminal, a large backlog is announced and its passes summed up in the log.
+    let agent_log = agent.stderr();
+    assert!(agent_log.contains("sending a backlog of 603 files"), "{agent_log}");
+    assert!(agent_log.contains("backlog pass done"), "{agent_log}");
 }
 
 #[test]
