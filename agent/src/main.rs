@@ -231,7 +231,7 @@ enum WorkerEnd {
 async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
     let upload = &agent.config.config.upload;
     let settle = upload.settle.0;
-    let hints = watch::ChangeHints::start(&agent.watches);
+    let hints = watch::ChangeHints::start(&agent.watches, upload.poll_interval.0);
     let mut sessions: Vec<Option<Remote>> = (0..upload.parallel.0).map(|_| None).collect();
     let mut backoff = Duration::from_secs(1);
     let refused: Refused = Mutex::new(HashMap::new());

@@ -13,6 +13,8 @@ pub struct Watch {
     pub dir: PathBuf,
     /// Target folder on the server, relative to the login's root.
     pub remote: String,
+    /// Poll for changes instead of inotify.
+    pub poll: bool,
     include: GlobSet,
     exclude: GlobSet,
 }
@@ -46,6 +48,7 @@ impl Watch {
         Ok(Watch {
             dir: section.dir.clone(),
             remote: section.remote.as_str().to_owned(),
+            poll: section.poll,
             include: glob_set(&section.include)?,
             exclude: glob_set(&section.exclude)?,
         })

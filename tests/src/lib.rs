@@ -354,12 +354,17 @@ impl TestAgent {
         server_extra: &str,
         extra: &str,
     ) -> TestAgent {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("agent.toml");
         let text = format!(
             "agent_id = \"test-agent\"\nstate_dir = \"state\"\n[server]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{user}\"\npassword = \"{password}\"\n{server_extra}\n[upload]\nsettle = \"200ms\"\nrescan_interval = \"1s\"\n{extra}\n[[watch]]\ndir = \"{}\"\nremote = \"{remote}\"\n",
             tree.display()
         );
+        TestAgent::start_with_config(&text)
+    }
+
+    /// Starts an agent with exactly this agent.toml (relative paths: its own temp dir).
+    pub fn start_with_config(text: &str) -> TestAgent {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("agent.toml");
         std::fs::write(&config, text).expect("write agent config");
         let mut agent = TestAgent {
             dir,

@@ -274,7 +274,10 @@ fn kill_9_at_random_moments_sends_every_file_exactly_once() {
     }
     // Off a terminal, a large backlog is announced and its passes summed up in the log.
     let agent_log = agent.stderr();
-    assert!(agent_log.contains("sending a backlog of 603 files"), "{agent_log}");
+    assert!(
+        agent_log.contains("sending a backlog of 603 files"),
+        "{agent_log}"
+    );
     assert!(agent_log.contains("backlog pass done"), "{agent_log}");
 }
 
@@ -465,4 +468,22 @@ fn mirrors_over_ftps_and_refuses_an_untrusted_server() {
             "{user} sent files without a trusted TLS session"
         );
     }
+}
+
+#[test]
+fn a_polled_watch_notices_new_files_without_inotify_or_rescans() {
+    let server = TestServer::start_with("", &[("nfs", PW, &["--perm", "elrwafm"])]);
+    let tree = tempfile::tempdir().unwrap();
+    write(&tree.path().join("before.log"), b"there at start\n");
+    // The full rescan is an hour away: only the poller can notice the second file.
+    let agent = TestAgent::start_with_config(&format!(
+        "state_dir = \"state\"\n[server]\nport = {}\nuser = \"nfs\"\npassword = \"{PW}\"\n[upload]\nsettle = \"200ms\"\nrescan_interval = \"1h\"\npoll_interval = \"300ms\"\n[[watch]]\ndir = \"{}\"\npoll = true\n",
+        server.ftp_port,
+        tree.path().display()
+    ));
+    wait_for_mirror(&server, &agent, "nfs", |remote| remote.len() == 1);
+    assert!(agent.stderr().contains("polling for changes every 300ms"));
+    write(&tree.path().join("sub/after.log"), b"written later\n");
+    let local = tree_hashes(tree.path());
+    wait_for_mirror(&server, &agent, "nfs", |remote| *remote == local);
 }

@@ -75,6 +75,10 @@ pub struct UploadSection {
     /// How often the agent's health report on the server is refreshed.
     #[serde(default = "default_report")]
     pub report_interval: Interval,
+    /// How often a watch without inotify (`poll = true`, or out of inotify watches) is
+    /// polled for changes.
+    #[serde(default = "default_poll")]
+    pub poll_interval: Interval,
 }
 
 impl Default for UploadSection {
@@ -85,6 +89,7 @@ impl Default for UploadSection {
             settle: default_settle(),
             rescan_interval: default_rescan(),
             report_interval: default_report(),
+            poll_interval: default_poll(),
         }
     }
 }
@@ -94,6 +99,9 @@ fn default_parallel() -> Parallel {
 }
 fn default_settle() -> Interval {
     Interval(Duration::from_secs(2))
+}
+fn default_poll() -> Interval {
+    Interval(Duration::from_secs(5))
 }
 fn default_rescan() -> Interval {
     Interval(Duration::from_secs(60))
@@ -131,6 +139,10 @@ pub struct WatchSection {
     /// The target folder, relative to the login's root.
     #[serde(default = "ArchivePath::root")]
     pub remote: ArchivePath,
+    /// Poll for changes instead of inotify (network filesystems deliver no inotify
+    /// events for changes made on other machines).
+    #[serde(default)]
+    pub poll: bool,
 }
 
 fn everything() -> Vec<Glob> {
