@@ -64,7 +64,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    logarchive_common::logging::init("info,sled=warn");
+    logarchive_common::logging::init_with_writer("info,sled=warn", || progress::LogWriter);
     let result = match Cli::parse().command {
         Command::Run { config } => run(&config),
         Command::Scan { config, .. } => dry_run(&config),

@@ -13,6 +13,27 @@ const LARGE_BYTES: u64 = 64 << 20;
 /// How often a service logs a progress line.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// The bar on screen, if any: log lines are written around it, not through it.
+static ON_SCREEN: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+
+/// The agent's log writer: stderr, with the progress bar (if shown) lifted while a line is
+/// written, so lines and bar never mix.
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = ON_SCREEN.lock().ok().and_then(|bar| bar.clone());
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 pub struct Progress {
     files: usize,
     bytes: u64,
@@ -41,6 +62,9 @@ impl Progress {
             bar
         });
         tracing::info!("sending a backlog of {files} files, {bytes} bytes");
+        if let (Some(bar), Ok(mut on_screen)) = (&bar, ON_SCREEN.lock()) {
+            *on_screen = Some(bar.clone());
+        }
         Some(Progress {
             files,
             bytes,
@@ -80,6 +104,9 @@ impl Progress {
     /// The pass ended (all sent, or interrupted by an outage).
     pub fn finish(self) {
         if let Some(bar) = &self.bar {
+            if let Ok(mut on_screen) = ON_SCREEN.lock() {
+                *on_screen = None;
+            }
             bar.finish_and_clear();
         }
         let files = self.files_done.load(Ordering::Relaxed);
