@@ -421,20 +421,29 @@ fn backlog(agent: &Agent) -> anyhow::Result<Vec<Backlog>> {
     let mut all = Vec::new();
     for watch in &agent.watches {
         let mut files = Vec::new();
-        for file in watch.scan() {
-            let pending = match agent.mirror.record.get(&file.local)? {
-                Some(record) if mirror::is_unchanged(&record, &file) => continue,
-                Some(record)
+        let mut failed = None;
+        watch.walk(|file| {
+            let pending = match agent.mirror.record.get(&file.local) {
+                Ok(Some(record)) if mirror::is_unchanged(&record, &file) => return,
+                Ok(Some(record))
                     if record.dev == file.dev
                         && record.ino == file.ino
                         && record.confirmed <= file.size =>
                 {
                     file.size - record.confirmed
                 }
-                _ => file.size,
+                Ok(_) => file.size,
+                Err(err) => {
+                    failed.get_or_insert(err);
+                    return;
+                }
             };
             files.push((file, pending));
+        });
+        if let Some(err) = failed {
+            return Err(err.into());
         }
+        files.shrink_to_fit();
         all.push(Backlog {
             dir: watch.dir.clone(),
             remote: watch.remote.clone(),

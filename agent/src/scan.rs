@@ -65,9 +65,10 @@ impl Watch {
         Some(format!("{base}/{rel}"))
     }
 
-    /// Every matching regular file below the folder (links are not followed).
-    pub fn scan(&self) -> Vec<LocalFile> {
-        let mut found = Vec::new();
+    /// Calls `found` for every matching regular file below the folder (links are not
+    /// followed), one at a time, so a walk of 100,000 files holds only the folders still
+    /// to visit.
+    pub fn walk(&self, mut found: impl FnMut(LocalFile)) {
         let mut pending = vec![self.dir.clone()];
         while let Some(dir) = pending.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -82,7 +83,7 @@ impl Watch {
                 } else if meta.is_file()
                     && let Some(remote) = self.remote_path(&path)
                 {
-                    found.push(LocalFile {
+                    found(LocalFile {
                         local: path,
                         remote,
                         dev: meta.dev(),
@@ -93,6 +94,5 @@ impl Watch {
                 }
             }
         }
-        found
     }
 }
