@@ -12,7 +12,7 @@ mod remote;
 mod scan;
 mod watch;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -130,21 +130,25 @@ impl Agent {
 
     /// Of the files that need sending, those unchanged for the settle time, oldest first,
     /// and how long until the next file still settling will be ready.
-    fn settled_files(&self, survey: &[Backlog]) -> (Vec<LocalFile>, Option<Duration>) {
+    /// The files are moved, not copied: the first pass after install may hold 100,000.
+    fn settled_files(&self, survey: Vec<Backlog>) -> (Vec<LocalFile>, Option<Duration>) {
         let settle = self.config.config.upload.settle.0.as_nanos() as i128;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i128);
-        let (mut settled, settling): (Vec<LocalFile>, Vec<LocalFile>) = survey
-            .iter()
-            .flat_map(|watch| watch.files.iter().map(|(file, _)| file.clone()))
-            .partition(|file| now - file.mtime >= settle);
+        let mut settled = Vec::new();
+        let mut next: Option<i128> = None;
+        for file in survey.into_iter().flat_map(|watch| watch.files) {
+            if now - file.mtime >= settle {
+                settled.push(file);
+            } else {
+                let wait = settle - (now - file.mtime);
+                next = Some(next.map_or(wait, |n| n.min(wait)));
+            }
+        }
         settled.sort_by_key(|file| file.mtime);
-        let next = settling
-            .iter()
-            .map(|file| settle - (now - file.mtime))
-            .min()
-            .map(|wait| Duration::from_nanos(wait.max(0) as u64) + Duration::from_millis(20));
+        let next =
+            next.map(|wait| Duration::from_nanos(wait.max(0) as u64) + Duration::from_millis(20));
         (settled, next)
     }
 
@@ -247,8 +251,9 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
                 Vec::new()
             }
         };
-        let (settled, next_settled) = agent.settled_files(&survey);
-        let sent: Mutex<HashSet<PathBuf>> = Mutex::new(HashSet::new());
+        let before: Vec<Pending> = survey.iter().map(Backlog::pending).collect();
+        let (settled, next_settled) = agent.settled_files(survey);
+        let sent: Mutex<Vec<Pending>> = Mutex::new(vec![Pending::default(); before.len()]);
         let queue: Mutex<VecDeque<LocalFile>> = Mutex::new(
             settled
                 .into_iter()
@@ -273,11 +278,12 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
             progress.finish();
         }
         let sent = sent.into_inner().unwrap_or_else(|p| p.into_inner());
-        let left: Vec<Backlog> = survey
-            .into_iter()
-            .map(|mut watch| {
-                watch.files.retain(|(file, _)| !sent.contains(&file.local));
-                watch
+        let left: Vec<Pending> = before
+            .iter()
+            .zip(&sent)
+            .map(|(before, sent)| Pending {
+                files: before.files.saturating_sub(sent.files),
+                bytes: before.bytes.saturating_sub(sent.bytes),
             })
             .collect();
         let report = match write_status(agent, &left) {
@@ -344,7 +350,7 @@ async fn worker(
     slot: &mut Option<Remote>,
     queue: &Mutex<VecDeque<LocalFile>>,
     refused: &Refused,
-    sent: &Mutex<HashSet<PathBuf>>,
+    sent: &Mutex<Vec<Pending>>,
     progress: Option<&progress::Progress>,
 ) -> WorkerEnd {
     let record = &agent.mirror.record;
@@ -364,18 +370,17 @@ async fn worker(
             },
         };
         match agent.mirror.sync(session, &file).await {
-            Ok(mirror::Outcome::Unchanged) => {
-                if let Some(progress) = progress {
-                    progress.file_done(file.size);
-                }
-                lock(sent).insert(file.local);
-            }
             Ok(outcome) => {
                 if let Some(progress) = progress {
                     progress.file_done(file.size);
                 }
+                if let Some(sent) = lock(sent).get_mut(file.watch) {
+                    sent.count(&file);
+                }
+                if outcome == mirror::Outcome::Unchanged {
+                    continue;
+                }
                 lock(refused).remove(&file.local);
-                lock(sent).insert(file.local.clone());
                 let _ = record.note("last_success", format!("{outcome:?} {}", file.remote));
             }
             Err(mirror::MirrorError::Remote(err)) if err.is_connection() => {
@@ -410,19 +415,41 @@ fn rand_millis(bound: u64) -> u64 {
 }
 
 /// What is still to send in one watch: the files that differ from what the server
-/// confirmed, each with the bytes it still needs (0 for a file only touched).
+/// confirmed, each with the bytes it still needs (`pending`; 0 for a file only touched).
 struct Backlog {
-    dir: PathBuf,
-    remote: String,
-    files: Vec<(LocalFile, u64)>,
+    files: Vec<LocalFile>,
+}
+
+impl Backlog {
+    fn pending(&self) -> Pending {
+        let mut pending = Pending::default();
+        self.files.iter().for_each(|file| pending.count(file));
+        pending
+    }
+}
+
+/// Files with bytes to send, and those bytes, in one watch.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pending {
+    files: u64,
+    bytes: u64,
+}
+
+impl Pending {
+    fn count(&mut self, file: &LocalFile) {
+        if file.pending > 0 {
+            self.files += 1;
+            self.bytes += file.pending;
+        }
+    }
 }
 
 fn backlog(agent: &Agent) -> anyhow::Result<Vec<Backlog>> {
     let mut all = Vec::new();
-    for watch in &agent.watches {
+    for (index, watch) in agent.watches.iter().enumerate() {
         let mut files = Vec::new();
         let mut failed = None;
-        watch.walk(|file| {
+        watch.walk(|mut file| {
             let pending = match agent.mirror.record.get(&file.local) {
                 Ok(Some(record)) if mirror::is_unchanged(&record, &file) => return,
                 Ok(Some(record))
@@ -438,17 +465,15 @@ fn backlog(agent: &Agent) -> anyhow::Result<Vec<Backlog>> {
                     return;
                 }
             };
-            files.push((file, pending));
+            file.watch = index;
+            file.pending = pending;
+            files.push(file);
         });
         if let Some(err) = failed {
             return Err(err.into());
         }
         files.shrink_to_fit();
-        all.push(Backlog {
-            dir: watch.dir.clone(),
-            remote: watch.remote.clone(),
-            files,
-        });
+        all.push(Backlog { files });
     }
     Ok(all)
 }
@@ -457,14 +482,15 @@ fn dry_run(config_file: &Path) -> anyhow::Result<()> {
     let agent = Agent::open(config_file)?;
     let (mut files, mut bytes) = (0, 0);
     for watch in backlog(&agent)? {
-        for (file, pending) in watch.files.iter().filter(|(_, pending)| *pending > 0) {
+        for file in watch.files.iter().filter(|file| file.pending > 0) {
             println!(
-                "{pending:>12}  {}  ->  {}",
+                "{:>12}  {}  ->  {}",
+                file.pending,
                 file.local.display(),
                 file.remote
             );
             files += 1;
-            bytes += pending;
+            bytes += file.pending;
         }
     }
     println!("{files} files, {bytes} bytes to send");
@@ -473,16 +499,16 @@ fn dry_run(config_file: &Path) -> anyhow::Result<()> {
 
 /// The status report: what `status --json` prints and what a running agent keeps in
 /// `<state_dir>/status.json` (the record is locked while the agent runs).
-fn status_report(agent: &Agent, watches: &[Backlog]) -> anyhow::Result<serde_json::Value> {
+fn status_report(agent: &Agent, pending: &[Pending]) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::json!({
         "agent_id": agent.config.agent_id,
         "version": env!("CARGO_PKG_VERSION"),
         "updated": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?,
-        "watches": watches.iter().map(|w| serde_json::json!({
+        "watches": agent.watches.iter().zip(pending).map(|(w, p)| serde_json::json!({
             "dir": w.dir,
             "remote": w.remote,
-            "backlog_files": w.files.iter().filter(|(_, n)| *n > 0).count(),
-            "backlog_bytes": w.files.iter().map(|(_, n)| n).sum::<u64>(),
+            "backlog_files": p.files,
+            "backlog_bytes": p.bytes,
         })).collect::<Vec<_>>(),
         "last_success": agent.mirror.record.last("last_success")?,
         "last_error": agent.mirror.record.last("last_error")?,
@@ -494,8 +520,8 @@ fn status_file(config: &LoadedAgentConfig) -> PathBuf {
 }
 
 /// Writes the status file atomically (temporary file, rename) and returns the report.
-fn write_status(agent: &Agent, backlog: &[Backlog]) -> anyhow::Result<serde_json::Value> {
-    let report = status_report(agent, backlog)?;
+fn write_status(agent: &Agent, pending: &[Pending]) -> anyhow::Result<serde_json::Value> {
+    let report = status_report(agent, pending)?;
     let path = status_file(&agent.config);
     let temp = path.with_extension("json.tmp");
     std::fs::write(&temp, serde_json::to_vec_pretty(&report)?)?;
@@ -545,7 +571,8 @@ fn status(config_file: &Path, json: bool) -> anyhow::Result<()> {
             .with_context(|| format!("{} is unreadable", path.display()))?,
         Err(_) => {
             let agent = Agent::open(config_file)?;
-            status_report(&agent, &backlog(&agent)?)?
+            let pending: Vec<Pending> = backlog(&agent)?.iter().map(Backlog::pending).collect();
+            status_report(&agent, &pending)?
         }
     };
     if json {

@@ -28,6 +28,10 @@ pub struct LocalFile {
     pub ino: u64,
     pub size: u64,
     pub mtime: i128,
+    /// Which watch of the config found it (its index).
+    pub watch: usize,
+    /// Bytes the server does not have yet (set when compared with the record).
+    pub pending: u64,
 }
 
 fn glob_set(patterns: &[logarchive_common::config::agent::Glob]) -> anyhow::Result<GlobSet> {
@@ -90,6 +94,8 @@ impl Watch {
                         ino: meta.ino(),
                         size: meta.len(),
                         mtime: mtime_ns(&meta),
+                        watch: 0,
+                        pending: meta.len(),
                     });
                 }
             }
