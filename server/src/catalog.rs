@@ -60,6 +60,23 @@ pub enum CatalogError {
     },
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    #[error("the cursor does not belong to this listing")]
+    Cursor,
+}
+
+/// One page of a listing or search; `next` continues it.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// A direct child of a folder, as the catalog knows it.
+#[derive(Debug)]
+pub enum Child {
+    /// A folder: implied by the files below it.
+    Dir(String),
+    File(CatalogEntry),
 }
 
 const JOURNAL_PREFIX: &str = "uploads-";
@@ -183,6 +200,118 @@ impl Catalog {
             }
         }
         Ok(found)
+    }
+
+    /// One page of the direct children of `dir`, in key order, starting at `cursor` (the
+    /// `next` of the page before). Folders are implied by the paths below them: a
+    /// folder with 100,000 files yields its first page after reading a page of keys, and
+    /// a subfolder costs one seek past its contents, so no second index needs keeping.
+    /// `accept` sees each child's name first; at most `scan_limit` keys are read per page.
+    pub fn children(
+        &self,
+        dir: &ArchivePath,
+        cursor: Option<&str>,
+        limit: usize,
+        scan_limit: usize,
+        accept: impl Fn(&str) -> bool,
+    ) -> Result<Page<Child>, CatalogError> {
+        let prefix = if dir.is_root() {
+            "/".to_owned()
+        } else {
+            format!("{}/", dir.as_str())
+        };
+        let mut start = match cursor {
+            Some(cursor) if cursor.starts_with(&prefix) => cursor.to_owned(),
+            Some(_) => return Err(CatalogError::Cursor),
+            None => prefix.clone(),
+        };
+        let (mut items, mut scanned) = (Vec::new(), 0usize);
+        'seek: loop {
+            for item in self.files.range(start.as_bytes()..) {
+                let (key, value) = item?;
+                let key = String::from_utf8_lossy(&key).into_owned();
+                let Some(rest) = key.strip_prefix(&prefix) else {
+                    return Ok(Page { items, next: None });
+                };
+                if items.len() >= limit || scanned >= scan_limit {
+                    return Ok(Page {
+                        items,
+                        next: Some(key),
+                    });
+                }
+                scanned += 1;
+                if let Some((name, _)) = rest.split_once('/') {
+                    let name = name.to_owned();
+                    // Everything below `name/` sorts before `name0` ('0' follows '/').
+                    start = format!("{prefix}{name}0");
+                    if accept(&name) {
+                        items.push(Child::Dir(name));
+                    }
+                    continue 'seek;
+                }
+                if accept(rest) {
+                    items.push(Child::File(decode(&key, &value)?));
+                }
+            }
+            return Ok(Page { items, next: None });
+        }
+    }
+
+    /// Entries at or below `dir` for which `accept_key` (on the path) and then `accept`
+    /// hold, in path order, after `cursor` (the `next` of the page before); at most
+    /// `scan_limit` keys are read per page.
+    pub fn search(
+        &self,
+        dir: &ArchivePath,
+        cursor: Option<&str>,
+        limit: usize,
+        scan_limit: usize,
+        accept_key: impl Fn(&str) -> bool,
+        accept: impl Fn(&CatalogEntry) -> bool,
+    ) -> Result<Page<CatalogEntry>, CatalogError> {
+        let prefix = if dir.is_root() {
+            "/".to_owned()
+        } else {
+            format!("{}/", dir.as_str())
+        };
+        let from = match cursor {
+            Some(cursor) if cursor.starts_with(&prefix) => {
+                std::ops::Bound::Excluded(cursor.as_bytes().to_vec())
+            }
+            Some(_) => return Err(CatalogError::Cursor),
+            None => std::ops::Bound::Included(prefix.as_bytes().to_vec()),
+        };
+        let (mut items, mut scanned, mut last) = (Vec::new(), 0usize, None);
+        for item in self
+            .files
+            .range::<Vec<u8>, _>((from, std::ops::Bound::Unbounded))
+        {
+            let (key, value) = item?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            if !key.starts_with(&prefix) {
+                return Ok(Page { items, next: None });
+            }
+            if items.len() >= limit || scanned >= scan_limit {
+                return Ok(Page { items, next: last });
+            }
+            scanned += 1;
+            if accept_key(&key) {
+                let entry = decode(&key, &value)?;
+                if accept(&entry) {
+                    items.push(entry);
+                }
+            }
+            last = Some(key);
+        }
+        Ok(Page { items, next: None })
+    }
+
+    /// Every entry, in path order (for statistics over the whole catalog).
+    pub fn all(&self) -> impl Iterator<Item = Result<CatalogEntry, CatalogError>> + '_ {
+        self.files.iter().map(|item| {
+            let (key, value) = item?;
+            decode(&String::from_utf8_lossy(&key), &value)
+        })
     }
 
     /// Makes everything recorded so far durable.
