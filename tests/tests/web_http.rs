@@ -118,3 +118,132 @@ async fn login_sessions_csrf_basic_and_blocking() {
     // One form, three Basic, and the disabled user's attempt.
     assert!(metrics.contains("logarchive_web_failed_logins_total 5"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browse_and_list_pages_confinement_traversal_and_inert_names() {
+    let mut server = start_server("", "");
+    // 250 files placed by hand and catalogued by `reindex` (the listing is derived data),
+    // plus a few over FTP, which carry their source.
+    server.stop();
+    let many = server.archive("/node01/many");
+    std::fs::create_dir_all(many.join("sub")).unwrap();
+    for i in 0..250 {
+        std::fs::write(many.join(format!("f{i:03}.log")), format!("line {i}\n")).unwrap();
+    }
+    std::fs::write(many.join("sub/inner.log"), "inner\n").unwrap();
+    std::fs::create_dir_all(server.archive("/node02")).unwrap();
+    std::fs::write(server.archive("/node02/secret.log"), "node02 only\n").unwrap();
+    let out = server.cli(&["reindex"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    server.start();
+    ftp_put(&server, "node01", "/Logs/app.log", b"hello\n").await;
+    ftp_put(&server, "node01", "/Logs/<img src=x onerror=alert(1)>.log", b"x\n").await;
+
+    // Pages of 100 through 251 entries: every name once, `next` null at the end.
+    let mut names = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut url = "/api/list?path=/node01/many&limit=100".to_owned();
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={}", urlencode(c)));
+        }
+        let page: Value = api(&server, "node01", &url).send().await.unwrap().json().await.unwrap();
+        pages += 1;
+        for entry in page["entries"].as_array().unwrap() {
+            names.push(entry["name"].as_str().unwrap().to_owned());
+            if entry["name"] == "sub" {
+                assert_eq!(entry["kind"], "dir");
+                assert_eq!(entry["path"], "/node01/many/sub");
+            }
+        }
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names.len(), 251);
+    let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+    assert_eq!(unique.len(), 251);
+    // The contract's entry shape, with the FTP user as source.
+    let logs: Value = api(&server, "node01", "/api/list?path=/node01/Logs").send().await.unwrap().json().await.unwrap();
+    let app = logs["entries"].as_array().unwrap().iter().find(|e| e["name"] == "app.log").unwrap();
+    assert_eq!(app["path"], "/node01/Logs/app.log");
+    assert_eq!(app["size"], 6);
+    assert_eq!(app["kind"], "file");
+    assert_eq!(app["source"], "node01");
+    assert!(app["modified"].as_str().unwrap().ends_with('Z'));
+    // Sorted by size, descending; filtered.
+    let sorted: Value = api(&server, "node01", "/api/list?path=/node01/Logs&sort=size&order=desc").send().await.unwrap().json().await.unwrap();
+    assert_eq!(sorted["entries"][0]["name"], "app.log");
+    let filtered: Value = api(&server, "node01", "/api/list?path=/node01/many&filter=F24").send().await.unwrap().json().await.unwrap();
+    assert_eq!(filtered["entries"].as_array().unwrap().len(), 10);
+
+    // Bad parameters: 400 with a JSON error, never 500.
+    for url in [
+        "/api/list?path=/node01&limit=100000",
+        "/api/list?path=/node01&limit=0",
+        "/api/list?path=/node01&limit=abc",
+        "/api/list?path=/node01&cursor=%2Fnode02%2Fx",
+        "/api/list?path=/node01&sort=colour",
+        "/api/list?path=/node01/../node02",
+        "/api/list?path=/node01/Logs/app.log",
+    ] {
+        let response = api(&server, "node01", url).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{url}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"].is_string(), "{url}");
+    }
+    // Outside the home: 403; unknown: 404; `l` missing: 403.
+    assert_eq!(api(&server, "node01", "/api/list?path=/node02").send().await.unwrap().status(), 403);
+    assert_eq!(api(&server, "node01", "/api/list?path=/").send().await.unwrap().status(), 403);
+    assert_eq!(api(&server, "node01", "/api/list?path=/node01/nothing").send().await.unwrap().status(), 404);
+    assert_eq!(api(&server, "node01", "/api/list?path=/.logarchive").send().await.unwrap().status(), 404);
+    assert_eq!(api(&server, "admin", "/api/list?path=/.logarchive/journal").send().await.unwrap().status(), 404);
+    assert_eq!(api(&server, "node02", "/api/list?path=/node02").send().await.unwrap().status(), 200);
+
+    // Traversal, sent byte for byte, in several encodings, on every route: refused, and
+    // never a byte of the other user's file.
+    for target in [
+        "/api/list?path=/node01/%2e%2e/node02",
+        "/api/list?path=%2Fnode01%2F..%2Fnode02",
+        "/browse/node01/../node02",
+        "/browse/node01/%2e%2e/node02",
+        "/browse/node01/%2E%2E%2Fnode02",
+        "/view/node01/..%2Fnode02%2Fsecret.log",
+        "/download/node01/%2e%2e/node02/secret.log",
+        "/download/node01/..%252Fnode02/secret.log",
+        "/download/node02/secret.log",
+        "/download/node01/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/view/..%5c..%5cetc%5cpasswd",
+    ] {
+        let (status, body) = raw_get(&server, target, Some("node01"));
+        assert!([303, 400, 403, 404].contains(&status), "{target}: {status}");
+        assert!(!body.contains("node02 only") && !body.contains("root:x:"), "{target}");
+    }
+    let (status, _) = raw_get(&server, "/download/node02/secret.log", Some("node02"));
+    assert_eq!(status, 303, "Basic is not a page login");
+
+    // The HTML page: breadcrumbs, pages, and a name with HTML in it shown as text.
+    let web = client();
+    login(&web, &server, "node01").await;
+    let page = web.get(format!("{}/browse/node01/Logs", base(&server))).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("&#60;img src=x onerror=alert(1)&#62;.log"), "{page}");
+    assert!(!page.contains("<img src=x"));
+    assert!(page.contains("href=\"/browse/node01\""));
+    let first = web.get(format!("{}/browse/node01/many?limit=100", base(&server))).send().await.unwrap().text().await.unwrap();
+    assert!(first.contains(">f099.log<") && !first.contains(">f100.log<") && first.contains("id=\"next\""));
+    let error = web.get(format!("{}/browse/node02", base(&server))).send().await.unwrap();
+    assert_eq!(error.status(), 403);
+    assert!(error.text().await.unwrap().contains("outside your home"));
+    let lister = client();
+    login(&lister, &server, "lister").await;
+    assert_eq!(lister.get(format!("{}/browse/node01/Logs", base(&server))).send().await.unwrap().status(), 200);
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}

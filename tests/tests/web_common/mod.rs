@@ -9,8 +9,8 @@ use logarchive_tests::{TestServer, ftp_login};
 
 pub const PASSWORD: &str = "web-test-password";
 
-/// A server with `admin` (home /, admin), `node01` (home /node01, elrw), `node02` (home
-/// /node02, elrw) and `lister` (home /node01, el only). `web_extra` lines go under `[web]`.
+/// A server with `admin` (home /, admin), `node01` (home /node01, elrwmf), `node02` (home
+/// /node02, elrwmf) and `lister` (home /node01, el only). `web_extra` lines go under `[web]`.
 pub fn start_server(web_extra: &str, ftp_extra: &str) -> TestServer {
     let mut server = TestServer::prepare(ftp_extra);
     if !web_extra.is_empty() {
@@ -19,8 +19,8 @@ pub fn start_server(web_extra: &str, ftp_extra: &str) -> TestServer {
         std::fs::write(&server.config, text).unwrap();
     }
     server.add_user("admin", PASSWORD, &["--admin", "--home", "/", "--perm", "elradfmwMT"]);
-    server.add_user("node01", PASSWORD, &["--perm", "elrw"]);
-    server.add_user("node02", PASSWORD, &["--perm", "elrw"]);
+    server.add_user("node01", PASSWORD, &["--perm", "elrwmf"]);
+    server.add_user("node02", PASSWORD, &["--perm", "elrwmf"]);
     server.add_user("lister", PASSWORD, &["--perm", "el", "--home", "/node01"]);
     server.start();
     let port = server.web_port;
