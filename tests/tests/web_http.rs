@@ -247,3 +247,131 @@ fn urlencode(text: &str) -> String {
         .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn view_and_download_files_and_folders() {
+    let server = start_server("", "");
+    let lines: String = (1..=5000).map(|i| format!("line number {i}\n")).collect();
+    ftp_put(&server, "node01", "/Logs/big.log", lines.as_bytes()).await;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, b"first\ncompressed <b>line</b>\n").unwrap();
+    ftp_put(&server, "node01", "/Logs/old.log.gz", &gz.finish().unwrap()).await;
+    ftp_put(&server, "node01", "/Logs/binary.log", &[0xff, 0xfe, b'o', b'k', b'\n']).await;
+    let odd_name = "é \"quoted\" ;x.log";
+    ftp_put(&server, "node01", &format!("/Logs/{odd_name}"), b"odd\n").await;
+    let mut originals = BTreeMap::new();
+    for (name, size) in [("Logs/deep/a.log", 300_000), ("Logs/deep/b.log", 17), ("Logs/c.log", 5)] {
+        let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        ftp_put(&server, "node01", &format!("/{name}"), &bytes).await;
+        originals.insert(name.to_owned(), sha256(&bytes));
+    }
+    originals.insert("Logs/big.log".into(), sha256(lines.as_bytes()));
+    originals.insert("Logs/binary.log".into(), sha256(&[0xff, 0xfe, b'o', b'k', b'\n']));
+    originals.insert(format!("Logs/{odd_name}"), sha256(b"odd\n"));
+    let gz_bytes = std::fs::read(server.archive("/node01/Logs/old.log.gz")).unwrap();
+    originals.insert("Logs/old.log.gz".into(), sha256(&gz_bytes));
+
+    let web = client();
+    login(&web, &server, "node01").await;
+    let get = |path: &str| web.get(format!("{}{path}", base(&server)));
+    // View: numbered lines, a page at a time; the tail; .gz decompressed; escaped.
+    let page = get("/view/node01/Logs/big.log").send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("<td class=\"ln\">1</td><td class=\"line\">line number 1</td>"));
+    assert!(!page.contains("line number 5000"), "a huge file is paged");
+    let next = page.split("id=\"next\" href=\"").nth(1).unwrap().split('"').next().unwrap().replace("&#61;", "=").replace("&amp;", "&");
+    let second = get(&next).send().await.unwrap().text().await.unwrap();
+    assert!(second.contains("line number 4000") || second.contains("line number 3000"), "{next}");
+    let tail = get("/view/node01/Logs/big.log?tail=3").send().await.unwrap().text().await.unwrap();
+    assert!(tail.contains("line number 5000") && tail.contains("line number 4998") && !tail.contains("line number 4997<"));
+    let follow = get("/view/node01/Logs/big.log?follow=1").send().await.unwrap().text().await.unwrap();
+    assert!(follow.contains("http-equiv=\"refresh\"") && follow.contains("line number 5000"));
+    let gz_page = get("/view/node01/Logs/old.log.gz").send().await.unwrap().text().await.unwrap();
+    assert!(gz_page.contains("compressed &#60;b&#62;line&#60;/b&#62;"), "{gz_page}");
+    let binary = get("/view/node01/Logs/binary.log").send().await.unwrap().text().await.unwrap();
+    assert!(binary.contains("\u{fffd}\u{fffd}ok"));
+    assert_eq!(get("/view/node01/Logs/big.log?tail=0").send().await.unwrap().status(), 400);
+    assert_eq!(get("/view/node01/Logs/big.log?offset=99999999").send().await.unwrap().status(), 416);
+    assert_eq!(get("/view/node01/Logs/big.log?offset=-1").send().await.unwrap().status(), 400);
+    assert_eq!(get("/view/node01/Logs/none.log").send().await.unwrap().status(), 404);
+    let lister = client();
+    login(&lister, &server, "lister").await;
+    let refused = lister.get(format!("{}/view/node01/Logs/big.log", base(&server))).send().await.unwrap();
+    assert_eq!(refused.status(), 403, "viewing needs r");
+    assert_eq!(lister.get(format!("{}/download/node01/Logs/big.log", base(&server))).send().await.unwrap().status(), 403);
+
+    // Download: whole, ranged, conditional, named.
+    let whole = get("/download/node01/Logs/big.log").send().await.unwrap();
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    let etag = whole.headers()["etag"].to_str().unwrap().to_owned();
+    let modified = whole.headers()["last-modified"].to_str().unwrap().to_owned();
+    assert!(modified.ends_with(" GMT"));
+    assert_eq!(sha256(&whole.bytes().await.unwrap()), originals["Logs/big.log"]);
+    let part = get("/download/node01/Logs/big.log").header("range", "bytes=5-18").send().await.unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["content-range"], format!("bytes 5-18/{}", lines.len()));
+    assert_eq!(part.text().await.unwrap(), "number 1\nline ");
+    let suffix = get("/download/node01/Logs/big.log").header("range", "bytes=-5").send().await.unwrap();
+    assert_eq!(suffix.text().await.unwrap(), " 5000\n".chars().skip(1).collect::<String>());
+    let past = get("/download/node01/Logs/big.log").header("range", "bytes=99999999-").send().await.unwrap();
+    assert_eq!(past.status(), 416);
+    assert_eq!(past.headers()["content-range"], format!("bytes */{}", lines.len()));
+    let cached = get("/download/node01/Logs/big.log").header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(cached.status(), 304);
+    let stale = get("/download/node01/Logs/big.log").header("range", "bytes=0-3").header("if-range", "\"other\"").send().await.unwrap();
+    assert_eq!(stale.status(), 200, "If-Range with another version sends the whole file");
+    let fresh = get("/download/node01/Logs/big.log").header("range", "bytes=0-3").header("if-range", &etag).send().await.unwrap();
+    assert_eq!(fresh.status(), 206);
+    let odd = get(&format!("/download/node01/Logs/{}", urlencode(odd_name))).send().await.unwrap();
+    assert_eq!(odd.status(), 200);
+    let disposition = odd.headers()["content-disposition"].to_str().unwrap().to_owned();
+    assert!(disposition.starts_with("attachment; filename=\""), "{disposition}");
+    assert!(disposition.contains("filename*=UTF-8''%C3%A9%20%22quoted%22%20%3Bx%2Elog"), "{disposition}");
+    assert_eq!(get("/download/node01/Logs").send().await.unwrap().status(), 400, "a folder needs ?format");
+    assert_eq!(get("/download/node01/Logs?format=rar").send().await.unwrap().status(), 400);
+
+    // The folder as tar.gz and as zip: unpacked, every file as uploaded.
+    let tgz = get("/download/node01/Logs?format=tar.gz").send().await.unwrap();
+    assert_eq!(tgz.status(), 200);
+    assert!(tgz.headers()["content-disposition"].to_str().unwrap().contains("Logs.tar.gz"));
+    let tgz = tgz.bytes().await.unwrap();
+    let mut unpacked = BTreeMap::new();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&tgz[..]));
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        unpacked.insert(name, sha256(&bytes));
+    }
+    assert_eq!(unpacked, originals);
+    let zip = get("/download/node01/Logs?format=zip").send().await.unwrap().bytes().await.unwrap();
+    let zip_file = server.dir.path().join("Logs.zip");
+    std::fs::write(&zip_file, &zip).unwrap();
+    let script = "import hashlib,json,sys,zipfile\nz=zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\nprint(json.dumps({n:hashlib.sha256(z.read(n)).hexdigest() for n in z.namelist()}))";
+    let out = logarchive_tests::run("python3", &["-c", script, zip_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let from_zip: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(from_zip, originals);
+    // A selection.
+    let some = get("/download/node01/Logs?format=tar.gz&select=deep").send().await.unwrap().bytes().await.unwrap();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&some[..]));
+    let names: Vec<String> = tar.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["Logs/deep/a.log", "Logs/deep/b.log"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn folder_downloads_respect_the_size_cap() {
+    let server = start_server("max_archive_size = \"1KiB\"", "");
+    ftp_put(&server, "node01", "/d/a.log", &[b'a'; 800]).await;
+    ftp_put(&server, "node01", "/d/b.log", &[b'b'; 800]).await;
+    let over = api(&server, "node01", "/api/list?path=/node01/d").send().await.unwrap();
+    assert_eq!(over.status(), 200);
+    let web = client();
+    login(&web, &server, "node01").await;
+    let refused = web.get(format!("{}/download/node01/d?format=zip", base(&server))).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("max_archive_size"));
+    let one = web.get(format!("{}/download/node01/d?format=zip&select=a.log", base(&server))).send().await.unwrap();
+    assert_eq!(one.status(), 200, "a selection under the cap is fine");
+}
