@@ -314,6 +314,14 @@ impl Catalog {
         })
     }
 
+    /// The entry of one file, if catalogued.
+    pub fn get(&self, path: &ArchivePath) -> Result<Option<CatalogEntry>, CatalogError> {
+        match self.files.get(path.as_str())? {
+            Some(value) => decode(path.as_str(), &value).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Makes everything recorded so far durable.
     ///
     /// sled's own `flush_async` can leave concurrent callers waiting forever (sled issue

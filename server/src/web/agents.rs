@@ -102,7 +102,11 @@ fn parse(value: Option<&str>) -> Option<OffsetDateTime> {
     value.and_then(|v| OffsetDateTime::parse(v, &Rfc3339).ok())
 }
 
-async fn read_report(state: &WebState, home: &ArchivePath) -> Option<serde_json::Value> {
+/// The report in `home`, and the user that sent it (from the catalog).
+async fn read_report(
+    state: &WebState,
+    home: &ArchivePath,
+) -> Option<(serde_json::Value, Option<String>)> {
     let path = home.join(REPORT[0]).and_then(|p| p.join(REPORT[1])).ok()?;
     let mut reader = state.archive.open(&path, 0).await.ok()?;
     let mut bytes = Vec::new();
@@ -112,7 +116,13 @@ async fn read_report(state: &WebState, home: &ArchivePath) -> Option<serde_json:
         .read_to_end(&mut bytes)
         .await
         .ok()?;
-    serde_json::from_slice(&bytes).ok()
+    let sender = state
+        .catalog
+        .get(&path)
+        .ok()
+        .flatten()
+        .and_then(|e| e.uploader);
+    Some((serde_json::from_slice(&bytes).ok()?, sender))
 }
 
 async fn agents(state: &WebState, stats: &BTreeMap<String, SourceStats>) -> Vec<AgentRow> {
@@ -120,10 +130,16 @@ async fn agents(state: &WebState, stats: &BTreeMap<String, SourceStats>) -> Vec<
     let silent_after = time::Duration::try_from(state.config.agent_silent_after.0)
         .unwrap_or(time::Duration::minutes(10));
     let mut rows = Vec::new();
+    // Users may share a home; each report is read once.
+    let mut homes = BTreeSet::new();
     for account in state.users.current().all() {
-        let Some(report) = read_report(state, &account.home).await else {
+        if !homes.insert(account.home.clone()) {
+            continue;
+        }
+        let Some((report, sender)) = read_report(state, &account.home).await else {
             continue;
         };
+        let user = sender.unwrap_or_else(|| account.name.clone());
         let updated = parse(report["updated"].as_str());
         let success = parse(report["last_success"]["at"].as_str());
         let error_at = parse(report["last_error"]["at"].as_str());
@@ -134,10 +150,10 @@ async fn agents(state: &WebState, stats: &BTreeMap<String, SourceStats>) -> Vec<
         } else {
             "ok"
         };
-        let own = stats.get(&account.name);
+        let own = stats.get(&user);
         rows.push(AgentRow {
-            id: text(&report["agent_id"]).unwrap_or_else(|| account.name.clone()),
-            user: account.name.clone(),
+            id: text(&report["agent_id"]).unwrap_or_else(|| user.clone()),
+            user,
             host: text(&report["host"]).unwrap_or_default(),
             version: text(&report["version"]).unwrap_or_default(),
             last_seen: updated.map(format::rfc3339),

@@ -18,14 +18,22 @@ pub fn start_server(web_extra: &str, ftp_extra: &str) -> TestServer {
         let text = text.replacen("[web]\n", &format!("[web]\n{web_extra}\n"), 1);
         std::fs::write(&server.config, text).unwrap();
     }
-    server.add_user("admin", PASSWORD, &["--admin", "--home", "/", "--perm", "elradfmwMT"]);
+    server.add_user(
+        "admin",
+        PASSWORD,
+        &["--admin", "--home", "/", "--perm", "elradfmwMT"],
+    );
     server.add_user("node01", PASSWORD, &["--perm", "elrwmf"]);
     server.add_user("node02", PASSWORD, &["--perm", "elrwmf"]);
     server.add_user("lister", PASSWORD, &["--perm", "el", "--home", "/node01"]);
     server.start();
     let port = server.web_port;
     assert!(
-        logarchive_tests::wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok()),
+        logarchive_tests::wait_until(Duration::from_secs(10), || TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
         "web listener did not come up"
     );
     server
@@ -33,7 +41,9 @@ pub fn start_server(web_extra: &str, ftp_extra: &str) -> TestServer {
 
 /// Uploads `bytes` to `path` (below the user's home) over FTP, making folders on the way.
 pub async fn ftp_put(server: &TestServer, user: &str, path: &str, bytes: &[u8]) {
-    let mut ftp = ftp_login(&server.addr(), user, PASSWORD).await.expect("ftp login");
+    let mut ftp = ftp_login(&server.addr(), user, PASSWORD)
+        .await
+        .expect("ftp login");
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let mut dir = String::new();
     for part in &parts[..parts.len() - 1] {
@@ -60,22 +70,42 @@ pub fn client() -> reqwest::Client {
 
 /// The value of `name="csrf" value="..."` in a page.
 pub fn csrf_in(page: &str) -> String {
-    let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + "name=\"csrf\" value=\"".len();
+    let at =
+        page.find("name=\"csrf\" value=\"").expect("a csrf field") + "name=\"csrf\" value=\"".len();
     page[at..].split('"').next().unwrap().to_owned()
 }
 
 /// Logs `client` in through the form; returns the session's CSRF token.
 pub async fn login(client: &reqwest::Client, server: &TestServer, user: &str) -> String {
-    let page = client.get(format!("{}/login", base(server))).send().await.unwrap().text().await.unwrap();
+    let page = client
+        .get(format!("{}/login", base(server)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let csrf = csrf_in(&page);
     let response = client
         .post(format!("{}/login", base(server)))
-        .form(&[("user", user), ("password", PASSWORD), ("csrf", &csrf), ("next", "/browse/")])
+        .form(&[
+            ("user", user),
+            ("password", PASSWORD),
+            ("csrf", &csrf),
+            ("next", "/browse/"),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 303, "login of {user}");
-    let page = client.get(format!("{}/search", base(server))).send().await.unwrap().text().await.unwrap();
+    let page = client
+        .get(format!("{}/search", base(server)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     csrf_in(&page)
 }
 
@@ -85,13 +115,28 @@ pub fn raw_get(server: &TestServer, target: &str, basic_user: Option<&str>) -> (
     use base64::Engine;
     let encode = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
     let mut stream = TcpStream::connect(("127.0.0.1", server.web_port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = basic_user.map_or(String::new(), |u| format!("Authorization: Basic {}\r\n", encode(&format!("{u}:{PASSWORD}"))));
-    write!(stream, "GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = basic_user.map_or(String::new(), |u| {
+        format!(
+            "Authorization: Basic {}\r\n",
+            encode(&format!("{u}:{PASSWORD}"))
+        )
+    });
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n"
+    )
+    .unwrap();
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, text)
 }
 
