@@ -68,7 +68,8 @@ async fn login_sessions_csrf_basic_and_blocking() {
         .text()
         .await
         .unwrap();
-    let form_csrf = csrf_in(&page);
+    // The form has its token (and its cookie); a forged one is refused.
+    assert_eq!(csrf_in(&page).len(), 64);
     let refused = web
         .post(format!("{}/login", base(&server)))
         .form(&[

@@ -87,7 +87,7 @@ pub async fn page(
             let bytes =
                 read_range(state.archive.open(&path, start).await?, &path, TAIL_WINDOW).await?;
             // A window that starts mid-line drops its first, partial line.
-            let bytes = if start > 0 {
+            if start > 0 {
                 bytes
                     .iter()
                     .position(|b| *b == b'\n')
@@ -95,8 +95,7 @@ pub async fn page(
                     .to_vec()
             } else {
                 bytes
-            };
-            bytes
+            }
         };
         let all: Vec<&[u8]> = split_lines(&text);
         let skip = all.len().saturating_sub(n);
