@@ -497,6 +497,20 @@ async fn browse_and_list_pages_confinement_traversal_and_inert_names() {
         .unwrap();
     assert_eq!(error.status(), 403);
     assert!(error.text().await.unwrap().contains("outside your home"));
+    // A user whose home is the root sees the root, without a redirect loop.
+    let admin = client();
+    login(&admin, &server, "admin").await;
+    let root = admin
+        .get(format!("{}/browse/", base(&server)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(root.status(), 200);
+    let root = root.text().await.unwrap();
+    assert!(
+        root.contains(">node01/<") && !root.contains(".logarchive"),
+        "{root}"
+    );
     let lister = client();
     login(&lister, &server, "lister").await;
     assert_eq!(

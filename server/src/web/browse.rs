@@ -266,7 +266,19 @@ impl BrowsePage<'_> {
     }
 }
 
-pub async fn page_root(user: CurrentUser) -> Response {
+/// `/browse/`: the user's home (the root itself for a user whose home is `/`).
+pub async fn page_root(
+    State(state): State<WebState>,
+    user: CurrentUser,
+    Params(query): Params<ListQuery>,
+) -> Result<Response, WebError> {
+    if !user.account.home.is_root() {
+        return Ok(home_redirect(&user));
+    }
+    render(&state, &user, ArchivePath::root(), query).await
+}
+
+fn home_redirect(user: &CurrentUser) -> Response {
     Redirect::to(&format!("/browse{}", url_path(user.account.home.as_str()))).into_response()
 }
 
@@ -278,9 +290,18 @@ pub async fn page(
 ) -> Result<Response, WebError> {
     let dir = access::parse(&raw)?;
     if dir.is_root() && !user.account.home.is_root() {
-        return Ok(page_root(user).await);
+        return Ok(home_redirect(&user));
     }
-    let listing = list(&state, &user, &dir, &query).await?;
+    render(&state, &user, dir, query).await
+}
+
+async fn render(
+    state: &WebState,
+    user: &CurrentUser,
+    dir: ArchivePath,
+    query: ListQuery,
+) -> Result<Response, WebError> {
+    let listing = list(state, user, &dir, &query).await?;
     let sort = query.sort.clone().unwrap_or_else(|| "name".into());
     let order = query.order.clone().unwrap_or_else(|| "asc".into());
     let filter = query.filter.clone().unwrap_or_default();
@@ -296,7 +317,7 @@ pub async fn page(
         )
     });
     let page = BrowsePage {
-        user: &user,
+        user,
         may_read: user.account.may(Perm::Read, &dir),
         dir: dir.to_string(),
         dir_url,
