@@ -568,7 +568,7 @@ mod tests {
         let v = content_disposition("a \"b\"\\é<x>.log");
         assert_eq!(
             v.to_str().unwrap(),
-            "attachment; filename=\"a _b__<x>.log\"; filename*=UTF-8''a%20%22b%22%5C%C3%A9%3Cx%3E%2Elog"
+            "attachment; filename=\"a _b___<x>.log\"; filename*=UTF-8''a%20%22b%22%5C%C3%A9%3Cx%3E%2Elog"
         );
     }
 }
