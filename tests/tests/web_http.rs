@@ -670,6 +670,14 @@ async fn view_and_download_files_and_folders() {
             .status(),
         404
     );
+    // A file used as a folder, and control characters: refused, not a server error.
+    for path in [
+        "/view/node01/Logs/big.log/x",
+        "/download/node01/Logs/big.log/x",
+        "/view/node01/Logs/%01x",
+    ] {
+        assert_eq!(get(path).send().await.unwrap().status(), 400, "{path}");
+    }
     let lister = client();
     login(&lister, &server, "lister").await;
     let refused = lister

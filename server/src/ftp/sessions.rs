@@ -1,6 +1,6 @@
 //! The live FTP sessions, fed by libunftp's presence events: who is logged in since when.
 //! Logs one line when a session ends (the login line comes from [`super::auth`]). The
-//! admin pages of the web UI will list these sessions.
+//! admin sessions page of the web UI lists them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
