@@ -457,7 +457,11 @@ async fn browse_and_list_pages_confinement_traversal_and_inert_names() {
             "{target}"
         );
     }
-    let (status, _) = raw_get(&server, "/download/node02/secret.log", Some("node02"));
+    // Scripts download with Basic; pages still want the form.
+    let (status, body) = raw_get(&server, "/download/node02/secret.log", Some("node02"));
+    assert_eq!(status, 200);
+    assert!(body.ends_with("\r\n\r\nnode02 only\n"), "{body}");
+    let (status, _) = raw_get(&server, "/browse/node02", Some("node02"));
     assert_eq!(status, 303, "Basic is not a page login");
 
     // The HTML page: breadcrumbs, pages, and a name with HTML in it shown as text.

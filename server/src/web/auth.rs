@@ -1,4 +1,4 @@
-//! Who is asking: web logins, session cookies, CSRF tokens and HTTP Basic for `/api/`.
+//! Who is asking: web logins, session cookies, CSRF tokens, and HTTP Basic for scripts.
 //!
 //! Passwords are checked by the FTP service's own [`PasswordAuthenticator`] (argon2id on
 //! the blocking pool under its semaphore, decoy hash for unknown names, disabled accounts
@@ -9,9 +9,9 @@
 //! A session is a random token in an HttpOnly, SameSite=Strict cookie, held in memory (a
 //! restart logs everybody out). Each session has a CSRF token that every form carries and
 //! every state-changing request made with the cookie must present (form field `csrf`, or the
-//! `X-CSRF-Token` header for API calls). Basic-auth requests need none: browsers never
-//! send them on their own for a third-party page. The account is looked up on every
-//! request, so a disabled or removed user is out at once.
+//! `X-CSRF-Token` header for API calls). Basic auth is taken by `/api/`, `/metrics` and
+//! `GET /download/` (scripts); Basic requests need no CSRF token, and no form accepts them.
+//! The account is looked up on every request, so a disabled or removed user is out at once.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -283,7 +283,11 @@ impl FromRequestParts<WebState> for CurrentUser {
             }
             return Ok(user);
         }
-        if api && let Some((name, password)) = basic_credentials(&parts.headers) {
+        // Scripts also fetch files with Basic (`curl -u`); pages with forms never take it,
+        // so a form can never be posted on the strength of credentials a browser cached.
+        let basic_allowed =
+            api || (parts.method == Method::GET && parts.uri.path().starts_with("/download/"));
+        if basic_allowed && let Some((name, password)) = basic_credentials(&parts.headers) {
             let ip = client_ip(parts);
             if state.logins.check(state, &name, &password, ip).await?
                 && let Some(account) = live(&name)
