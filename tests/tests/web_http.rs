@@ -674,6 +674,42 @@ async fn view_and_download_files_and_folders() {
             .status(),
         404
     );
+    // The same as JSON.
+    let tail: Value = api(
+        &server,
+        "node01",
+        "/api/view?path=/node01/Logs/big.log&tail=2",
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(tail["lines"][1]["text"], "line number 5000");
+    assert_eq!(tail["lines"][1]["number"], "-1");
+    assert_eq!(tail["size"], lines.len());
+    let head: Value = api(&server, "node01", "/api/view?path=/node01/Logs/big.log")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(head["lines"][0]["number"], "1");
+    assert!(head["next_offset"].as_u64().unwrap() > 0 && head["prev_offset"].is_null());
+    for (url, status) in [
+        ("/api/view?path=/node01/Logs", 400),
+        ("/api/view?path=/node02/x.log", 403),
+        ("/api/view?path=/node01/Logs/big.log&tail=99999", 400),
+        ("/api/view", 400),
+    ] {
+        assert_eq!(
+            api(&server, "node01", url).send().await.unwrap().status(),
+            status,
+            "{url}"
+        );
+    }
     // A file used as a folder, and control characters: refused, not a server error.
     for path in [
         "/view/node01/Logs/big.log/x",

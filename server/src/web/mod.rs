@@ -7,7 +7,7 @@
 //! - [`app`]: the web UI and `/api/`, for logged-in users only:
 //!   [`auth`] (login, sessions, CSRF, Basic), [`access`] (the one place URL paths are
 //!   confined and permission letters checked), [`browse`] (folders, `/api/list`),
-//!   [`view`] (text view), [`download`] (files, `.zip` / `.tar.gz` folders), [`search`],
+//!   [`view`] (text view, `/api/view`), [`download`] (files, `.zip` / `.tar.gz` folders), [`search`],
 //!   [`users`] (admin: users.toml), [`agents`] and [`sessions`] (admin pages),
 //!   [`metrics`] (Prometheus text), [`error`] (status codes and error pages).
 
@@ -87,6 +87,7 @@ pub fn app(state: WebState) -> Router {
     let api = Router::new()
         .route("/api/list", get(browse::api_list))
         .route("/api/search", get(search::api_search))
+        .route("/api/view", get(view::api_view))
         .route("/api/agents", get(agents::api_agents))
         .route("/api/sessions", get(sessions::api_sessions))
         .route("/api/users", get(users::api_list).post(users::api_add))

@@ -1,4 +1,4 @@
-//! `/view/<path>`: a text file in the browser, with line numbers. Pages go by byte range
+//! `/view/<path>` (and `/api/view?path=` as JSON): a text file, with line numbers. Pages go by byte range
 //! (`offset`, [`PAGE`] bytes, cut at a line end), `tail=N` shows the last N lines, and
 //! `follow=1` is the tail refreshed every few seconds (a meta refresh, so it works without
 //! JavaScript). `.gz` files are shown decompressed. Bytes that are not UTF-8 are shown
@@ -30,11 +30,16 @@ const MAX_INFLATE: u64 = 512 * 1024 * 1024;
 
 #[derive(Debug, Deserialize, Default)]
 pub struct ViewQuery {
+    /// The file, for `/api/view` (the page has it in its URL).
+    path: Option<String>,
     offset: Option<u64>,
     tail: Option<usize>,
     follow: Option<u8>,
 }
 
+/// One line as shown: its number (`"12"`; `"+3"` counted from the page when the page
+/// starts inside the file; `"-1"` for the last line of a tail) and its text.
+#[derive(serde::Serialize)]
 pub struct Line {
     pub number: String,
     pub text: String,
@@ -55,6 +60,42 @@ struct ViewPage<'a> {
     compressed: bool,
 }
 
+/// What a view shows: the lines of one page or tail, and where the pages around it start.
+#[derive(serde::Serialize)]
+pub struct TextPage {
+    pub path: String,
+    pub size: u64,
+    pub lines: Vec<Line>,
+    pub info: String,
+    pub prev_offset: Option<u64>,
+    pub next_offset: Option<u64>,
+    #[serde(skip)]
+    follow: bool,
+    #[serde(skip)]
+    compressed: bool,
+}
+
+/// `/api/view?path=&offset=&tail=`: the lines of the page as JSON.
+pub async fn api_view(
+    State(state): State<WebState>,
+    user: CurrentUser,
+    Params(query): Params<ViewQuery>,
+) -> Result<axum::Json<TextPage>, WebError> {
+    let raw = query
+        .path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| WebError::BadRequest("path= names the file to view".into()))?;
+    let path = access::authorize(&user.account, Perm::Read, &raw)?;
+    let entry = state.archive.stat(&path).await?;
+    if entry.kind == EntryKind::Dir {
+        return Err(WebError::BadRequest(format!(
+            "{path} is a folder: list it with /api/list"
+        )));
+    }
+    Ok(axum::Json(read_text(&state, entry, &query).await?))
+}
+
 pub async fn page(
     State(state): State<WebState>,
     user: CurrentUser,
@@ -66,7 +107,33 @@ pub async fn page(
     if entry.kind == EntryKind::Dir {
         return Ok(Redirect::to(&format!("/browse{}", url_path(path.as_str()))).into_response());
     }
+    let text = read_text(&state, entry, &query).await?;
     let path_url = url_path(path.as_str());
+    let page = ViewPage {
+        user: &user,
+        crumbs: crumbs(&path),
+        path: path.to_string(),
+        prev_url: text
+            .prev_offset
+            .map(|o| format!("/view{path_url}?offset={o}")),
+        next_url: text
+            .next_offset
+            .map(|o| format!("/view{path_url}?offset={o}")),
+        path_url,
+        lines: text.lines,
+        info: text.info,
+        follow: text.follow,
+        compressed: text.compressed,
+    };
+    Ok(Html(page.render()?).into_response())
+}
+
+async fn read_text(
+    state: &WebState,
+    entry: crate::archive::Entry,
+    query: &ViewQuery,
+) -> Result<TextPage, WebError> {
+    let path = entry.path.clone();
     let compressed = path.as_str().ends_with(".gz");
     let follow = query.follow.unwrap_or(0) != 0;
     let tail = match (query.tail, follow) {
@@ -79,9 +146,9 @@ pub async fn page(
         (None, true) => Some(100),
         (None, false) => None,
     };
-    let (lines, info, prev_url, next_url) = if let Some(n) = tail {
+    let (lines, info, prev_offset, next_offset) = if let Some(n) = tail {
         let text = if compressed {
-            inflate_tail(&state, &path).await?
+            inflate_tail(state, &path).await?
         } else {
             let start = entry.size.saturating_sub(TAIL_WINDOW);
             let bytes =
@@ -117,7 +184,7 @@ pub async fn page(
     } else {
         let offset = query.offset.unwrap_or(0);
         let (bytes, at_end) = if compressed {
-            inflate_page(&state, &path, offset).await?
+            inflate_page(state, &path, offset).await?
         } else {
             if offset > entry.size || (offset == entry.size && offset > 0) {
                 return Err(WebError::RangeNotSatisfiable { size: entry.size });
@@ -158,24 +225,20 @@ pub async fn page(
                 ""
             }
         );
-        let prev_url =
-            (offset > 0).then(|| format!("/view{path_url}?offset={}", offset.saturating_sub(PAGE)));
-        let next_url = (!at_end).then(|| format!("/view{path_url}?offset={next}"));
-        (lines, info, prev_url, next_url)
+        let prev = (offset > 0).then(|| offset.saturating_sub(PAGE));
+        let next = (!at_end).then_some(next);
+        (lines, info, prev, next)
     };
-    let page = ViewPage {
-        user: &user,
-        crumbs: crumbs(&path),
+    Ok(TextPage {
         path: path.to_string(),
-        path_url,
+        size: entry.size,
         lines,
         info,
-        prev_url,
-        next_url,
+        prev_offset,
+        next_offset,
         follow,
         compressed,
-    };
-    Ok(Html(page.render()?).into_response())
+    })
 }
 
 fn split_lines(bytes: &[u8]) -> Vec<&[u8]> {
