@@ -281,26 +281,33 @@ impl Catalog {
             Some(_) => return Err(CatalogError::Cursor),
             None => std::ops::Bound::Included(prefix.as_bytes().to_vec()),
         };
-        let (mut items, mut scanned, mut last) = (Vec::new(), 0usize, None);
+        let (mut items, mut scanned) = (Vec::new(), 0usize);
+        // Keys are borrowed, not copied: a search may read a million of them.
+        let mut last: Option<sled::IVec> = None;
+        let owned = |key: Option<sled::IVec>| key.map(|k| String::from_utf8_lossy(&k).into_owned());
         for item in self
             .files
             .range::<Vec<u8>, _>((from, std::ops::Bound::Unbounded))
         {
             let (key, value) = item?;
-            let key = String::from_utf8_lossy(&key).into_owned();
-            if !key.starts_with(&prefix) {
+            let text = String::from_utf8_lossy(&key);
+            if !text.starts_with(&prefix) {
                 return Ok(Page { items, next: None });
             }
             if items.len() >= limit || scanned >= scan_limit {
-                return Ok(Page { items, next: last });
+                return Ok(Page {
+                    items,
+                    next: owned(last),
+                });
             }
             scanned += 1;
-            if accept_key(&key) {
-                let entry = decode(&key, &value)?;
+            if accept_key(&text) {
+                let entry = decode(&text, &value)?;
                 if accept(&entry) {
                     items.push(entry);
                 }
             }
+            drop(text);
             last = Some(key);
         }
         Ok(Page { items, next: None })

@@ -82,7 +82,7 @@ async fn run(
         match &glob {
             Some(glob) if whole_path => glob.is_match(key),
             Some(glob) => glob.is_match(name),
-            None => needle.is_empty() || name.to_lowercase().contains(&needle),
+            None => contains_ignoring_case(name, &needle),
         }
     };
     let source = query.source.clone().filter(|s| !s.is_empty());
@@ -116,6 +116,19 @@ async fn run(
         entries: page.items.iter().map(ListEntry::from_catalog).collect(),
         next: page.next,
     })
+}
+
+/// Whether `name` contains `needle` (already lower case), ignoring case; without
+/// allocating for ASCII names, the usual case, since a search tests every key.
+fn contains_ignoring_case(name: &str, needle: &str) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    if name.is_ascii() && needle.is_ascii() {
+        let (hay, pin) = (name.as_bytes(), needle.as_bytes());
+        return hay.windows(pin.len()).any(|w| w.eq_ignore_ascii_case(pin));
+    }
+    name.to_lowercase().contains(needle)
 }
 
 pub async fn api_search(
@@ -181,4 +194,18 @@ pub async fn page(
         next_url,
     };
     Ok(Html(page.render()?).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_ignoring_case;
+
+    #[test]
+    fn substrings_ignore_case() {
+        assert!(contains_ignoring_case("APP-notes.txt", "app"));
+        assert!(contains_ignoring_case("x", ""));
+        assert!(!contains_ignoring_case("db.log", "app"));
+        assert!(contains_ignoring_case("Ärger.LOG", "ärger"));
+        assert!(!contains_ignoring_case("ap", "app"));
+    }
 }
