@@ -13,6 +13,27 @@ use logarchive_tests::{ftp_login, ftp_retr};
 use serde_json::Value;
 use web_common::{PASSWORD, base, client, csrf_in, ftp_put, login, raw_get, sha256, start_server};
 
+/// `GET path` with Basic auth as `user`, as JSON.
+async fn get_json(server: &logarchive_tests::TestServer, user: &str, path: &str) -> Value {
+    api(server, user, path)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The status of `GET path` with Basic auth as `user`.
+async fn get_status(server: &logarchive_tests::TestServer, user: &str, path: &str) -> u16 {
+    api(server, user, path)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 fn api(server: &logarchive_tests::TestServer, user: &str, path: &str) -> reqwest::RequestBuilder {
     client()
         .get(format!("{}{path}", base(server)))
@@ -194,11 +215,7 @@ async fn login_sessions_csrf_basic_and_blocking() {
 
     // Basic auth on the API; a wrong password is 401; three failures block the pair.
     assert_eq!(
-        api(&server, "node02", "/api/list?path=/node02")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        get_status(&server, "node02", "/api/list?path=/node02").await,
         200
     );
     for _ in 0..3 {
@@ -233,11 +250,7 @@ async fn login_sessions_csrf_basic_and_blocking() {
     // The server re-reads users.toml within a second.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let status = api(&server, "node02", "/api/list?path=/node02")
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = get_status(&server, "node02", "/api/list?path=/node02").await;
         if status == 401 || std::time::Instant::now() > deadline {
             assert_eq!(status, 401, "a disabled user is refused");
             break;
@@ -305,13 +318,7 @@ async fn browse_and_list_pages_confinement_traversal_and_inert_names() {
         if let Some(c) = &cursor {
             url.push_str(&format!("&cursor={}", urlencode(c)));
         }
-        let page: Value = api(&server, "node01", &url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = get_json(&server, "node01", &url).await;
         pages += 1;
         for entry in page["entries"].as_array().unwrap() {
             names.push(entry["name"].as_str().unwrap().to_owned());
@@ -330,13 +337,7 @@ async fn browse_and_list_pages_confinement_traversal_and_inert_names() {
     let unique: std::collections::BTreeSet<&String> = names.iter().collect();
     assert_eq!(unique.len(), 251);
     // The contract's entry shape, with the FTP user as source.
-    let logs: Value = api(&server, "node01", "/api/list?path=/node01/Logs")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let logs: Value = get_json(&server, "node01", "/api/list?path=/node01/Logs").await;
     let app = logs["entries"]
         .as_array()
         .unwrap()
@@ -361,13 +362,8 @@ async fn browse_and_list_pages_confinement_traversal_and_inert_names() {
     .await
     .unwrap();
     assert_eq!(sorted["entries"][0]["name"], "app.log");
-    let filtered: Value = api(&server, "node01", "/api/list?path=/node01/many&filter=F24")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let filtered: Value =
+        get_json(&server, "node01", "/api/list?path=/node01/many&filter=F24").await;
     assert_eq!(filtered["entries"].as_array().unwrap().len(), 10);
 
     // Bad parameters: 400 with a JSON error, never 500.
@@ -387,51 +383,24 @@ async fn browse_and_list_pages_confinement_traversal_and_inert_names() {
     }
     // Outside the home: 403; unknown: 404; `l` missing: 403.
     assert_eq!(
-        api(&server, "node01", "/api/list?path=/node02")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        get_status(&server, "node01", "/api/list?path=/node02").await,
         403
     );
+    assert_eq!(get_status(&server, "node01", "/api/list?path=/").await, 403);
     assert_eq!(
-        api(&server, "node01", "/api/list?path=/")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        api(&server, "node01", "/api/list?path=/node01/nothing")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        get_status(&server, "node01", "/api/list?path=/node01/nothing").await,
         404
     );
     assert_eq!(
-        api(&server, "node01", "/api/list?path=/.logarchive")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        get_status(&server, "node01", "/api/list?path=/.logarchive").await,
         404
     );
     assert_eq!(
-        api(&server, "admin", "/api/list?path=/.logarchive/journal")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        get_status(&server, "admin", "/api/list?path=/.logarchive/journal").await,
         404
     );
     assert_eq!(
-        api(&server, "node02", "/api/list?path=/node02")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        get_status(&server, "node02", "/api/list?path=/node02").await,
         200
     );
 
@@ -689,13 +658,7 @@ async fn view_and_download_files_and_folders() {
     assert_eq!(tail["lines"][1]["text"], "line number 5000");
     assert_eq!(tail["lines"][1]["number"], "-1");
     assert_eq!(tail["size"], lines.len());
-    let head: Value = api(&server, "node01", "/api/view?path=/node01/Logs/big.log")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let head: Value = get_json(&server, "node01", "/api/view?path=/node01/Logs/big.log").await;
     assert_eq!(head["lines"][0]["number"], "1");
     assert!(head["next_offset"].as_u64().unwrap() > 0 && head["prev_offset"].is_null());
     for (url, status) in [
@@ -704,11 +667,7 @@ async fn view_and_download_files_and_folders() {
         ("/api/view?path=/node01/Logs/big.log&tail=99999", 400),
         ("/api/view", 400),
     ] {
-        assert_eq!(
-            api(&server, "node01", url).send().await.unwrap().status(),
-            status,
-            "{url}"
-        );
+        assert_eq!(get_status(&server, "node01", url).await, status, "{url}");
     }
     // A file used as a folder, and control characters: refused, not a server error.
     for path in [
@@ -1108,14 +1067,7 @@ async fn admin_edits_users_and_ftp_obeys_at_once() {
     ftp_put(&server, "node02", "/x.log", b"data\n").await;
 
     // Only admins.
-    assert_eq!(
-        api(&server, "node01", "/api/users")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    assert_eq!(get_status(&server, "node01", "/api/users").await, 403);
     let web = client();
     login(&web, &server, "node01").await;
     assert_eq!(
@@ -1127,13 +1079,7 @@ async fn admin_edits_users_and_ftp_obeys_at_once() {
         403
     );
 
-    let listed: Value = api(&server, "admin", "/api/users")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(&server, "admin", "/api/users").await;
     assert!(
         listed
             .as_array()
@@ -1319,13 +1265,7 @@ async fn agents_sessions_metrics_and_healthz() {
         report("n2", at(30), at(31), None).as_bytes(),
     )
     .await;
-    let agents: Value = api(&server, "admin", "/api/agents")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let agents: Value = get_json(&server, "admin", "/api/agents").await;
     let by_id = |id: &str| {
         agents
             .as_array()
@@ -1343,14 +1283,7 @@ async fn agents_sessions_metrics_and_healthz() {
     assert!(n1["files_24h"].as_u64().unwrap() >= 2, "{n1}");
     assert!(n1["last_upload"].is_string());
     assert_eq!(by_id("n2")["state"], "silent");
-    assert_eq!(
-        api(&server, "node01", "/api/agents")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    assert_eq!(get_status(&server, "node01", "/api/agents").await, 403);
     let web = client();
     login(&web, &server, "admin").await;
     let page = web
@@ -1370,13 +1303,7 @@ async fn agents_sessions_metrics_and_healthz() {
 
     // A live FTP session is listed.
     let ftp = ftp_login(&server.addr(), "node02", PASSWORD).await.unwrap();
-    let sessions: Value = api(&server, "admin", "/api/sessions")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sessions: Value = get_json(&server, "admin", "/api/sessions").await;
     assert!(
         sessions
             .as_array()
