@@ -109,29 +109,52 @@ async fn downloaded(dir: &Path, name: &str) -> PathBuf {
     }
 }
 
-async fn log_in(client: &Client, web: &str, user: &str) {
-    client.goto(&format!("{web}/browse/")).await.unwrap();
+/// Waits until the element is there.
+async fn wait_for(client: &Client, at: Locator<'_>) {
+    client.wait().for_element(at).await.unwrap();
+}
+
+/// Waits for the element and clicks it.
+async fn click(client: &Client, at: Locator<'_>) {
     client
-        .find(Locator::Id("user"))
-        .await
-        .unwrap()
-        .send_keys(user)
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("login"))
+        .wait()
+        .for_element(at)
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
+}
+
+/// Waits for the input and types into it.
+async fn type_into(client: &Client, at: Locator<'_>, text: &str) {
+    client
+        .wait()
+        .for_element(at)
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+/// Waits for the element and returns its text.
+async fn text_of(client: &Client, at: Locator<'_>) -> String {
+    client
+        .wait()
+        .for_element(at)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn log_in(client: &Client, web: &str, user: &str) {
+    client.goto(&format!("{web}/browse/")).await.unwrap();
+    type_into(client, Locator::Id("user"), user).await;
+    type_into(client, Locator::Id("password"), PASSWORD).await;
+    click(client, Locator::Id("login")).await;
     if client
         .wait()
         .at_most(Duration::from_secs(15))
@@ -166,39 +189,14 @@ async fn browser_logs_in_browses_views_downloads_and_admin_edits_a_user() {
     log_in(&client, &web, "node01").await;
     assert_eq!(client.current_url().await.unwrap().path(), "/browse/node01");
     // Browse into Logs, filter.
-    client
-        .find(Locator::LinkText("Logs/"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let listing = client
-        .wait()
-        .for_element(Locator::Id("listing"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    click(&client, Locator::LinkText("Logs/")).await;
+    let listing = text_of(&client, Locator::Id("listing")).await;
     assert!(
         listing.contains("app.log") && listing.contains("db.log") && listing.contains("old/"),
         "{listing}"
     );
-    client
-        .find(Locator::Id("filter"))
-        .await
-        .unwrap()
-        .send_keys("app")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("filter-go"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&client, Locator::Id("filter"), "app").await;
+    click(&client, Locator::Id("filter-go")).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !client
         .current_url()
@@ -211,45 +209,20 @@ async fn browser_logs_in_browses_views_downloads_and_admin_edits_a_user() {
         assert!(Instant::now() < deadline, "the filter was not applied");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let listing = client
-        .find(Locator::Id("listing"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let listing = text_of(&client, Locator::Id("listing")).await;
     assert!(
         listing.contains("app.log") && !listing.contains("db.log"),
         "{listing}"
     );
     // View it.
-    client
-        .find(Locator::LinkText("app.log"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let text = client
-        .wait()
-        .for_element(Locator::Id("text"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    click(&client, Locator::LinkText("app.log")).await;
+    let text = text_of(&client, Locator::Id("text")).await;
     assert!(
         text.contains("app line 1") && text.contains("app line 50"),
         "{text}"
     );
     // Download the file.
-    client
-        .find(Locator::Id("download"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, Locator::Id("download")).await;
     let file = downloaded(&downloads, "app.log").await;
     assert_eq!(std::fs::read(&file).unwrap(), app_log.as_bytes());
     // Download the folder as .tar.gz and check every file.
@@ -257,13 +230,7 @@ async fn browser_logs_in_browses_views_downloads_and_admin_edits_a_user() {
         .goto(&format!("{web}/browse/node01/Logs"))
         .await
         .unwrap();
-    client
-        .find(Locator::Id("targz"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, Locator::Id("targz")).await;
     let archive = downloaded(&downloads, "Logs.tar.gz").await;
     let mut found = BTreeMap::new();
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(
@@ -288,53 +255,17 @@ async fn browser_logs_in_browses_views_downloads_and_admin_edits_a_user() {
     .collect();
     assert_eq!(found, expected);
     // Search.
-    client
-        .find(Locator::LinkText("Search"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    client
-        .wait()
-        .for_element(Locator::Id("q"))
-        .await
-        .unwrap()
-        .send_keys("rotated")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("search"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let results = client
-        .wait()
-        .for_element(Locator::Id("results"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    click(&client, Locator::LinkText("Search")).await;
+    type_into(&client, Locator::Id("q"), "rotated").await;
+    click(&client, Locator::Id("search")).await;
+    let results = text_of(&client, Locator::Id("results")).await;
     assert!(
         results.contains("/node01/Logs/old/rotated.log") && !results.contains("app.log"),
         "{results}"
     );
     // Log out.
-    client
-        .find(Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    client
-        .wait()
-        .for_element(Locator::Id("user"))
-        .await
-        .unwrap();
+    click(&client, Locator::Id("logout")).await;
+    wait_for(&client, Locator::Id("user")).await;
 
     // As admin: node01 loses `r`, and FTP refuses its download at once.
     let mut ftp = ftp_login(&server.addr(), "node01", PASSWORD).await.unwrap();
@@ -343,21 +274,8 @@ async fn browser_logs_in_browses_views_downloads_and_admin_edits_a_user() {
         b"db line\n"
     );
     log_in(&client, &web, "admin").await;
-    client
-        .find(Locator::LinkText("Users"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    client
-        .wait()
-        .for_element(Locator::LinkText("node01"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, Locator::LinkText("Users")).await;
+    click(&client, Locator::LinkText("node01")).await;
     let perm = client
         .wait()
         .for_element(Locator::Id("perm"))
@@ -366,28 +284,12 @@ async fn browser_logs_in_browses_views_downloads_and_admin_edits_a_user() {
     perm.clear().await.unwrap();
     perm.send_keys("elq").await.unwrap();
     // The live explanation flags the unknown letter before anything is sent.
-    let note = client
-        .find(Locator::Id("perm-check"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let note = text_of(&client, Locator::Id("perm-check")).await;
     assert!(note.contains("\"q\" is not a permission letter"), "{note}");
     perm.clear().await.unwrap();
     perm.send_keys("elmw").await.unwrap();
-    client
-        .find(Locator::Id("save"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    client
-        .wait()
-        .for_element(Locator::Id("saved"))
-        .await
-        .unwrap();
+    click(&client, Locator::Id("save")).await;
+    wait_for(&client, Locator::Id("saved")).await;
     let err = ftp_retr(&mut ftp, "/Logs/db.log")
         .await
         .expect_err("r was taken away in the browser");
