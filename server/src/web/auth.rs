@@ -45,7 +45,12 @@ struct WebSession {
 struct Failures {
     count: u32,
     blocked_until: Option<Instant>,
+    last: Option<Instant>,
 }
+
+/// Past this many (user, address) pairs, old failures are forgotten, so guessing with
+/// ever new names cannot grow the table without bound.
+const MAX_TRACKED_FAILURES: usize = 10_000;
 
 /// Web logins: the password check, live sessions and failed-login blocking.
 pub struct Logins {
@@ -119,8 +124,13 @@ impl Logins {
                 .metrics
                 .failed_logins
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if failures.len() >= MAX_TRACKED_FAILURES {
+                let block = self.block;
+                failures.retain(|_, f| f.last.is_some_and(|t| t.elapsed() < block));
+            }
             let entry = failures.entry(key).or_default();
             entry.count += 1;
+            entry.last = Some(Instant::now());
             if entry.count >= self.max_failed {
                 entry.blocked_until = Some(Instant::now() + self.block);
             }

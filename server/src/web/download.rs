@@ -184,10 +184,6 @@ async fn file(state: &WebState, entry: Entry, headers: &HeaderMap) -> Result<Res
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    response_headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
     if let Ok(value) = HeaderValue::from_str(&tag) {
         response_headers.insert(header::ETAG, value);
     }
