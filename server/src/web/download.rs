@@ -288,12 +288,6 @@ async fn folder(
             format::size(cap)
         )));
     }
-    if matches!(packing, Packing::Zip) && (total >= u32::MAX as u64 / 2 || entries.len() >= 65_535)
-    {
-        return Err(WebError::BadRequest(
-            "this folder is too large for a plain .zip: use ?format=tar.gz".into(),
-        ));
-    }
     let root_name = dir.file_name().unwrap_or("archive").to_owned();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let archive = state.archive.clone();
@@ -442,9 +436,11 @@ fn write_tar_gz(
     buffered.flush()
 }
 
-/// A stored (uncompressed) zip, streamed: each member's CRC and sizes follow its data in
-/// a data descriptor, and the central directory comes last. Logs compress well, but the
-/// usual reason to pick zip is a desktop double-click; tar.gz is there for size.
+/// A stored (uncompressed) zip64, streamed: each member's CRC and sizes follow its data in
+/// a data descriptor, and the central directory comes last. Zip64 throughout (8-byte sizes
+/// and offsets), so folders over 4 GiB or 65,535 files work the same as small ones. Logs
+/// compress well, but the usual reason to pick zip is a desktop double-click; tar.gz is
+/// there for size.
 fn write_zip(
     sink: ChannelWriter,
     handle: &tokio::runtime::Handle,
@@ -453,6 +449,10 @@ fn write_zip(
     root: &str,
     entries: &[Entry],
 ) -> std::io::Result<()> {
+    const VERSION: u16 = 45; // zip64
+    const UNKNOWN: u32 = u32::MAX; // "see the zip64 extra field"
+    // Flags: bit 3 = sizes in a data descriptor, bit 11 = the name is UTF-8.
+    const FLAGS: u16 = (1 << 3) | (1 << 11);
     let mut out = std::io::BufWriter::with_capacity(CHUNK, sink);
     let mut central = Vec::new();
     let mut offset: u64 = 0;
@@ -460,19 +460,23 @@ fn write_zip(
     for entry in entries {
         let name = member_name(base, root, entry);
         let (time, date) = dos_time(entry.modified);
-        // Flags: bit 3 = sizes in a data descriptor, bit 11 = the name is UTF-8.
-        let flags: u16 = (1 << 3) | (1 << 11);
-        let mut local = Vec::with_capacity(30 + name.len());
+        let mut local = Vec::with_capacity(50 + name.len());
         local.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
-        local.extend_from_slice(&20u16.to_le_bytes());
-        local.extend_from_slice(&flags.to_le_bytes());
+        local.extend_from_slice(&VERSION.to_le_bytes());
+        local.extend_from_slice(&FLAGS.to_le_bytes());
         local.extend_from_slice(&0u16.to_le_bytes()); // stored
         local.extend_from_slice(&time.to_le_bytes());
         local.extend_from_slice(&date.to_le_bytes());
-        local.extend_from_slice(&[0u8; 12]); // CRC and sizes: in the descriptor
+        local.extend_from_slice(&0u32.to_le_bytes()); // CRC: in the descriptor
+        local.extend_from_slice(&UNKNOWN.to_le_bytes());
+        local.extend_from_slice(&UNKNOWN.to_le_bytes());
         local.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        local.extend_from_slice(&0u16.to_le_bytes());
+        local.extend_from_slice(&20u16.to_le_bytes());
         local.extend_from_slice(name.as_bytes());
+        // Zip64 extra field: both sizes, zero here, known after the data.
+        local.extend_from_slice(&1u16.to_le_bytes());
+        local.extend_from_slice(&16u16.to_le_bytes());
+        local.extend_from_slice(&[0u8; 16]);
         out.write_all(&local)?;
         let mut reader = open_blocking(handle, archive, entry)?;
         let mut crc = crc32fast::Hasher::new();
@@ -485,39 +489,61 @@ fn write_zip(
             out.write_all(&buffer[..n])?;
         }
         let crc = crc.finalize();
-        let size = entry.size as u32;
-        let mut descriptor = Vec::with_capacity(16);
+        let mut descriptor = Vec::with_capacity(24);
         descriptor.extend_from_slice(&0x0807_4b50u32.to_le_bytes());
         descriptor.extend_from_slice(&crc.to_le_bytes());
-        descriptor.extend_from_slice(&size.to_le_bytes());
-        descriptor.extend_from_slice(&size.to_le_bytes());
+        descriptor.extend_from_slice(&entry.size.to_le_bytes());
+        descriptor.extend_from_slice(&entry.size.to_le_bytes());
         out.write_all(&descriptor)?;
         central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
-        central.extend_from_slice(&20u16.to_le_bytes()); // made by
-        central.extend_from_slice(&20u16.to_le_bytes()); // needed
-        central.extend_from_slice(&flags.to_le_bytes());
+        central.extend_from_slice(&VERSION.to_le_bytes()); // made by
+        central.extend_from_slice(&VERSION.to_le_bytes()); // needed
+        central.extend_from_slice(&FLAGS.to_le_bytes());
         central.extend_from_slice(&0u16.to_le_bytes());
         central.extend_from_slice(&time.to_le_bytes());
         central.extend_from_slice(&date.to_le_bytes());
         central.extend_from_slice(&crc.to_le_bytes());
-        central.extend_from_slice(&size.to_le_bytes());
-        central.extend_from_slice(&size.to_le_bytes());
+        central.extend_from_slice(&UNKNOWN.to_le_bytes());
+        central.extend_from_slice(&UNKNOWN.to_le_bytes());
         central.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        central.extend_from_slice(&[0u8; 8]); // extra, comment, disk, internal attributes
+        central.extend_from_slice(&28u16.to_le_bytes()); // extra
+        central.extend_from_slice(&[0u8; 6]); // comment, disk, internal attributes
         central.extend_from_slice(&0u32.to_le_bytes()); // external attributes
-        central.extend_from_slice(&(offset as u32).to_le_bytes());
+        central.extend_from_slice(&UNKNOWN.to_le_bytes()); // offset
         central.extend_from_slice(name.as_bytes());
+        central.extend_from_slice(&1u16.to_le_bytes());
+        central.extend_from_slice(&24u16.to_le_bytes());
+        central.extend_from_slice(&entry.size.to_le_bytes());
+        central.extend_from_slice(&entry.size.to_le_bytes());
+        central.extend_from_slice(&offset.to_le_bytes());
         offset += local.len() as u64 + entry.size + descriptor.len() as u64;
     }
-    let count = entries.len() as u16;
     out.write_all(&central)?;
-    let mut end = Vec::with_capacity(22);
+    let count = entries.len() as u64;
+    let central_size = central.len() as u64;
+    let zip64_end_at = offset + central_size;
+    let mut end = Vec::with_capacity(98);
+    // Zip64 end of central directory record, its locator, then the classic end record
+    // pointing at them.
+    end.extend_from_slice(&0x0606_4b50u32.to_le_bytes());
+    end.extend_from_slice(&44u64.to_le_bytes());
+    end.extend_from_slice(&VERSION.to_le_bytes());
+    end.extend_from_slice(&VERSION.to_le_bytes());
+    end.extend_from_slice(&[0u8; 8]); // disk numbers
+    end.extend_from_slice(&count.to_le_bytes());
+    end.extend_from_slice(&count.to_le_bytes());
+    end.extend_from_slice(&central_size.to_le_bytes());
+    end.extend_from_slice(&offset.to_le_bytes());
+    end.extend_from_slice(&0x0706_4b50u32.to_le_bytes());
+    end.extend_from_slice(&0u32.to_le_bytes());
+    end.extend_from_slice(&zip64_end_at.to_le_bytes());
+    end.extend_from_slice(&1u32.to_le_bytes());
     end.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
     end.extend_from_slice(&[0u8; 4]); // disk numbers
-    end.extend_from_slice(&count.to_le_bytes());
-    end.extend_from_slice(&count.to_le_bytes());
-    end.extend_from_slice(&(central.len() as u32).to_le_bytes());
-    end.extend_from_slice(&(offset as u32).to_le_bytes());
+    end.extend_from_slice(&u16::MAX.to_le_bytes());
+    end.extend_from_slice(&u16::MAX.to_le_bytes());
+    end.extend_from_slice(&UNKNOWN.to_le_bytes());
+    end.extend_from_slice(&UNKNOWN.to_le_bytes());
     end.extend_from_slice(&0u16.to_le_bytes());
     out.write_all(&end)?;
     out.flush()
