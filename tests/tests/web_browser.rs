@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use logarchive_tests::{free_port, ftp_login, ftp_retr, wait_until};
-use web_common::{PASSWORD, base, ftp_put, sha256, start_server};
+use web_common::{PASSWORD, base, ftp_put, sha256, start_server, zip_hashes};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -254,6 +254,17 @@ async fn browser_logs_in_browses_views_downloads_and_admin_edits_a_user() {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     assert_eq!(found, expected);
+    // A selection as .zip: two of the three entries, ticked in the listing.
+    click(&client, Locator::Css("input[name=select][value='db.log']")).await;
+    click(&client, Locator::Css("input[name=select][value='old']")).await;
+    click(&client, Locator::Id("selected-zip")).await;
+    let zip = downloaded(&downloads, "Logs.zip").await;
+    let from_zip = zip_hashes(&zip);
+    let selected: BTreeMap<String, String> = expected
+        .into_iter()
+        .filter(|(name, _)| name != "Logs/app.log")
+        .collect();
+    assert_eq!(from_zip, selected);
     // Search.
     click(&client, Locator::LinkText("Search")).await;
     type_into(&client, Locator::Id("q"), "rotated").await;

@@ -29,6 +29,7 @@ const SCAN_LIMIT: usize = 50_000;
 pub struct ListQuery {
     pub path: Option<String>,
     pub cursor: Option<String>,
+    #[serde(default, deserialize_with = "super::empty_as_none")]
     pub limit: Option<usize>,
     pub sort: Option<String>,
     pub order: Option<String>,

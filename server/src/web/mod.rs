@@ -237,6 +237,23 @@ where
     }
 }
 
+/// For optional numbers in forms: an empty field (`min_size=`) means "not given".
+pub fn empty_as_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|err| serde::de::Error::custom(format!("\"{text}\": {err}"))),
+    }
+}
+
 /// Percent-encodes a query value or path (keeps `/` when `path`).
 pub fn url_encode(text: &str) -> String {
     use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};

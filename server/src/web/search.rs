@@ -31,8 +31,11 @@ pub struct SearchQuery {
     pub from: Option<String>,
     pub to: Option<String>,
     pub source: Option<String>,
+    #[serde(default, deserialize_with = "super::empty_as_none")]
     pub min_size: Option<u64>,
+    #[serde(default, deserialize_with = "super::empty_as_none")]
     pub max_size: Option<u64>,
+    #[serde(default, deserialize_with = "super::empty_as_none")]
     pub limit: Option<usize>,
     pub cursor: Option<String>,
 }
@@ -150,12 +153,23 @@ struct SearchPage<'a> {
     next_url: Option<String>,
 }
 
+impl SearchPage<'_> {
+    fn size_text(&self, size: &Option<u64>) -> String {
+        size.map_or(String::new(), |n| n.to_string())
+    }
+}
+
 pub async fn page(
     State(state): State<WebState>,
     user: CurrentUser,
     Params(query): Params<SearchQuery>,
 ) -> Result<Response, WebError> {
-    let searched = !query.q.is_empty() || query.source.is_some() || query.from.is_some();
+    let searched = !query.q.is_empty()
+        || query.source.as_deref().is_some_and(|s| !s.is_empty())
+        || query.from.as_deref().is_some_and(|s| !s.is_empty())
+        || query.to.as_deref().is_some_and(|s| !s.is_empty())
+        || query.min_size.is_some()
+        || query.max_size.is_some();
     let listing = if searched {
         run(&state, &user, &query).await?
     } else {

@@ -144,3 +144,16 @@ pub fn sha256(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(bytes))
 }
+
+/// Every member of a zip file and the SHA-256 of its bytes, read by Python's zipfile (an
+/// independent reader), after its CRC check of every member.
+pub fn zip_hashes(zip: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    let script = "import hashlib,json,sys,zipfile\nz=zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\nprint(json.dumps({n:hashlib.sha256(z.read(n)).hexdigest() for n in z.namelist()}))";
+    let out = logarchive_tests::run("python3", &["-c", script, zip.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
