@@ -319,7 +319,7 @@ async fn render(
     });
     let page = BrowsePage {
         user,
-        may_read: user.account.may(Perm::Read, &dir),
+        may_read: access::check(&user.account, Perm::Read, &dir).is_ok(),
         dir: dir.to_string(),
         dir_url,
         crumbs: crumbs(&dir),

@@ -99,7 +99,7 @@ async fn run(
             && source
                 .as_ref()
                 .is_none_or(|s| entry.uploader.as_deref() == Some(s.as_str()))
-            && account.may(Perm::List, &entry.path)
+            && access::check(&account, Perm::List, &entry.path).is_ok()
     };
     let catalog = state.catalog.clone();
     let cursor = query.cursor.clone();
