@@ -472,3 +472,98 @@ fn decode(path: &str, bytes: &[u8]) -> Result<CatalogEntry, CatalogError> {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::fs::FsArchive;
+
+    fn catalog_with(paths: &[&str]) -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Arc::new(FsArchive::open(&dir.path().join("archive"), false).unwrap());
+        let catalog = Catalog::open(&dir.path().join("catalog"), archive).unwrap();
+        for path in paths {
+            catalog
+                .put(&CatalogEntry {
+                    path: ArchivePath::parse(path).unwrap(),
+                    size: path.len() as u64,
+                    modified: OffsetDateTime::UNIX_EPOCH,
+                    sha256: String::new(),
+                    uploader: Some("u".into()),
+                    received: OffsetDateTime::UNIX_EPOCH,
+                })
+                .unwrap();
+        }
+        (dir, catalog)
+    }
+
+    fn names(page: &Page<Child>) -> Vec<String> {
+        page.items
+            .iter()
+            .map(|c| match c {
+                Child::Dir(name) => format!("{name}/"),
+                Child::File(e) => e.path.file_name().unwrap().to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn children_list_folders_once_and_page_by_cursor() {
+        let (_dir, catalog) = catalog_with(&[
+            "/d/sub-x/a",
+            "/d/sub.log",
+            "/d/sub/inner/1",
+            "/d/sub/inner/2",
+            "/d/sub/z",
+            "/d/z.log",
+            "/dx/other",
+            "/e/f",
+        ]);
+        let d = ArchivePath::parse("/d").unwrap();
+        let all = catalog.children(&d, None, 100, 100, |_| true).unwrap();
+        assert_eq!(names(&all), ["sub-x/", "sub.log", "sub/", "z.log"]);
+        assert!(all.next.is_none());
+        // Two at a time: every child exactly once.
+        let first = catalog.children(&d, None, 2, 100, |_| true).unwrap();
+        assert_eq!(names(&first), ["sub-x/", "sub.log"]);
+        let second = catalog
+            .children(&d, first.next.as_deref(), 2, 100, |_| true)
+            .unwrap();
+        assert_eq!(names(&second), ["sub/", "z.log"]);
+        assert!(second.next.is_none());
+        // Filtered; the root; a cursor from elsewhere.
+        let only = catalog
+            .children(&d, None, 100, 100, |n| n.ends_with(".log"))
+            .unwrap();
+        assert_eq!(names(&only), ["sub.log", "z.log"]);
+        let root = catalog
+            .children(&ArchivePath::root(), None, 100, 100, |_| true)
+            .unwrap();
+        assert_eq!(names(&root), ["d/", "dx/", "e/"]);
+        assert!(matches!(
+            catalog.children(&d, Some("/e/f"), 2, 100, |_| true),
+            Err(CatalogError::Cursor)
+        ));
+    }
+
+    #[test]
+    fn search_pages_within_the_folder() {
+        let (_dir, catalog) = catalog_with(&["/d/a.log", "/d/b.txt", "/d/s/c.log", "/dx/d.log"]);
+        let d = ArchivePath::parse("/d").unwrap();
+        let logs = |cursor: Option<&str>| {
+            catalog
+                .search(&d, cursor, 1, 100, |k| k.ends_with(".log"), |_| true)
+                .unwrap()
+        };
+        let first = logs(None);
+        assert_eq!(first.items[0].path.as_str(), "/d/a.log");
+        let second = logs(first.next.as_deref());
+        assert_eq!(second.items[0].path.as_str(), "/d/s/c.log");
+        assert!(second.next.is_none(), "the last match ends the search");
+        // The scan limit ends a page early, with a cursor to go on from.
+        let short = catalog
+            .search(&d, None, 10, 1, |k| k.ends_with(".txt"), |_| true)
+            .unwrap();
+        assert!(short.items.is_empty() && short.next.is_some());
+    }
+}
