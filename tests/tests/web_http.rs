@@ -876,6 +876,16 @@ async fn folder_downloads_respect_the_size_cap() {
         .await
         .unwrap();
     assert_eq!(one.status(), 200, "a selection under the cap is fine");
+    let head = web
+        .head(format!(
+            "{}/download/node01/d?format=tar.gz&select=a.log",
+            base(&server)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], "application/gzip");
 }
 
 #[tokio::test(flavor = "multi_thread")]

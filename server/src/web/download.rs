@@ -12,7 +12,7 @@ use std::time::UNIX_EPOCH;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use logarchive_common::paths::ArchivePath;
@@ -33,6 +33,7 @@ pub async fn get(
     user: CurrentUser,
     Path(raw): Path<String>,
     RawQuery(query): RawQuery,
+    method: Method,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
     let path = access::authorize(&user.account, Perm::Read, &raw)?;
@@ -65,7 +66,15 @@ pub async fn get(
                 .filter(|(k, _)| k == "select")
                 .map(|(_, v)| v.as_str())
                 .collect();
-            folder(&state, &user, &path, kind, &selected).await
+            folder(
+                &state,
+                &user,
+                &path,
+                kind,
+                &selected,
+                method == Method::HEAD,
+            )
+            .await
         }
     }
 }
@@ -242,6 +251,7 @@ async fn folder(
     dir: &ArchivePath,
     packing: Packing,
     selected: &[&str],
+    head_only: bool,
 ) -> Result<Response, WebError> {
     let mut chosen = Vec::new();
     for name in selected {
@@ -288,6 +298,19 @@ async fn folder(
             format::size(cap)
         )));
     }
+    let (extension, kind) = match packing {
+        Packing::Zip => ("zip", "application/zip"),
+        Packing::TarGz => ("tar.gz", "application/gzip"),
+    };
+    let name = format!("{}.{extension}", dir.file_name().unwrap_or("archive"));
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
+        (header::CONTENT_DISPOSITION, content_disposition(&name)),
+    ];
+    if head_only {
+        // HEAD: the headers, without packing anything.
+        return Ok(headers.into_response());
+    }
     let root_name = dir.file_name().unwrap_or("archive").to_owned();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let archive = state.archive.clone();
@@ -309,19 +332,7 @@ async fn folder(
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    let (extension, kind) = match packing {
-        Packing::Zip => ("zip", "application/zip"),
-        Packing::TarGz => ("tar.gz", "application/gzip"),
-    };
-    let name = format!("{}.{extension}", dir.file_name().unwrap_or("archive"));
-    Ok((
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
-            (header::CONTENT_DISPOSITION, content_disposition(&name)),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok((headers, Body::from_stream(stream)).into_response())
 }
 
 /// A `Write` that hands its bytes to the response body (blocking while the client is slow).
