@@ -9,6 +9,7 @@ mod web_common;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,7 +21,9 @@ use web_common::{PASSWORD, base, ftp_put, sha256, start_server, zip_hashes};
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// chromedriver on a free port, killed when dropped.
+/// chromedriver on a free port, in a process group of its own with the browser it starts;
+/// the whole group is killed when dropped, also after a failed assertion (Chromium's
+/// helper processes would otherwise outlive the test).
 struct Driver {
     child: Child,
     port: u16,
@@ -28,7 +31,8 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
 }
@@ -36,6 +40,7 @@ impl Drop for Driver {
 fn start_driver() -> Driver {
     let port = free_port();
     let child = Command::new(CHROMEDRIVER)
+        .process_group(0)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -62,7 +67,7 @@ async fn browser(driver: &Driver, profile: &Path, downloads: &Path) -> Client {
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage",
+                "--disable-dev-shm-usage", "--disable-crash-reporter", "--disable-breakpad",
                 format!("--user-data-dir={}", profile.display()),
             ],
             "prefs": {
