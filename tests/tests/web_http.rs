@@ -1189,6 +1189,37 @@ async fn admin_edits_users_and_ftp_obeys_at_once() {
     let bad = form(&csrf, "elx").await.unwrap();
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("x"));
+    // The users page lists everybody; its form adds a user that FTP knows at once.
+    let page = admin
+        .get(format!("{}/admin/users", base(&server)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(">node02</a>") && page.contains("<code>el</code>"));
+    let added = admin
+        .post(format!("{}/admin/users", base(&server)))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "node04"),
+            ("password", PASSWORD),
+            ("home", ""),
+            ("perm", "elr"),
+            ("enabled", "on"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 303);
+    let node04 = get_json(&server, "admin", "/api/users/node04").await;
+    assert_eq!(node04["home"], "/node04");
+    assert_eq!(node04["perm"], "elr");
+    assert_eq!(node04["admin"], false);
+    ftp_login(&server.addr(), "node04", PASSWORD)
+        .await
+        .expect("a user added in the browser logs in over FTP");
     let after = std::fs::read_to_string(&users_file).unwrap();
     assert!(after.starts_with("# kept: an operator's note"), "{after}");
 
@@ -1360,6 +1391,19 @@ async fn agents_sessions_metrics_and_healthz() {
             .unwrap()
             .status(),
         401
+    );
+    // Assets are served by the server itself (no CDN), without a login.
+    let css = client()
+        .get(format!("{}/assets/style.css", base(&server)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), 200);
+    assert!(
+        css.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
     );
     assert_eq!(
         client()
