@@ -7,9 +7,10 @@
 //! - [`app`]: the web UI and `/api/`, for logged-in users only:
 //!   [`auth`] (login, sessions, CSRF, Basic), [`access`] (the one place URL paths are
 //!   confined and permission letters checked), [`browse`] (folders, `/api/list`),
-//!   [`view`] (text view, `/api/view`), [`download`] (files, `.zip` / `.tar.gz` folders), [`search`],
-//!   [`users`] (admin: users.toml), [`agents`] and [`sessions`] (admin pages),
-//!   [`metrics`] (Prometheus text), [`error`] (status codes and error pages).
+//!   [`view`] (text view, `/api/view`), [`download`] (files, `.zip` / `.tar.gz`
+//!   folders), [`search`], [`users`] (admin: users.toml), [`agents`] and [`sessions`]
+//!   (admin pages), [`metrics`] (Prometheus text), [`error`] (status codes and error
+//!   pages). `app` has the fallback (a 404 page): routers merged beside it must not.
 
 pub mod access;
 pub mod agents;
