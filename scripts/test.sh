@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use (command -> package).
-declare -A needed=([curl]=curl [lftp]=lftp [vsftpd]=vsftpd)
+declare -A needed=([curl]=curl [lftp]=lftp [vsftpd]=vsftpd [python3]=python3 [chromium]=chromium [chromedriver]=chromium-driver)
 missing=()
 for command in "${!needed[@]}"; do
   PATH="$PATH:/usr/sbin:/sbin" command -v "$command" >/dev/null 2>&1 || missing+=("${needed[$command]}")

@@ -60,6 +60,23 @@ pub enum CatalogError {
     },
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    #[error("the cursor does not belong to this listing")]
+    Cursor,
+}
+
+/// One page of a listing or search; `next` continues it.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// A direct child of a folder, as the catalog knows it.
+#[derive(Debug)]
+pub enum Child {
+    /// A folder: implied by the files below it.
+    Dir(String),
+    File(CatalogEntry),
 }
 
 const JOURNAL_PREFIX: &str = "uploads-";
@@ -183,6 +200,133 @@ impl Catalog {
             }
         }
         Ok(found)
+    }
+
+    /// One page of the direct children of `dir`, in key order, starting at `cursor` (the
+    /// `next` of the page before). Folders are implied by the paths below them: a
+    /// folder with 100,000 files yields its first page after reading a page of keys, and
+    /// a subfolder costs one seek past its contents, so no second index needs keeping.
+    /// `accept` sees each child's name first; at most `scan_limit` keys are read per page.
+    pub fn children(
+        &self,
+        dir: &ArchivePath,
+        cursor: Option<&str>,
+        limit: usize,
+        scan_limit: usize,
+        accept: impl Fn(&str) -> bool,
+    ) -> Result<Page<Child>, CatalogError> {
+        let prefix = if dir.is_root() {
+            "/".to_owned()
+        } else {
+            format!("{}/", dir.as_str())
+        };
+        let mut start = match cursor {
+            Some(cursor) if cursor.starts_with(&prefix) => cursor.to_owned(),
+            Some(_) => return Err(CatalogError::Cursor),
+            None => prefix.clone(),
+        };
+        let (mut items, mut scanned) = (Vec::new(), 0usize);
+        'seek: loop {
+            for item in self.files.range(start.as_bytes()..) {
+                let (key, value) = item?;
+                let key = String::from_utf8_lossy(&key).into_owned();
+                let Some(rest) = key.strip_prefix(&prefix) else {
+                    return Ok(Page { items, next: None });
+                };
+                if items.len() >= limit || scanned >= scan_limit {
+                    return Ok(Page {
+                        items,
+                        next: Some(key),
+                    });
+                }
+                scanned += 1;
+                if let Some((name, _)) = rest.split_once('/') {
+                    let name = name.to_owned();
+                    // Everything below `name/` sorts before `name0` ('0' follows '/').
+                    start = format!("{prefix}{name}0");
+                    if accept(&name) {
+                        items.push(Child::Dir(name));
+                    }
+                    continue 'seek;
+                }
+                if accept(rest) {
+                    items.push(Child::File(decode(&key, &value)?));
+                }
+            }
+            return Ok(Page { items, next: None });
+        }
+    }
+
+    /// Entries at or below `dir` for which `accept_key` (on the path) and then `accept`
+    /// hold, in path order, after `cursor` (the `next` of the page before); at most
+    /// `scan_limit` keys are read per page.
+    pub fn search(
+        &self,
+        dir: &ArchivePath,
+        cursor: Option<&str>,
+        limit: usize,
+        scan_limit: usize,
+        accept_key: impl Fn(&str) -> bool,
+        accept: impl Fn(&CatalogEntry) -> bool,
+    ) -> Result<Page<CatalogEntry>, CatalogError> {
+        let prefix = if dir.is_root() {
+            "/".to_owned()
+        } else {
+            format!("{}/", dir.as_str())
+        };
+        let from = match cursor {
+            Some(cursor) if cursor.starts_with(&prefix) => {
+                std::ops::Bound::Excluded(cursor.as_bytes().to_vec())
+            }
+            Some(_) => return Err(CatalogError::Cursor),
+            None => std::ops::Bound::Included(prefix.as_bytes().to_vec()),
+        };
+        let (mut items, mut scanned) = (Vec::new(), 0usize);
+        // Keys are borrowed, not copied: a search may read a million of them.
+        let mut last: Option<sled::IVec> = None;
+        let owned = |key: Option<sled::IVec>| key.map(|k| String::from_utf8_lossy(&k).into_owned());
+        for item in self
+            .files
+            .range::<Vec<u8>, _>((from, std::ops::Bound::Unbounded))
+        {
+            let (key, value) = item?;
+            let text = String::from_utf8_lossy(&key);
+            if !text.starts_with(&prefix) {
+                return Ok(Page { items, next: None });
+            }
+            if items.len() >= limit || scanned >= scan_limit {
+                return Ok(Page {
+                    items,
+                    next: owned(last),
+                });
+            }
+            scanned += 1;
+            if accept_key(&text) {
+                let entry = decode(&text, &value)?;
+                if accept(&entry) {
+                    items.push(entry);
+                }
+            }
+            drop(text);
+            last = Some(key);
+        }
+        Ok(Page { items, next: None })
+    }
+
+    /// Every entry, in path order (for statistics over the whole catalog).
+    pub fn all(&self) -> impl Iterator<Item = Result<CatalogEntry, CatalogError>> + '_ {
+        self.files.iter().map(|item| {
+            let (key, value) = item?;
+            decode(&String::from_utf8_lossy(&key), &value)
+        })
+    }
+
+    /// The entry of one file, if catalogued.
+    pub fn get(&self, path: &ArchivePath) -> Result<Option<CatalogEntry>, CatalogError> {
+        match self.files.get(path.as_str())? {
+            Some(value) => decode(path.as_str(), &value).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Makes everything recorded so far durable.
@@ -327,4 +471,99 @@ fn decode(path: &str, bytes: &[u8]) -> Result<CatalogEntry, CatalogError> {
         path: path.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::fs::FsArchive;
+
+    fn catalog_with(paths: &[&str]) -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Arc::new(FsArchive::open(&dir.path().join("archive"), false).unwrap());
+        let catalog = Catalog::open(&dir.path().join("catalog"), archive).unwrap();
+        for path in paths {
+            catalog
+                .put(&CatalogEntry {
+                    path: ArchivePath::parse(path).unwrap(),
+                    size: path.len() as u64,
+                    modified: OffsetDateTime::UNIX_EPOCH,
+                    sha256: String::new(),
+                    uploader: Some("u".into()),
+                    received: OffsetDateTime::UNIX_EPOCH,
+                })
+                .unwrap();
+        }
+        (dir, catalog)
+    }
+
+    fn names(page: &Page<Child>) -> Vec<String> {
+        page.items
+            .iter()
+            .map(|c| match c {
+                Child::Dir(name) => format!("{name}/"),
+                Child::File(e) => e.path.file_name().unwrap().to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn children_list_folders_once_and_page_by_cursor() {
+        let (_dir, catalog) = catalog_with(&[
+            "/d/sub-x/a",
+            "/d/sub.log",
+            "/d/sub/inner/1",
+            "/d/sub/inner/2",
+            "/d/sub/z",
+            "/d/z.log",
+            "/dx/other",
+            "/e/f",
+        ]);
+        let d = ArchivePath::parse("/d").unwrap();
+        let all = catalog.children(&d, None, 100, 100, |_| true).unwrap();
+        assert_eq!(names(&all), ["sub-x/", "sub.log", "sub/", "z.log"]);
+        assert!(all.next.is_none());
+        // Two at a time: every child exactly once.
+        let first = catalog.children(&d, None, 2, 100, |_| true).unwrap();
+        assert_eq!(names(&first), ["sub-x/", "sub.log"]);
+        let second = catalog
+            .children(&d, first.next.as_deref(), 2, 100, |_| true)
+            .unwrap();
+        assert_eq!(names(&second), ["sub/", "z.log"]);
+        assert!(second.next.is_none());
+        // Filtered; the root; a cursor from elsewhere.
+        let only = catalog
+            .children(&d, None, 100, 100, |n| n.ends_with(".log"))
+            .unwrap();
+        assert_eq!(names(&only), ["sub.log", "z.log"]);
+        let root = catalog
+            .children(&ArchivePath::root(), None, 100, 100, |_| true)
+            .unwrap();
+        assert_eq!(names(&root), ["d/", "dx/", "e/"]);
+        assert!(matches!(
+            catalog.children(&d, Some("/e/f"), 2, 100, |_| true),
+            Err(CatalogError::Cursor)
+        ));
+    }
+
+    #[test]
+    fn search_pages_within_the_folder() {
+        let (_dir, catalog) = catalog_with(&["/d/a.log", "/d/b.txt", "/d/s/c.log", "/dx/d.log"]);
+        let d = ArchivePath::parse("/d").unwrap();
+        let logs = |cursor: Option<&str>| {
+            catalog
+                .search(&d, cursor, 1, 100, |k| k.ends_with(".log"), |_| true)
+                .unwrap()
+        };
+        let first = logs(None);
+        assert_eq!(first.items[0].path.as_str(), "/d/a.log");
+        let second = logs(first.next.as_deref());
+        assert_eq!(second.items[0].path.as_str(), "/d/s/c.log");
+        assert!(second.next.is_none(), "the last match ends the search");
+        // The scan limit ends a page early, with a cursor to go on from.
+        let short = catalog
+            .search(&d, None, 10, 1, |k| k.ends_with(".txt"), |_| true)
+            .unwrap();
+        assert!(short.items.is_empty() && short.next.is_some());
+    }
 }

@@ -80,14 +80,29 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     let (trigger, shutdown) = crate::shutdown::channel();
     print_banner(&config, first_admin.as_ref(), users.current().len());
     let transfers = guard.transfers.clone();
+    let sessions = crate::ftp::sessions::Sessions::default();
+    let web = crate::web::WebState::new(crate::web::WebParts {
+        archive: guard.archive.clone(),
+        catalog: catalog.clone(),
+        users: users.clone(),
+        users_file: config.users_file.clone(),
+        ftp_sessions: sessions.clone(),
+        logins: crate::web::auth::Logins::new(
+            crate::ftp::auth::PasswordAuthenticator::new(users.clone(), guard.archive.clone()),
+            ftp.max_failed_logins,
+            ftp.failed_login_block.0,
+            config.config.web.session_idle.0,
+        ),
+        config: config.config.web.clone(),
+        metrics: Default::default(),
+    });
     let mut ftp_service = tokio::spawn({
         let config = config.clone();
         let shutdown = shutdown.clone();
-        let sessions = crate::ftp::sessions::Sessions::default();
         async move { crate::ftp::serve(&config, guard, sessions, shutdown).await }
     });
     // One HTTP listener for the web UI, its API and the HTTP feeds.
-    let app = crate::web::base_routes();
+    let app = crate::web::base_routes().merge(crate::web::app(web));
     let mut web_service = tokio::spawn(crate::web::serve(
         config.config.web.listen,
         app,

@@ -119,17 +119,50 @@ pub struct FtpTlsConfig {
 pub struct WebConfig {
     #[serde(default = "default_web_listen")]
     pub listen: SocketAddr,
+    /// The largest folder a `.zip` / `.tar.gz` download may hold (sum of file sizes).
+    #[serde(default = "default_max_archive_size")]
+    pub max_archive_size: ByteSize,
+    /// An agent whose health report is older than this is shown as silent.
+    #[serde(default = "default_agent_silent_after")]
+    pub agent_silent_after: Interval,
+    /// How long a web login lasts without use.
+    #[serde(default = "default_session_idle")]
+    pub session_idle: Interval,
 }
 
 fn default_web_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+fn default_max_archive_size() -> ByteSize {
+    ByteSize(Some(4 << 30))
+}
+fn default_agent_silent_after() -> Interval {
+    Interval(Duration::from_secs(10 * 60))
+}
+fn default_session_idle() -> Interval {
+    Interval(Duration::from_secs(8 * 3600))
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
             listen: default_web_listen(),
+            max_archive_size: default_max_archive_size(),
+            agent_silent_after: default_agent_silent_after(),
+            session_idle: default_session_idle(),
         }
+    }
+}
+
+/// A size written like a rate without `/s`: `"0"` (no limit), `"500MiB"`, `"4GiB"`, or a
+/// bare integer of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub Option<u64>);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Same units and errors as rates; "/s" would be accepted too, harmlessly.
+        Rate::deserialize(deserializer).map(|rate| ByteSize(rate.get()))
     }
 }
 

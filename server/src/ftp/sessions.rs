@@ -1,10 +1,10 @@
 //! The live FTP sessions, fed by libunftp's presence events: who is logged in since when.
 //! Logs one line when a session ends (the login line comes from [`super::auth`]). The
-//! admin pages of the web UI will list these sessions.
+//! admin sessions page of the web UI lists them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use libunftp::notification::{EventMeta, PresenceEvent, PresenceListener};
@@ -13,6 +13,8 @@ use libunftp::notification::{EventMeta, PresenceEvent, PresenceListener};
 pub struct SessionInfo {
     pub id: String,
     pub user: String,
+    /// When the login happened (for the admin sessions page).
+    pub since: SystemTime,
     started: Instant,
 }
 
@@ -20,6 +22,16 @@ pub struct SessionInfo {
 #[derive(Debug, Default, Clone)]
 pub struct Sessions {
     live: Arc<Mutex<HashMap<String, SessionInfo>>>,
+}
+
+impl Sessions {
+    /// The sessions logged in now, oldest first.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<SessionInfo> = live.values().cloned().collect();
+        all.sort_by_key(|s| s.started);
+        all
+    }
 }
 
 #[async_trait]
@@ -33,6 +45,7 @@ impl PresenceListener for Sessions {
                     SessionInfo {
                         id: meta.trace_id,
                         user: meta.username,
+                        since: SystemTime::now(),
                         started: Instant::now(),
                     },
                 );

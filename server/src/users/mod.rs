@@ -92,6 +92,13 @@ impl Users {
     pub fn len(&self) -> usize {
         self.by_name.len()
     }
+
+    /// Every account, by name.
+    pub fn all(&self) -> Vec<Arc<Account>> {
+        let mut all: Vec<Arc<Account>> = self.by_name.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
 }
 
 /// What identifies one version of the file on disk.

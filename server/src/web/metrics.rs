@@ -1,0 +1,125 @@
+//! `/metrics` in Prometheus text format: uploads and bytes (from the catalog), FTP and web
+//! sessions, failed web logins, HTTP responses by class and server errors, catalog size.
+//! Like every other page it needs a login (scrapers use HTTP Basic).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use time::OffsetDateTime;
+
+use super::WebState;
+use super::auth::CurrentUser;
+use super::error::WebError;
+
+/// Counters kept by the web listener itself.
+#[derive(Default)]
+pub struct Counters {
+    pub failed_logins: AtomicU64,
+    pub responses: [AtomicU64; 5],
+}
+
+/// Counts every response by its status class.
+pub async fn count_response(State(state): State<WebState>, response: Response) -> Response {
+    let class = (response.status().as_u16() / 100).clamp(1, 5) as usize - 1;
+    state.metrics.responses[class].fetch_add(1, Ordering::Relaxed);
+    response
+}
+
+pub async fn get(State(state): State<WebState>, _user: CurrentUser) -> Result<Response, WebError> {
+    let catalog = state.catalog.clone();
+    // A whole-catalog pass: run it off the async threads.
+    let (files, bytes, uploads_24h, bytes_24h) = tokio::task::spawn_blocking(move || {
+        let day_ago = OffsetDateTime::now_utc() - time::Duration::days(1);
+        let (mut files, mut bytes, mut recent, mut recent_bytes) = (0u64, 0u64, 0u64, 0u64);
+        for entry in catalog.all() {
+            let entry = entry?;
+            files += 1;
+            bytes += entry.size;
+            if entry.received >= day_ago {
+                recent += 1;
+                recent_bytes += entry.size;
+            }
+        }
+        Ok::<_, crate::catalog::CatalogError>((files, bytes, recent, recent_bytes))
+    })
+    .await
+    .map_err(|e| WebError::Internal(e.to_string()))??;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, values: &[(&str, u64)]| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in values {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    metric(
+        "logarchive_catalog_files",
+        "gauge",
+        "Files in the catalog.",
+        &[("", files)],
+    );
+    metric(
+        "logarchive_catalog_bytes",
+        "gauge",
+        "Bytes of the files in the catalog.",
+        &[("", bytes)],
+    );
+    metric(
+        "logarchive_uploads_24h",
+        "gauge",
+        "Files received in the last 24 hours.",
+        &[("", uploads_24h)],
+    );
+    metric(
+        "logarchive_upload_bytes_24h",
+        "gauge",
+        "Bytes of the files received in the last 24 hours.",
+        &[("", bytes_24h)],
+    );
+    metric(
+        "logarchive_ftp_sessions",
+        "gauge",
+        "FTP sessions logged in now.",
+        &[("", state.ftp_sessions.list().len() as u64)],
+    );
+    metric(
+        "logarchive_web_sessions",
+        "gauge",
+        "Web logins open now.",
+        &[("", state.logins.session_count() as u64)],
+    );
+    metric(
+        "logarchive_web_failed_logins_total",
+        "counter",
+        "Failed web and API logins.",
+        &[("", state.metrics.failed_logins.load(Ordering::Relaxed))],
+    );
+    let responses: Vec<(String, u64)> = state
+        .metrics
+        .responses
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                format!("{{class=\"{}xx\"}}", i + 1),
+                n.load(Ordering::Relaxed),
+            )
+        })
+        .collect();
+    let responses: Vec<(&str, u64)> = responses.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    metric(
+        "logarchive_web_responses_total",
+        "counter",
+        "HTTP responses by status class (5xx are server errors).",
+        &responses,
+    );
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
+}
