@@ -125,6 +125,41 @@ impl Catalog {
         Ok(item)
     }
 
+    /// Records a file a feed grew in place, with the hash the feed kept up to date: the
+    /// journal gets a line only when the file is new to the catalog (or changes hands), so
+    /// a file appended to every second does not write a journal line every second.
+    pub async fn record_append(
+        &self,
+        entry: &Entry,
+        sha256: String,
+        uploader: &str,
+    ) -> Result<CatalogEntry, CatalogError> {
+        let known = match self.files.get(entry.path.as_str())? {
+            Some(value) => decode(entry.path.as_str(), &value)?.uploader,
+            None => None,
+        };
+        if known.as_deref() != Some(uploader) {
+            return self.record_upload(entry, sha256, uploader).await;
+        }
+        let item = CatalogEntry {
+            path: entry.path.clone(),
+            size: entry.size,
+            modified: whole_seconds(to_datetime(entry.modified)),
+            sha256,
+            uploader: Some(uploader.to_owned()),
+            received: whole_seconds(OffsetDateTime::now_utc()),
+        };
+        self.put(&item)?;
+        self.flush().await?;
+        Ok(item)
+    }
+
+    /// A sled tree of the catalog's database for a feed's own index (F-TICKS, telemetry
+    /// records): derived data that lives and is backed up with the catalog.
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, CatalogError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     /// Follows a rename of a file or folder.
     pub async fn record_rename(
         &self,

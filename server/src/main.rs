@@ -10,6 +10,7 @@
 mod archive;
 mod catalog;
 mod cmd;
+mod feeds;
 mod ftp;
 mod server;
 mod shutdown;

@@ -53,6 +53,14 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     let first_admin = crate::cmd::user::bootstrap_admin(&config.users_file)?;
     let users = Arc::new(UserStore::open(&config.users_file)?);
     let ftp = &config.config.ftp;
+    let feeds = crate::feeds::FeedContext::new(
+        archive.clone(),
+        catalog.clone(),
+        Arc::new(crate::ftp::auth::PasswordAuthenticator::new(
+            users.clone(),
+            archive.clone(),
+        )),
+    )?;
     let guard = Guard {
         archive,
         catalog: catalog.clone(),
@@ -87,7 +95,12 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         async move { crate::ftp::serve(&config, guard, sessions, shutdown).await }
     });
     // One HTTP listener for the web UI, its API and the HTTP feeds.
-    let app = crate::web::base_routes();
+    let app = crate::web::base_routes().merge(crate::feeds::router(&config, &feeds)?);
+    let mut feeds_service = tokio::spawn({
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        async move { crate::feeds::serve(&config, feeds, shutdown).await }
+    });
     let mut web_service = tokio::spawn(crate::web::serve(
         config.config.web.listen,
         app,
@@ -100,6 +113,13 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
                 Ok(Ok(())) => Err(anyhow::anyhow!("the web listener stopped unexpectedly")),
                 Ok(Err(err)) => Err(err),
                 Err(join) => Err(anyhow::anyhow!("the web listener failed: {join}")),
+            };
+        }
+        result = &mut feeds_service => {
+            return match result {
+                Ok(Ok(())) => Err(anyhow::anyhow!("the feeds stopped unexpectedly")),
+                Ok(Err(err)) => Err(err),
+                Err(join) => Err(anyhow::anyhow!("the feeds failed: {join}")),
             };
         }
         result = &mut ftp_service => {
@@ -129,6 +149,12 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         .is_err()
     {
         tracing::warn!("shutdown: HTTP requests still running after {grace:?} are cut");
+    }
+    // The feeds write what they buffered before the catalog's last flush.
+    match feeds_service.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!("feeds: {err:#}"),
+        Err(join) => tracing::error!("feeds failed: {join}"),
     }
     catalog.flush().await.context("cannot flush the catalog")?;
     tracing::info!("stopped");

@@ -1,0 +1,446 @@
+//! The feeds: data that arrives other than from agents — syslog (UDP, TCP, TLS), OTT netDL
+//! data loggers and telemetry probes — written into the same archive and catalog.
+//!
+//! - [`syslog`]: listeners on their own ports, started by [`serve`].
+//! - [`ott`] and [`telemetry`]: routers merged into the one web listener ([`router`]).
+//! - [`fticks`]: F-TICKS lines found in syslog, indexed in a catalog tree.
+//! - [`Appender`]: buffered appends shared by the feeds that grow files (syslog, the
+//!   telemetry `.jsonl`): flushed every `flush_interval` (1 s by default) and at shutdown.
+//! - [`FeedStats`]: counters per feed (and recent flagged items) for the admin feeds page.
+//!
+//! Everything goes through [`Archive`]; every file written is recorded in the catalog with
+//! the feed as its uploader (`syslog`, `logger`, `telemetry`).
+
+pub mod fticks;
+pub mod ott;
+pub mod syslog;
+pub mod telemetry;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use logarchive_common::config::server::LoadedServerConfig;
+use logarchive_common::paths::ArchivePath;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tokio::io::AsyncReadExt;
+use tokio::sync::Notify;
+
+use crate::archive::{Archive, UploadMode};
+use crate::catalog::Catalog;
+use crate::ftp::auth::PasswordAuthenticator;
+use crate::shutdown::Shutdown;
+use crate::users::Account;
+
+/// What every feed needs.
+#[derive(Clone)]
+pub struct FeedContext {
+    pub archive: Arc<dyn Archive>,
+    pub catalog: Catalog,
+    pub stats: Arc<FeedStats>,
+    pub appender: Arc<Appender>,
+    /// Checks HTTP Basic credentials against users.toml, as FTP logins are checked.
+    pub auth: Arc<PasswordAuthenticator>,
+    pub fticks: fticks::FticksIndex,
+}
+
+impl FeedContext {
+    pub fn new(
+        archive: Arc<dyn Archive>,
+        catalog: Catalog,
+        auth: Arc<PasswordAuthenticator>,
+    ) -> anyhow::Result<FeedContext> {
+        Ok(FeedContext {
+            appender: Arc::new(Appender::new(archive.clone(), catalog.clone())),
+            fticks: fticks::FticksIndex::open(&catalog)?,
+            archive,
+            catalog,
+            stats: Arc::new(FeedStats::default()),
+            auth,
+        })
+    }
+}
+
+/// Counters of one feed. Every message or request ends in exactly one of `stored`,
+/// `unparsed` (kept, but flagged), `rejected`, `dropped`, `oversize` or `errors`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub received: AtomicU64,
+    pub stored: AtomicU64,
+    pub unparsed: AtomicU64,
+    pub rejected: AtomicU64,
+    pub dropped: AtomicU64,
+    pub oversize: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A copy of [`Counters`] at one moment.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CounterSnapshot {
+    pub received: u64,
+    pub stored: u64,
+    pub unparsed: u64,
+    pub rejected: u64,
+    pub dropped: u64,
+    pub oversize: u64,
+    pub timeouts: u64,
+    pub errors: u64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterSnapshot {
+            received: get(&self.received),
+            stored: get(&self.stored),
+            unparsed: get(&self.unparsed),
+            rejected: get(&self.rejected),
+            dropped: get(&self.dropped),
+            oversize: get(&self.oversize),
+            timeouts: get(&self.timeouts),
+            errors: get(&self.errors),
+        }
+    }
+}
+
+/// Something a feed kept but that needs a human look (malformed XML, an F-TICKS line).
+#[derive(Debug, Clone, Serialize)]
+pub struct Flag {
+    pub feed: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The stored file or the sender.
+    pub what: String,
+    pub reason: String,
+}
+
+const FLAGS_KEPT: usize = 100;
+
+/// The counters of all feeds, shared with the web UI's feeds page.
+#[derive(Debug, Default)]
+pub struct FeedStats {
+    pub syslog: Counters,
+    pub fticks: Counters,
+    pub logger: Counters,
+    pub telemetry: Counters,
+    flags: Mutex<VecDeque<Flag>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatsSnapshot {
+    pub syslog: CounterSnapshot,
+    pub fticks: CounterSnapshot,
+    pub logger: CounterSnapshot,
+    pub telemetry: CounterSnapshot,
+    /// Newest first.
+    pub flagged: Vec<Flag>,
+}
+
+impl FeedStats {
+    pub fn flag(&self, feed: &'static str, what: impl Into<String>, reason: impl Into<String>) {
+        let flag = Flag {
+            feed,
+            at: OffsetDateTime::now_utc(),
+            what: what.into(),
+            reason: reason.into(),
+        };
+        tracing::warn!(feed, what = %flag.what, "flagged: {}", flag.reason);
+        let mut flags = self.flags.lock().unwrap_or_else(|p| p.into_inner());
+        if flags.len() == FLAGS_KEPT {
+            flags.pop_back();
+        }
+        flags.push_front(flag);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            syslog: self.syslog.snapshot(),
+            fticks: self.fticks.snapshot(),
+            logger: self.logger.snapshot(),
+            telemetry: self.telemetry.snapshot(),
+            flagged: self
+                .flags
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// Buffered bytes waiting for their file.
+#[derive(Default)]
+struct Pending {
+    files: HashMap<ArchivePath, (&'static str, Vec<u8>)>,
+    bytes: usize,
+}
+
+/// What the appender knows of a file it grows: its size and the running SHA-256, so the
+/// catalog's hash stays current without re-reading the file at every flush.
+struct Grown {
+    size: u64,
+    hasher: Sha256,
+}
+
+/// Flush early when this much is buffered.
+const FLUSH_AT: usize = 4 << 20;
+/// Refuse new data (counted as dropped by the caller) when this much is waiting, e.g.
+/// because the archive cannot be written.
+const BACKLOG_LIMIT: usize = 256 << 20;
+
+/// Buffered appends to archive files.
+///
+/// Guarantee: data handed to [`Appender::append`] is in the archive (fsynced when
+/// `durable_writes` is on) within one flush interval (default 1 s) plus the time of the
+/// write, and on a clean shutdown before the server exits; a crash loses at most what
+/// arrived in the last interval. Appends to one file keep their order.
+pub struct Appender {
+    archive: Arc<dyn Archive>,
+    catalog: Catalog,
+    pending: Mutex<Pending>,
+    wake: Notify,
+    /// One flush at a time; holds what is known of each grown file.
+    grown: tokio::sync::Mutex<(HashMap<ArchivePath, Grown>, HashSet<ArchivePath>)>,
+}
+
+impl Appender {
+    pub fn new(archive: Arc<dyn Archive>, catalog: Catalog) -> Appender {
+        Appender {
+            archive,
+            catalog,
+            pending: Mutex::new(Pending::default()),
+            wake: Notify::new(),
+            grown: tokio::sync::Mutex::new((HashMap::new(), HashSet::new())),
+        }
+    }
+
+    /// Queues `bytes` for the end of `path`; false (nothing queued) when the backlog is full.
+    pub fn append(&self, path: &ArchivePath, uploader: &'static str, bytes: &[u8]) -> bool {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.bytes + bytes.len() > BACKLOG_LIMIT {
+            return false;
+        }
+        pending.bytes += bytes.len();
+        let full = pending.bytes >= FLUSH_AT;
+        pending
+            .files
+            .entry(path.clone())
+            .or_insert_with(|| (uploader, Vec::new()))
+            .1
+            .extend_from_slice(bytes);
+        drop(pending);
+        if full {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    /// Writes everything buffered so far.
+    pub async fn flush(&self) {
+        let mut grown = self.grown.lock().await;
+        let files = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.bytes = 0;
+            std::mem::take(&mut pending.files)
+        };
+        let (grown, dirs) = &mut *grown;
+        for (path, (uploader, bytes)) in files {
+            if let Err(err) = self.write(&path, uploader, &bytes, grown, dirs).await {
+                tracing::error!(%path, "cannot append {} bytes, will retry: {err:#}", bytes.len());
+                grown.remove(&path);
+                // Kept for the next flush, ahead of what arrived meanwhile.
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                pending.bytes += bytes.len();
+                let slot = pending
+                    .files
+                    .entry(path)
+                    .or_insert_with(|| (uploader, Vec::new()));
+                let newer = std::mem::replace(&mut slot.1, bytes);
+                slot.1.extend_from_slice(&newer);
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        path: &ArchivePath,
+        uploader: &'static str,
+        bytes: &[u8],
+        grown: &mut HashMap<ArchivePath, Grown>,
+        dirs: &mut HashSet<ArchivePath>,
+    ) -> anyhow::Result<()> {
+        if let Some(parent) = path.parent()
+            && !dirs.contains(&parent)
+        {
+            self.archive.create_dir_all(&parent).await?;
+            dirs.insert(parent);
+        }
+        let mut upload = self.archive.begin_upload(path, UploadMode::Append).await?;
+        upload.write(bytes.to_vec()).await?;
+        let committed = upload.commit().await?;
+        let size = committed.entry.size;
+        let state = match grown.remove(path) {
+            Some(mut state) if state.size + bytes.len() as u64 == size => {
+                state.hasher.update(bytes);
+                state.size = size;
+                state
+            }
+            // First append of this run, or the file changed behind our back: hash it whole.
+            _ => Grown {
+                size,
+                hasher: self.hash_whole(path).await?,
+            },
+        };
+        let sha256 = hex::encode(state.hasher.clone().finalize());
+        grown.insert(path.clone(), state);
+        if let Err(err) = self
+            .catalog
+            .record_append(&committed.entry, sha256, uploader)
+            .await
+        {
+            // The data is stored; `reindex` catches the catalog up.
+            tracing::error!(%path, "appended but not cataloged: {err}");
+        }
+        Ok(())
+    }
+
+    async fn hash_whole(&self, path: &ArchivePath) -> anyhow::Result<Sha256> {
+        let mut reader = self.archive.open(path, 0).await?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let n = reader.read(&mut buffer).await?;
+            if n == 0 {
+                return Ok(hasher);
+            }
+            hasher.update(&buffer[..n]);
+        }
+    }
+
+    /// Flushes every `interval` (or sooner when much is buffered) until `shutdown`, then
+    /// once more.
+    pub async fn run(self: Arc<Self>, interval: Duration, shutdown: Shutdown) {
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.wake.notified() => {}
+                _ = &mut stop => break,
+            }
+            self.flush().await;
+        }
+        self.flush().await;
+    }
+}
+
+/// Starts the feeds that have their own listeners (syslog) and the appender; returns when
+/// shutdown was signalled and everything buffered is written.
+pub async fn serve(
+    config: &LoadedServerConfig,
+    ctx: FeedContext,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let interval = config
+        .config
+        .syslog
+        .as_ref()
+        .map_or(Duration::from_secs(1), |s| s.flush_interval.0)
+        .max(Duration::from_millis(10));
+    let flusher = tokio::spawn(ctx.appender.clone().run(interval, shutdown.clone()));
+    let result = match &config.config.syslog {
+        Some(syslog_config) => syslog::serve(config, syslog_config, &ctx, shutdown.clone()).await,
+        None => {
+            shutdown.clone().wait().await;
+            Ok(())
+        }
+    };
+    // The listeners have stopped: the last buffered messages are written now.
+    let _ = flusher.await;
+    result
+}
+
+/// The HTTP routes of the feeds that are switched on, for the web listener.
+pub fn router(config: &LoadedServerConfig, ctx: &FeedContext) -> anyhow::Result<Router> {
+    let mut app = Router::new()
+        .route("/api/feeds", get(feed_stats))
+        .with_state(ctx.clone());
+    app = app.merge(fticks::router(ctx)?);
+    if config.config.logger.enabled {
+        app = app.merge(ott::router(&config.config.logger, ctx));
+    }
+    if config.config.telemetry.enabled {
+        app = app.merge(telemetry::router(&config.config.telemetry, ctx)?);
+    }
+    Ok(app)
+}
+
+/// `GET /api/feeds`: the counters and flagged items (admins only).
+async fn feed_stats(State(ctx): State<FeedContext>, headers: HeaderMap) -> Response {
+    match basic_auth(&ctx, &headers).await {
+        Ok(account) if account.admin => axum::Json(ctx.stats.snapshot()).into_response(),
+        Ok(_) => (StatusCode::FORBIDDEN, "admins only\n").into_response(),
+        Err(refusal) => refusal,
+    }
+}
+
+/// The account of a request's HTTP Basic credentials, or the 401 to answer.
+pub async fn basic_auth(ctx: &FeedContext, headers: &HeaderMap) -> Result<Arc<Account>, Response> {
+    use base64::Engine;
+    let challenge = || {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"logarchive\"")],
+            "HTTP Basic authentication with a logarchive user is required\n",
+        )
+            .into_response()
+    };
+    let credentials = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Basic "))
+        .and_then(|encoded| {
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .ok()
+        })
+        .and_then(|decoded| String::from_utf8(decoded).ok());
+    let Some(credentials) = credentials else {
+        return Err(challenge());
+    };
+    let Some((user, password)) = credentials.split_once(':') else {
+        return Err(challenge());
+    };
+    match ctx.auth.verify(user, password).await {
+        Some(account) => Ok(account),
+        None => {
+            tracing::warn!(user, "feed request refused: wrong user or password");
+            Err(challenge())
+        }
+    }
+}
+
+/// `YYYY/MM/DD` folder names of a UTC time.
+pub fn date_parts(at: OffsetDateTime) -> [String; 3] {
+    [
+        format!("{:04}", at.year()),
+        format!("{:02}", u8::from(at.month())),
+        format!("{:02}", at.day()),
+    ]
+}
