@@ -197,6 +197,26 @@ impl RateLimiter {
         }
     }
 
+    /// Takes `bytes` if the bucket holds them now, else takes nothing and returns false:
+    /// for traffic that is dropped rather than delayed (a UDP flood), so the drops do not
+    /// run the bucket into debt and starve what the sender sends once it calms down.
+    pub fn try_take(&self, bytes: u64) -> bool {
+        let mut state = self.lock();
+        let Some(rate) = state.rate.get() else {
+            return true;
+        };
+        let now = Instant::now();
+        let refill = now.duration_since(state.last).as_secs_f64() * rate as f64;
+        state.last = now;
+        state.tokens = (state.tokens + refill).min(burst(rate));
+        if state.tokens >= bytes as f64 {
+            state.tokens -= bytes as f64;
+            true
+        } else {
+            false
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BucketState> {
         // A panic while holding this lock cannot leave the bucket inconsistent: use it anyway.
         self.state

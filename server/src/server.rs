@@ -61,6 +61,13 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
             archive.clone(),
         )),
     )?;
+    let (trigger, shutdown) = crate::shutdown::channel();
+    tokio::spawn(crate::retention::run_job(
+        archive.clone(),
+        catalog.clone(),
+        config.config.retention.clone(),
+        shutdown.clone(),
+    ));
     let guard = Guard {
         archive,
         catalog: catalog.clone(),
@@ -85,7 +92,6 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         }
     });
 
-    let (trigger, shutdown) = crate::shutdown::channel();
     print_banner(&config, first_admin.as_ref(), users.current().len());
     let transfers = guard.transfers.clone();
     let mut ftp_service = tokio::spawn({

@@ -117,6 +117,24 @@ impl TestServer {
         }
     }
 
+    /// Like [`TestServer::prepare`], with `sections` (top-level tables such as `[syslog]`)
+    /// appended after the `[ftp]` lines.
+    pub fn prepare_with_sections(extra_ftp: &str, sections: &str) -> TestServer {
+        let server = TestServer::prepare(extra_ftp);
+        let mut config = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&server.config)
+            .expect("open config");
+        writeln!(config, "{sections}").expect("write config");
+        server
+    }
+
+    /// Waits until the server's log contains `needle` (e.g. a listener's "up" line).
+    pub fn wait_for_log(&self, needle: &str) {
+        let seen = wait_until(Duration::from_secs(20), || self.stderr().contains(needle));
+        assert!(seen, "server log never said {needle:?}: {}", self.stderr());
+    }
+
     /// Prepares and starts a server with `users` (name, password, extra CLI args).
     pub fn start_with(extra_ftp: &str, users: &[(&str, &str, &[&str])]) -> TestServer {
         let mut server = TestServer::prepare(extra_ftp);

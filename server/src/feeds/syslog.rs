@@ -280,8 +280,19 @@ impl Receiver {
 
     /// How long the sender must pause after `bytes` (zero when unlimited).
     fn charge(&self, ip: IpAddr, bytes: usize) -> Duration {
+        self.limiter(ip)
+            .map_or(Duration::ZERO, |limiter| limiter.charge(bytes as u64))
+    }
+
+    /// Whether a datagram of `bytes` is within the sender's rate (drops cost nothing).
+    fn within_rate(&self, ip: IpAddr, bytes: usize) -> bool {
+        self.limiter(ip)
+            .is_none_or(|limiter| limiter.try_take(bytes as u64))
+    }
+
+    fn limiter(&self, ip: IpAddr) -> Option<Arc<RateLimiter>> {
         if self.config.rate_per_sender.is_unlimited() {
-            return Duration::ZERO;
+            return None;
         }
         let limiter = {
             let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
@@ -293,7 +304,7 @@ impl Receiver {
                 .or_insert_with(|| Arc::new(RateLimiter::new(self.config.rate_per_sender)))
                 .clone()
         };
-        limiter.charge(bytes as u64)
+        Some(limiter)
     }
 
     /// Stores one frame.
@@ -368,7 +379,7 @@ impl Receiver {
                 Counters::add(&counters.oversize);
                 continue;
             }
-            if !self.charge(peer.ip(), len).is_zero() {
+            if !self.within_rate(peer.ip(), len) {
                 Counters::add(&counters.dropped);
                 continue;
             }
