@@ -414,12 +414,12 @@ impl Archive for FsArchive {
             })();
             let _ = fs::remove_file(&partial);
             written.map_err(|e| map_err(&path, e))?;
-            if this.durable {
-                if let Some(folder) = local.parent() {
-                    fs::File::open(folder)
-                        .and_then(|folder| folder.sync_all())
-                        .map_err(|e| map_err(&path, e))?;
-                }
+            if this.durable
+                && let Some(folder) = local.parent()
+            {
+                fs::File::open(folder)
+                    .and_then(|folder| folder.sync_all())
+                    .map_err(|e| map_err(&path, e))?;
             }
             let meta = fs::metadata(&local).map_err(|e| map_err(&path, e))?;
             Ok(Committed {

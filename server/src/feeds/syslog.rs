@@ -76,74 +76,72 @@ impl Framer {
 
     /// The next complete frame, if the buffer holds one.
     pub fn next_frame(&mut self) -> Option<Frame> {
-        loop {
-            match self.skip {
-                Skip::Bytes(n) => {
-                    let cut = n.min(self.buf.len());
-                    self.buf.drain(..cut);
-                    if cut < n {
-                        self.skip = Skip::Bytes(n - cut);
-                        return None;
-                    }
-                    self.skip = Skip::None;
+        match self.skip {
+            Skip::Bytes(n) => {
+                let cut = n.min(self.buf.len());
+                self.buf.drain(..cut);
+                if cut < n {
+                    self.skip = Skip::Bytes(n - cut);
+                    return None;
                 }
-                Skip::Line => match self.buf.iter().position(|b| *b == b'\n') {
-                    Some(at) => {
-                        self.buf.drain(..=at);
-                        self.skip = Skip::None;
-                    }
-                    None => {
-                        self.buf.clear();
-                        return None;
-                    }
-                },
-                Skip::None => {}
+                self.skip = Skip::None;
             }
-            // Blank lines between frames (and the LF some senders add after a counted frame).
-            let blank = self
-                .buf
-                .iter()
-                .take_while(|b| matches!(b, b'\n' | b'\r'))
-                .count();
-            self.buf.drain(..blank);
-            if self.buf.is_empty() {
-                return None;
-            }
-            match self.octet_count() {
-                Counted::NeedMore => return None,
-                Counted::Len(header, len) if len > self.max => {
-                    self.buf.drain(..header);
-                    self.skip = Skip::Bytes(len);
-                    return Some(Frame::Oversize(len));
-                }
-                Counted::Len(header, len) => {
-                    if self.buf.len() < header + len {
-                        return None;
-                    }
-                    let frame = self.buf[header..header + len].to_vec();
-                    self.buf.drain(..header + len);
-                    return Some(Frame::Message(trim_line_end(frame)));
-                }
-                Counted::No => {}
-            }
-            match self.buf.iter().position(|b| *b == b'\n') {
-                Some(at) if at <= self.max => {
-                    let frame = self.buf[..at].to_vec();
-                    self.buf.drain(..=at);
-                    return Some(Frame::Message(trim_line_end(frame)));
-                }
+            Skip::Line => match self.buf.iter().position(|b| *b == b'\n') {
                 Some(at) => {
                     self.buf.drain(..=at);
-                    return Some(Frame::Oversize(at));
+                    self.skip = Skip::None;
                 }
-                None if self.buf.len() > self.max => {
-                    let len = self.buf.len();
+                None => {
                     self.buf.clear();
-                    self.skip = Skip::Line;
-                    return Some(Frame::Oversize(len));
+                    return None;
                 }
-                None => return None,
+            },
+            Skip::None => {}
+        }
+        // Blank lines between frames (and the LF some senders add after a counted frame).
+        let blank = self
+            .buf
+            .iter()
+            .take_while(|b| matches!(b, b'\n' | b'\r'))
+            .count();
+        self.buf.drain(..blank);
+        if self.buf.is_empty() {
+            return None;
+        }
+        match self.octet_count() {
+            Counted::NeedMore => return None,
+            Counted::Len(header, len) if len > self.max => {
+                self.buf.drain(..header);
+                self.skip = Skip::Bytes(len);
+                return Some(Frame::Oversize(len));
             }
+            Counted::Len(header, len) => {
+                if self.buf.len() < header + len {
+                    return None;
+                }
+                let frame = self.buf[header..header + len].to_vec();
+                self.buf.drain(..header + len);
+                return Some(Frame::Message(trim_line_end(frame)));
+            }
+            Counted::No => {}
+        }
+        match self.buf.iter().position(|b| *b == b'\n') {
+            Some(at) if at <= self.max => {
+                let frame = self.buf[..at].to_vec();
+                self.buf.drain(..=at);
+                Some(Frame::Message(trim_line_end(frame)))
+            }
+            Some(at) => {
+                self.buf.drain(..=at);
+                Some(Frame::Oversize(at))
+            }
+            None if self.buf.len() > self.max => {
+                let len = self.buf.len();
+                self.buf.clear();
+                self.skip = Skip::Line;
+                Some(Frame::Oversize(len))
+            }
+            None => None,
         }
     }
 
@@ -218,7 +216,7 @@ pub fn parse_frame(frame: &[u8]) -> Result<Parsed<'_>, &'static str> {
     let pri = pri_end
         .filter(|_| text.starts_with('<'))
         .and_then(|end| text[1..end].parse::<u8>().ok());
-    if !pri.is_some_and(|pri| pri <= 191) {
+    if pri.is_none_or(|pri| pri > 191) {
         return Err("no <PRI> header");
     }
     let message = syslog_loose::parse_message(text, syslog_loose::Variant::Either);
