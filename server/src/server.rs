@@ -193,6 +193,7 @@ fn print_banner(config: &LoadedServerConfig, first_admin: Option<&(String, Strin
         web.ip().to_string()
     };
     println!("  web:       http://{web_host}:{}/", web.port());
+    crate::feeds::print_banner(&config.config);
     println!("  data dir:  {}", config.data_dir.display());
     println!("  users:     {} in {}", users, config.users_file.display());
     if let Some((name, password)) = first_admin {

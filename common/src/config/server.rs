@@ -703,6 +703,29 @@ mod tests {
     }
 
     #[test]
+    fn the_template_parses_with_its_feed_examples_switched_on() {
+        let template = include_str!("../../../config-templates/server.toml");
+        parse_toml::<ServerConfig>(Path::new("server.toml"), template).unwrap();
+        // Uncomment the [syslog] and [[retention]] examples (TLS needs real files).
+        let start = template.find("# [syslog]").unwrap();
+        let mut text = template[..start].to_owned();
+        for line in template[start..].lines() {
+            let bare = line.strip_prefix("# ").unwrap_or(line);
+            let example = bare.starts_with('[') || bare.split(' ').nth(1) == Some("=");
+            let tls = ["tls =", "cert =", "key ="]
+                .iter()
+                .any(|k| bare.starts_with(k));
+            text.push_str(if example && !tls { bare } else { line });
+            text.push('\n');
+        }
+        let config: ServerConfig = parse_toml(Path::new("server.toml"), &text).unwrap();
+        let syslog = config.syslog.unwrap();
+        assert!(syslog.udp.is_some() && syslog.tcp.is_some() && syslog.tls.is_none());
+        assert_eq!(syslog.allow.len(), 3);
+        assert_eq!(config.retention.len(), 2);
+    }
+
+    #[test]
     fn feed_sections_parse_and_point_at_bad_values() {
         let text = "[syslog]\nudp = \"127.0.0.1:5514\"\nallow = [\"10.0.0.0/8\"]\nmax_frame = \"8KiB\"\n[logger]\nenabled = true\n[telemetry]\nenabled = true\n[[retention]]\npath = \"/telemetry\"\nmax_age = \"35d\"\n";
         let config: ServerConfig = parse_toml(Path::new("server.toml"), text).unwrap();

@@ -436,6 +436,29 @@ pub async fn basic_auth(ctx: &FeedContext, headers: &HeaderMap) -> Result<Arc<Ac
     }
 }
 
+/// The banner lines of the feeds that are switched on.
+pub fn print_banner(config: &logarchive_common::config::server::ServerConfig) {
+    if let Some(syslog) = &config.syslog {
+        let listeners: Vec<String> = [
+            ("udp", syslog.udp),
+            ("tcp", syslog.tcp),
+            ("tls", syslog.tls),
+        ]
+        .into_iter()
+        .filter_map(|(kind, addr)| addr.map(|addr| format!("{kind} {addr}")))
+        .collect();
+        println!("  syslog:    {} -> /syslog", listeners.join(", "));
+    }
+    if config.logger.enabled {
+        println!("  loggers:   POST /ott on the web listener -> /logger");
+    }
+    if config.telemetry.enabled {
+        println!(
+            "  telemetry: POST /v2/collector, /v3/collector on the web listener -> /telemetry"
+        );
+    }
+}
+
 /// `YYYY/MM/DD` folder names of a UTC time.
 pub fn date_parts(at: OffsetDateTime) -> [String; 3] {
     [
