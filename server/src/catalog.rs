@@ -112,6 +112,17 @@ impl Catalog {
             received,
         };
         self.journal(&record, received).await?;
+        self.index(entry, sha256, uploader, received).await
+    }
+
+    /// Writes and flushes the index entry of a stored file.
+    async fn index(
+        &self,
+        entry: &Entry,
+        sha256: String,
+        uploader: &str,
+        received: OffsetDateTime,
+    ) -> Result<CatalogEntry, CatalogError> {
         let item = CatalogEntry {
             path: entry.path.clone(),
             size: entry.size,
@@ -141,17 +152,8 @@ impl Catalog {
         if known.as_deref() != Some(uploader) {
             return self.record_upload(entry, sha256, uploader).await;
         }
-        let item = CatalogEntry {
-            path: entry.path.clone(),
-            size: entry.size,
-            modified: whole_seconds(to_datetime(entry.modified)),
-            sha256,
-            uploader: Some(uploader.to_owned()),
-            received: whole_seconds(OffsetDateTime::now_utc()),
-        };
-        self.put(&item)?;
-        self.flush().await?;
-        Ok(item)
+        let received = whole_seconds(OffsetDateTime::now_utc());
+        self.index(entry, sha256, uploader, received).await
     }
 
     /// A sled tree of the catalog's database for a feed's own index (F-TICKS, telemetry

@@ -405,7 +405,16 @@ impl Drop for TestAgent {
 
 /// Every file below `root` with its SHA-256, by path relative to `root`.
 pub fn tree_hashes(root: &Path) -> std::collections::BTreeMap<String, String> {
-    let mut hashes = std::collections::BTreeMap::new();
+    use sha2::Digest;
+    tree_files(root)
+        .into_iter()
+        .map(|(rel, bytes)| (rel, hex::encode(sha2::Sha256::digest(bytes))))
+        .collect()
+}
+
+/// Every file below `root` with its contents, by path relative to `root`.
+pub fn tree_files(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
     let mut pending = vec![root.to_owned()];
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -417,13 +426,11 @@ pub fn tree_hashes(root: &Path) -> std::collections::BTreeMap<String, String> {
                 pending.push(path);
             } else if let (Ok(rel), Ok(bytes)) = (path.strip_prefix(root), std::fs::read(&path)) {
                 // A file renamed away between listing and reading is simply not seen.
-                use sha2::Digest;
-                let hash = hex::encode(sha2::Sha256::digest(bytes));
-                hashes.insert(rel.to_string_lossy().into_owned(), hash);
+                files.insert(rel.to_string_lossy().into_owned(), bytes);
             }
         }
     }
-    hashes
+    files
 }
 
 /// A vsftpd with anonymous upload and download in its own folder.

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use logarchive_tests::{TestServer, run, wait_until};
+use logarchive_tests::{TestServer, run, tree_files, wait_until};
 
 const PW: &str = "feeds-http-pw";
 
@@ -90,27 +90,14 @@ fn post_file(server: &TestServer, user: &str, body: &[u8], extra: &[&str], path:
     curl(server, &args, path)
 }
 
-/// Every file below `dir` in the archive (relative path, bytes).
+/// Every file below `dir` in the archive but the server's own folder (path, bytes).
 fn files_below(server: &TestServer, dir: &str) -> Vec<(String, Vec<u8>)> {
-    let root = server.archive("/");
-    let mut found = Vec::new();
-    let mut pending = vec![server.archive(dir)];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            let rel = format!("/{}", path.strip_prefix(&root).unwrap_or(&path).display());
-            if rel.starts_with("/.logarchive") {
-                continue;
-            }
-            if path.is_dir() {
-                pending.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                found.push((rel, bytes));
-            }
-        }
-    }
-    found.sort();
-    found
+    let base = dir.trim_end_matches('/');
+    tree_files(&server.archive(dir))
+        .into_iter()
+        .map(|(rel, bytes)| (format!("{base}/{rel}"), bytes))
+        .filter(|(path, _)| !path.starts_with("/.logarchive"))
+        .collect()
 }
 
 fn today(format: &str) -> String {

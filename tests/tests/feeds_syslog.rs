@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use logarchive_tests::{TestServer, free_port, run, wait_until};
+use logarchive_tests::{TestServer, free_port, run, tree_files, wait_until};
 
 const PW: &str = "feeds-admin-pw";
 
@@ -27,27 +27,15 @@ fn unique(label: &str) -> String {
 
 /// Every file below the archive's `/syslog`, with its text.
 fn syslog_files(server: &TestServer) -> Vec<(String, String)> {
-    let root = server.archive("/");
-    let mut files = Vec::new();
-    let mut pending = vec![server.archive("/syslog")];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                let rel = path.strip_prefix(&root).unwrap_or(&path);
-                files.push((
-                    format!("/{}", rel.display()),
-                    String::from_utf8_lossy(&bytes).into_owned(),
-                ));
-            }
-        }
-    }
-    files
+    tree_files(&server.archive("/syslog"))
+        .into_iter()
+        .map(|(rel, bytes)| {
+            (
+                format!("/syslog/{rel}"),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// Waits until a line containing `needle` is in a syslog file; returns (path, line).
@@ -436,4 +424,53 @@ ruleset(name="viaTls") {{
         ],
     );
     assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "401");
+}
+
+#[test]
+fn senders_outside_the_allow_list_and_over_max_connections_are_refused_and_counted() {
+    let (port, open_port) = (free_port(), free_port());
+    let server = syslog_server(&format!(
+        "udp = \"127.0.0.1:{port}\"\ntcp = \"127.0.0.1:{port}\"\nallow = [\"10.0.0.0/8\"]\n"
+    ));
+    logger(port, &["--udp", "--rfc3164"], &unique("outsider"));
+    let mut refused = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    refused.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let _ = refused.write_all(b"<13>Nov 22 19:00:00 h app: not allowed\n");
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        refused.read(&mut byte).unwrap_or(0),
+        0,
+        "connection not closed"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || counter(
+            &server, "syslog", "rejected"
+        ) == 2),
+        "{}",
+        stats(&server)
+    );
+    assert_eq!(counter(&server, "syslog", "stored"), 0);
+    assert!(syslog_files(&server).is_empty());
+
+    // One connection at a time: the second is closed at once and counted.
+    let limited = syslog_server(&format!(
+        "tcp = \"127.0.0.1:{open_port}\"\nmax_connections = 1\n"
+    ));
+    let first = TcpStream::connect(("127.0.0.1", open_port)).expect("connect");
+    let mut second = TcpStream::connect(("127.0.0.1", open_port)).expect("connect");
+    second.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    assert_eq!(
+        second.read(&mut byte).unwrap_or(0),
+        0,
+        "second connection not closed"
+    );
+    assert!(wait_until(Duration::from_secs(5), || counter(
+        &limited, "syslog", "dropped"
+    ) == 1));
+    let mut first = first;
+    let message = unique("first");
+    first
+        .write_all(format!("<13>Nov 22 19:00:00 limited app: {message}\n").as_bytes())
+        .expect("send");
+    wait_for_line(&limited, &message);
 }
