@@ -236,12 +236,15 @@ impl Appender {
         }
         pending.bytes += bytes.len();
         let full = pending.bytes >= FLUSH_AT;
-        pending
-            .files
-            .entry(path.clone())
-            .or_insert_with(|| (uploader, Vec::new()))
-            .1
-            .extend_from_slice(bytes);
+        // No key clone for the common case of a file that already has a buffer.
+        match pending.files.get_mut(path) {
+            Some(slot) => slot.1.extend_from_slice(bytes),
+            None => {
+                pending
+                    .files
+                    .insert(path.clone(), (uploader, bytes.to_vec()));
+            }
+        }
         drop(pending);
         if full {
             self.wake.notify_one();

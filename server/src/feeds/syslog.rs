@@ -54,9 +54,13 @@ enum Skip {
 }
 
 /// Cuts a TCP byte stream into syslog frames (RFC 6587), detecting the framing of each.
+///
+/// Consumed bytes are only skipped over (`pos`) and cut off once per [`Framer::push`], so
+/// cutting many small frames from a large read costs no copying of what follows them.
 #[derive(Debug)]
 pub struct Framer {
     buf: Vec<u8>,
+    pos: usize,
     max: usize,
     skip: Skip,
 }
@@ -65,34 +69,51 @@ impl Framer {
     pub fn new(max: usize) -> Framer {
         Framer {
             buf: Vec::new(),
+            pos: 0,
             max,
             skip: Skip::None,
         }
     }
 
     pub fn push(&mut self, data: &[u8]) {
+        self.buf.drain(..self.pos);
+        self.pos = 0;
         self.buf.extend_from_slice(data);
+    }
+
+    fn rest(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+    }
+
+    /// Takes `len` bytes after a `header` as a frame.
+    fn take(&mut self, header: usize, len: usize) -> Frame {
+        let frame = self.rest()[header..header + len].to_vec();
+        Frame::Message(trim_line_end(frame))
     }
 
     /// The next complete frame, if the buffer holds one.
     pub fn next_frame(&mut self) -> Option<Frame> {
         match self.skip {
             Skip::Bytes(n) => {
-                let cut = n.min(self.buf.len());
-                self.buf.drain(..cut);
+                let cut = n.min(self.rest().len());
+                self.consume(cut);
                 if cut < n {
                     self.skip = Skip::Bytes(n - cut);
                     return None;
                 }
                 self.skip = Skip::None;
             }
-            Skip::Line => match self.buf.iter().position(|b| *b == b'\n') {
+            Skip::Line => match self.rest().iter().position(|b| *b == b'\n') {
                 Some(at) => {
-                    self.buf.drain(..=at);
+                    self.consume(at + 1);
                     self.skip = Skip::None;
                 }
                 None => {
-                    self.buf.clear();
+                    self.consume(self.rest().len());
                     return None;
                 }
             },
@@ -100,44 +121,44 @@ impl Framer {
         }
         // Blank lines between frames (and the LF some senders add after a counted frame).
         let blank = self
-            .buf
+            .rest()
             .iter()
             .take_while(|b| matches!(b, b'\n' | b'\r'))
             .count();
-        self.buf.drain(..blank);
-        if self.buf.is_empty() {
+        self.consume(blank);
+        if self.rest().is_empty() {
             return None;
         }
         match self.octet_count() {
             Counted::NeedMore => return None,
             Counted::Len(header, len) if len > self.max => {
-                self.buf.drain(..header);
+                self.consume(header);
                 self.skip = Skip::Bytes(len);
                 return Some(Frame::Oversize(len));
             }
             Counted::Len(header, len) => {
-                if self.buf.len() < header + len {
+                if self.rest().len() < header + len {
                     return None;
                 }
-                let frame = self.buf[header..header + len].to_vec();
-                self.buf.drain(..header + len);
-                return Some(Frame::Message(trim_line_end(frame)));
+                let frame = self.take(header, len);
+                self.consume(header + len);
+                return Some(frame);
             }
             Counted::No => {}
         }
-        match self.buf.iter().position(|b| *b == b'\n') {
+        match self.rest().iter().position(|b| *b == b'\n') {
             Some(at) if at <= self.max => {
-                let frame = self.buf[..at].to_vec();
-                self.buf.drain(..=at);
-                Some(Frame::Message(trim_line_end(frame)))
+                let frame = self.take(0, at);
+                self.consume(at + 1);
+                Some(frame)
             }
             Some(at) => {
-                self.buf.drain(..=at);
+                self.consume(at + 1);
                 Some(Frame::Oversize(at))
             }
-            None if self.buf.len() > self.max => {
-                let len = self.buf.len();
-                self.buf.clear();
+            None if self.rest().len() > self.max => {
+                let len = self.rest().len();
+                self.consume(len);
                 self.skip = Skip::Line;
                 Some(Frame::Oversize(len))
             }
@@ -147,28 +168,30 @@ impl Framer {
 
     /// At the end of the stream: the last frame if it lacked its LF.
     pub fn finish(&mut self) -> Option<Frame> {
-        if self.skip != Skip::None || self.buf.is_empty() {
+        if self.skip != Skip::None || self.rest().is_empty() {
             return None;
         }
-        let frame = std::mem::take(&mut self.buf);
-        Some(Frame::Message(trim_line_end(frame)))
+        let len = self.rest().len();
+        let frame = self.take(0, len);
+        self.consume(len);
+        Some(frame)
     }
 
     /// RFC 6587 octet counting: `NONZERO-DIGIT *DIGIT SP` followed by `<`.
     fn octet_count(&self) -> Counted {
-        let digits = self
-            .buf
+        let rest = self.rest();
+        let digits = rest
             .iter()
             .take(11)
             .take_while(|b| b.is_ascii_digit())
             .count();
-        if digits == 0 || self.buf[0] == b'0' || digits > 9 {
+        if digits == 0 || rest[0] == b'0' || digits > 9 {
             return Counted::No;
         }
-        match (self.buf.get(digits), self.buf.get(digits + 1)) {
+        match (rest.get(digits), rest.get(digits + 1)) {
             (None, _) | (Some(b' '), None) => Counted::NeedMore,
             (Some(b' '), Some(b'<')) => {
-                let len = std::str::from_utf8(&self.buf[..digits])
+                let len = std::str::from_utf8(&rest[..digits])
                     .ok()
                     .and_then(|d| d.parse().ok())
                     .unwrap_or(usize::MAX);
@@ -234,6 +257,10 @@ pub fn parse_frame(frame: &[u8]) -> Result<Parsed<'_>, &'static str> {
 
 /// Control characters as rsyslog writes them (`#012`), so a message stays one line.
 fn escape_controls(text: &str, out: &mut Vec<u8>) {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
     for c in text.chars() {
         if c.is_control() && c != '\t' {
             out.extend_from_slice(format!("#{:03o}", c as u32).as_bytes());
@@ -310,14 +337,14 @@ impl Receiver {
         let counters = self.counters();
         Counters::add(&counters.received);
         let now = OffsetDateTime::now_utc();
-        let stamp = now.format(&Rfc3339).unwrap_or_default();
-        let sender = safe_component(&peer.to_string(), 64).unwrap_or_else(|| "unknown".into());
+        let stamp = || now.format(&Rfc3339).unwrap_or_default();
+        let sender = || safe_component(&peer.to_string(), 64).unwrap_or_else(|| "unknown".into());
         let mut line = Vec::with_capacity(frame.len() + 40);
         let (path, counter) = match parse_frame(frame) {
             Ok(parsed) => {
-                let host = parsed.host.clone().unwrap_or_else(|| sender.clone());
+                let host = parsed.host.clone().unwrap_or_else(sender);
                 if !parsed.has_time {
-                    line.extend_from_slice(stamp.as_bytes());
+                    line.extend_from_slice(stamp().as_bytes());
                     line.push(b' ');
                 }
                 escape_controls(parsed.text, &mut line);
@@ -329,7 +356,7 @@ impl Receiver {
                 (path, &counters.stored)
             }
             Err(reason) => {
-                line.extend_from_slice(format!("{stamp} {sender} {reason}: ").as_bytes());
+                line.extend_from_slice(format!("{} {} {reason}: ", stamp(), sender()).as_bytes());
                 escape_controls(&String::from_utf8_lossy(frame), &mut line);
                 let [year, month, day] = date_parts(now);
                 let path =
