@@ -6,7 +6,8 @@
 //! modification time is older than that policy's `max_age` (the most specific policy wins
 //! when folders nest); folders left empty below a policy's folder are removed too, never
 //! the policy's folder itself. Everything goes through the [`Archive`] trait and the
-//! catalog follows each removal.
+//! catalog follows each removal. Telemetry records in the catalog expire with the policy
+//! that covers `/telemetry` ([`prune_telemetry`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -116,6 +117,38 @@ pub async fn enforce(
     Ok(removed)
 }
 
+/// Telemetry records in the catalog expire with the files: when a policy covers
+/// `/telemetry`, records received longer ago than its `max_age` are removed, and
+/// `org.clearlinux/hello/world` test records after one day (as the reference backend).
+pub fn prune_telemetry(catalog: &Catalog, policies: &[RetentionPolicy]) -> anyhow::Result<usize> {
+    let Ok(probe) = ArchivePath::parse("/telemetry/records") else {
+        return Ok(0);
+    };
+    let Some(policy) = policy_for(policies, &probe) else {
+        return Ok(0);
+    };
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let max_age = i64::try_from(policy.max_age.0.as_secs()).unwrap_or(i64::MAX);
+    let tree = catalog.tree("telemetry")?;
+    let mut removed = 0;
+    for item in tree.iter() {
+        let (key, value) = item?;
+        let Ok(record) = serde_json::from_slice::<crate::feeds::telemetry::Record>(&value) else {
+            continue;
+        };
+        let allowed = if record.classification == "org.clearlinux/hello/world" {
+            max_age.min(86_400)
+        } else {
+            max_age
+        };
+        if now.saturating_sub(record.reception_timestamp) > allowed {
+            tree.remove(key)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// The background job: at start, then every [`JOB_INTERVAL`], until shutdown.
 pub async fn run_job(
     archive: Arc<dyn Archive>,
@@ -138,6 +171,11 @@ pub async fn run_job(
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "retention: pass done"),
             Err(err) => tracing::error!("retention: {err:#}"),
+        }
+        match prune_telemetry(&catalog, &policies) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "retention: telemetry records expired"),
+            Err(err) => tracing::error!("retention: telemetry records: {err:#}"),
         }
     }
 }
@@ -171,9 +209,93 @@ pub fn command(config_file: Option<&Path>, dry_run: bool) -> anyhow::Result<()> 
         } else {
             let (archive, catalog) = crate::server::open_store(&config)?;
             let removed = enforce(archive.as_ref(), &catalog, &policies).await?;
+            let records = prune_telemetry(&catalog, &policies)?;
             catalog.flush().await?;
-            println!("{removed} files removed");
+            println!("{removed} files removed, {records} telemetry records expired");
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feeds::telemetry::Record;
+    use logarchive_common::config::Interval;
+
+    fn policy(path: &str, days: u64) -> RetentionPolicy {
+        RetentionPolicy {
+            path: ArchivePath::parse(path).unwrap(),
+            max_age: Interval(Duration::from_secs(days * 86_400)),
+        }
+    }
+
+    fn record(id: u64, classification: &str, age_secs: i64) -> Record {
+        Record {
+            id,
+            machine_id: "m".into(),
+            machine_type: "t".into(),
+            arch: "x86_64".into(),
+            build: "1".into(),
+            kernel_version: "6.1.0".into(),
+            ts_capture: String::new(),
+            ts_reception: String::new(),
+            severity: 1,
+            classification: classification.into(),
+            record_version: 4,
+            payload: String::new(),
+            board_name: String::new(),
+            bios_version: String::new(),
+            cpu_model: String::new(),
+            event_id: String::new(),
+            system_name: String::new(),
+            external: false,
+            creation_timestamp: 0,
+            reception_timestamp: OffsetDateTime::now_utc().unix_timestamp() - age_secs,
+        }
+    }
+
+    #[test]
+    fn the_most_specific_policy_governs() {
+        let policies = [policy("/a", 1), policy("/a/b", 100)];
+        let at = |p: &str| {
+            policy_for(&policies, &ArchivePath::parse(p).unwrap()).map(|p| p.path.to_string())
+        };
+        assert_eq!(at("/a/x").as_deref(), Some("/a"));
+        assert_eq!(at("/a/b/x").as_deref(), Some("/a/b"));
+        assert_eq!(at("/ab/x"), None);
+    }
+
+    #[tokio::test]
+    async fn telemetry_records_expire_with_their_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive: Arc<dyn Archive> =
+            Arc::new(crate::archive::fs::FsArchive::open(&dir.path().join("a"), false).unwrap());
+        let catalog = Catalog::open(&dir.path().join("c"), archive).unwrap();
+        let tree = catalog.tree("telemetry").unwrap();
+        let day = 86_400;
+        for item in [
+            record(1, "a/b/c", 40 * day),
+            record(2, "a/b/c", 2 * day),
+            record(3, "org.clearlinux/hello/world", 2 * day),
+            record(4, "org.clearlinux/hello/world", 60),
+        ] {
+            tree.insert(item.id.to_be_bytes(), serde_json::to_vec(&item).unwrap())
+                .unwrap();
+        }
+        assert_eq!(
+            prune_telemetry(&catalog, &[policy("/syslog", 1)]).unwrap(),
+            0
+        );
+        assert_eq!(
+            prune_telemetry(&catalog, &[policy("/telemetry", 35)]).unwrap(),
+            2
+        );
+        let left: Vec<u64> = tree
+            .iter()
+            .keys()
+            .map(|k| u64::from_be_bytes(k.unwrap().as_ref().try_into().unwrap()))
+            .collect();
+        assert_eq!(left, [2, 4]);
+    }
 }
