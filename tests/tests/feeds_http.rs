@@ -464,6 +464,37 @@ fn telemetry_records_are_validated_stored_and_listed() {
     let stats = stats(&server);
     assert_eq!(stats["telemetry"]["stored"], 3, "{stats}");
     assert_eq!(stats["telemetry"]["rejected"], 3, "{stats}");
+
+    // The HTML page: filtered list, counts by classification, an SVG chart; text escaped.
+    let mut odd = v2_headers("3", TID);
+    odd[1] = "classification: x<script>/y/z".to_owned();
+    assert_eq!(post_v2(&server, "/v2/collector", &odd, "p").status, 201);
+    let page = curl(
+        &server,
+        &[],
+        "/telemetry?classification=org.clearlinux%2Fhello%2Fworld",
+    );
+    assert_eq!(page.status, 200);
+    assert!(
+        page.headers.to_ascii_lowercase().contains("text/html"),
+        "{}",
+        page.headers
+    );
+    let html = page.text();
+    assert!(
+        html.contains("<svg") && html.contains("severity 2: 1"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td>org.clearlinux/hello/world</td><td>2</td>"),
+        "{html}"
+    );
+    assert!(!html.contains("crash/kernel"), "filter ignored: {html}");
+    let all = curl(&server, &[], "/telemetry").text();
+    assert!(
+        all.contains("x&lt;script&gt;/y/z") && !all.contains("x<script>"),
+        "{all}"
+    );
 }
 
 fn place(server: &TestServer, path: &str, days_old: u32) {

@@ -9,7 +9,9 @@
 //! - A record is stored in the catalog tree `telemetry` (flushed before the 201) and
 //!   appended to `/telemetry/<YYYY>/<MM>/<DD>.jsonl` by the shared appender (in the archive
 //!   within a second).
-//! - `GET /api/records` lists them newest first with the reference's filters.
+//! - `GET /api/records` lists them newest first with the reference's filters;
+//!   `GET /telemetry` is an HTML page with a filter form, the newest records and an SVG
+//!   chart of counts per day by severity (and counts by classification).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -283,6 +285,7 @@ pub fn router(config: &TelemetryConfig, ctx: &FeedContext) -> anyhow::Result<Rou
         .route("/", post(collect_v2))
         .route("/v3/collector", post(collect_v3))
         .route("/api/records", get(list_records))
+        .route("/telemetry", get(page))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state))
 }
@@ -434,6 +437,17 @@ pub struct Filter {
     pub from_id: Option<u64>,
 }
 
+impl Filter {
+    /// The field filters (not the time window).
+    fn matches(&self, record: &Record) -> bool {
+        let same = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        same(&self.classification, &record.classification)
+            && self.severity.is_none_or(|s| s == record.severity)
+            && same(&self.machine_id, &record.machine_id)
+            && same(&self.build, &record.build)
+    }
+}
+
 const MAX_LIMIT: usize = 10_000;
 const MAX_CREATED_IN_SEC: u32 = 30 * 86_400;
 
@@ -477,22 +491,168 @@ async fn list_records(
         let Ok(record) = serde_json::from_slice::<Record>(&value) else {
             continue;
         };
-        let keep = filter
-            .classification
-            .as_ref()
-            .is_none_or(|c| *c == record.classification)
-            && filter.severity.is_none_or(|s| s == record.severity)
-            && filter
-                .machine_id
-                .as_ref()
-                .is_none_or(|m| *m == record.machine_id)
-            && filter.build.as_ref().is_none_or(|b| *b == record.build)
-            && since.is_none_or(|since| record.creation_timestamp >= since);
-        if keep {
+        if filter.matches(&record) && since.is_none_or(|since| record.creation_timestamp >= since) {
             found.push(public(&record));
         }
     }
     axum::Json(serde_json::json!({ "records": found })).into_response()
+}
+
+/// Filters of the HTML page: the API's, as text (an empty form field is no filter).
+#[derive(Debug, Default, Deserialize)]
+pub struct PageFilter {
+    #[serde(default)]
+    classification: String,
+    #[serde(default)]
+    severity: String,
+    #[serde(default)]
+    machine_id: String,
+    #[serde(default)]
+    build: String,
+}
+
+const PAGE_DAYS: i64 = 14;
+const PAGE_ROWS: usize = 200;
+const SEVERITY_COLOURS: [&str; 4] = ["#9ecae1", "#fdae6b", "#e6550d", "#a50f15"];
+
+fn esc(text: &str) -> std::borrow::Cow<'_, str> {
+    quick_xml::escape::escape(text)
+}
+
+/// `GET /telemetry`: the records with a filter form, and a server-rendered SVG chart of
+/// the last 14 days' counts per day by severity, plus counts by classification.
+async fn page(
+    State(state): State<TelemetryState>,
+    form: Result<Query<PageFilter>, QueryRejection>,
+) -> Response {
+    let form = form.map(|Query(form)| form).unwrap_or_default();
+    let text = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_owned());
+    let filter = Filter {
+        classification: text(&form.classification),
+        severity: form.severity.trim().parse().ok(),
+        machine_id: text(&form.machine_id),
+        build: text(&form.build),
+        ..Filter::default()
+    };
+    let today = OffsetDateTime::now_utc().unix_timestamp() / 86_400;
+    let mut per_day = vec![[0u32; 4]; PAGE_DAYS as usize];
+    let mut per_class: HashMap<String, u32> = HashMap::new();
+    let mut rows = String::new();
+    let mut shown = 0;
+    for item in state.records.iter().rev() {
+        let Ok((_, value)) = item else { continue };
+        let Ok(record) = serde_json::from_slice::<Record>(&value) else {
+            continue;
+        };
+        if !filter.matches(&record) {
+            continue;
+        }
+        let age = today - record.reception_timestamp.div_euclid(86_400);
+        if (0..PAGE_DAYS).contains(&age) {
+            let slot = (PAGE_DAYS - 1 - age) as usize;
+            let severity = usize::from(record.severity.clamp(1, 4)) - 1;
+            per_day[slot][severity] += 1;
+            *per_class.entry(record.classification.clone()).or_default() += 1;
+        }
+        if shown < PAGE_ROWS {
+            shown += 1;
+            let payload: String = record.payload.chars().take(80).collect();
+            rows.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>\n",
+                record.id,
+                esc(&record.ts_reception),
+                esc(&record.classification),
+                record.severity,
+                esc(&record.machine_id),
+                esc(&record.build),
+                esc(&payload)
+            ));
+        }
+    }
+    let chart = day_chart(&per_day, today);
+    let mut classes: Vec<(String, u32)> = per_class.into_iter().collect();
+    classes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let class_rows: String = classes
+        .iter()
+        .take(30)
+        .map(|(class, count)| format!("<tr><td>{}</td><td>{count}</td></tr>\n", esc(class)))
+        .collect();
+    let input = |name: &str, value: &str| {
+        format!(
+            "<label>{name} <input name=\"{name}\" value=\"{}\"></label> ",
+            esc(value)
+        )
+    };
+    let html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Telemetry records</title>\n\
+         <style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}}</style></head>\n\
+         <body><h1>Telemetry records</h1>\n<form method=\"get\">{}{}{}{}<button>Filter</button></form>\n\
+         <h2>Last {PAGE_DAYS} days by severity</h2>\n{chart}\n<h2>By classification (last {PAGE_DAYS} days)</h2>\n\
+         <table><tr><th>classification</th><th>records</th></tr>\n{class_rows}</table>\n\
+         <h2>Newest records (up to {PAGE_ROWS})</h2>\n<table><tr><th>id</th><th>received</th><th>classification</th><th>severity</th><th>machine</th><th>build</th><th>payload</th></tr>\n{rows}</table>\n</body></html>\n",
+        input("classification", &form.classification),
+        input("severity", &form.severity),
+        input("machine_id", &form.machine_id),
+        input("build", &form.build),
+    );
+    axum::response::Html(html).into_response()
+}
+
+/// A stacked bar per day (oldest left), one colour per severity, with a legend.
+fn day_chart(per_day: &[[u32; 4]], today: i64) -> String {
+    let (bar, gap, height) = (36u32, 8u32, 160u32);
+    let most = per_day
+        .iter()
+        .map(|day| day.iter().sum::<u32>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let width = (bar + gap) * per_day.len() as u32 + gap;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" role=\"img\" aria-label=\"records per day by severity\">\n",
+        height + 60
+    );
+    for (slot, counts) in per_day.iter().enumerate() {
+        let x = gap + slot as u32 * (bar + gap);
+        let mut top = height;
+        for (severity, count) in counts.iter().enumerate() {
+            let h = count * height / most;
+            if h == 0 {
+                continue;
+            }
+            top -= h;
+            svg.push_str(&format!(
+                "<rect x=\"{x}\" y=\"{top}\" width=\"{bar}\" height=\"{h}\" fill=\"{}\"><title>severity {}: {count}</title></rect>\n",
+                SEVERITY_COLOURS[severity],
+                severity + 1
+            ));
+        }
+        let total: u32 = counts.iter().sum();
+        let day = OffsetDateTime::from_unix_timestamp(
+            (today - (per_day.len() as i64 - 1 - slot as i64)) * 86_400,
+        )
+        .map(|d| format!("{:02}-{:02}", u8::from(d.month()), d.day()))
+        .unwrap_or_default();
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{day}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{total}</text>\n",
+            x + bar / 2,
+            height + 14,
+            x + bar / 2,
+            height + 26
+        ));
+    }
+    for (severity, colour) in SEVERITY_COLOURS.iter().enumerate() {
+        let x = gap + severity as u32 * 90;
+        svg.push_str(&format!(
+            "<rect x=\"{x}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{}\" y=\"{}\" font-size=\"11\">severity {}</text>\n",
+            height + 40,
+            x + 14,
+            height + 49,
+            severity + 1
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
 }
 
 #[cfg(test)]
