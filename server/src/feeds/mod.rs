@@ -470,3 +470,17 @@ pub fn date_parts(at: OffsetDateTime) -> [String; 3] {
         format!("{:02}", at.day()),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::{get, post};
+
+    /// The telemetry collector answers `POST /`; the web UI will want `GET /`: merging the
+    /// two routers must work (axum merges methods of one path).
+    #[test]
+    fn post_root_merges_with_a_get_root() {
+        let ui: axum::Router = axum::Router::new().route("/", get(|| async { "ui" }));
+        let feeds: axum::Router = axum::Router::new().route("/", post(|| async { "feed" }));
+        let _app = ui.merge(feeds);
+    }
+}
