@@ -15,7 +15,7 @@ fn http_server(extra: &str) -> TestServer {
     let mut server = TestServer::prepare_with_sections(
         "",
         &format!(
-            "[logger]\nenabled = true\nmax_body = \"8KiB\"\n[telemetry]\nenabled = true\n{extra}"
+            "[logger]\nenabled = true\nmax_body = \"8KiB\"\nrequest_timeout = \"2s\"\n[telemetry]\nenabled = true\n{extra}"
         ),
     );
     server.add_user("ott", PW, &["--home", "/logger", "--perm", "elrw"]);
@@ -307,6 +307,18 @@ fn ott_bad_requests_get_clear_answers_and_never_500() {
             .unwrap_or_default()
             .starts_with("_.._etc_")
     );
+
+    // A sender that stops halfway through its body gets 408 and its connection back.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", server.web_port)).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    slow.write_all(
+        b"POST /ott?stationid=1&action=senddata HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n<a>",
+    )
+    .expect("send");
+    let mut answer = [0u8; 1024];
+    let n = std::io::Read::read(&mut slow, &mut answer).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
 
     let auth = format!("ott:{PW}");
     let ping = curl(&server, &[], "/ping");

@@ -194,6 +194,14 @@ pub struct LoggerConfig {
     /// Largest body accepted (after deflate), else 413.
     #[serde(default = "default_logger_body")]
     pub max_body: Size,
+    /// A request (body included) that takes longer gets 408: slow senders cannot hold
+    /// connections and memory forever.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Interval,
+}
+
+fn default_request_timeout() -> Interval {
+    Interval(Duration::from_secs(30))
 }
 
 fn default_logger_body() -> Size {
@@ -205,6 +213,7 @@ impl Default for LoggerConfig {
         LoggerConfig {
             enabled: false,
             max_body: default_logger_body(),
+            request_timeout: default_request_timeout(),
         }
     }
 }
@@ -221,6 +230,9 @@ pub struct TelemetryConfig {
     /// Largest request body accepted, else 413.
     #[serde(default = "default_telemetry_body")]
     pub max_body: Size,
+    /// A request (body included) that takes longer gets 408.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Interval,
 }
 
 fn default_tid() -> String {
@@ -236,6 +248,7 @@ impl Default for TelemetryConfig {
             enabled: false,
             tid: default_tid(),
             max_body: default_telemetry_body(),
+            request_timeout: default_request_timeout(),
         }
     }
 }

@@ -48,6 +48,10 @@ pub fn router(config: &LoggerConfig, ctx: &FeedContext) -> Router {
         .route("/ott/", get(command).post(receive))
         .route("/ping", get(ping))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout.0,
+        ))
         .with_state(state)
 }
 

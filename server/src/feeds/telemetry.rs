@@ -287,6 +287,10 @@ pub fn router(config: &TelemetryConfig, ctx: &FeedContext) -> anyhow::Result<Rou
         .route("/api/records", get(list_records))
         .route("/telemetry", get(page))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout.0,
+        ))
         .with_state(state))
 }
 
