@@ -706,6 +706,21 @@ mod tests {
             let _ = parse_frame(&data);
         }
 
+        /// Past the `<PRI>` check, so syslog_loose sees odd headers and any text.
+        #[test]
+        fn parse_frame_with_pri_never_panics(
+            pri in 0u8..200,
+            version in "(1 )?",
+            rest in "[ -~\u{80}-\u{10ffff}]{0,80}",
+        ) {
+            let frame = format!("<{pri}>{version}{rest}");
+            if let Ok(parsed) = parse_frame(frame.as_bytes()) {
+                if let Some(host) = parsed.host {
+                    prop_assert!(ArchivePath::root().join(&host).is_ok());
+                }
+            }
+        }
+
         #[test]
         fn lines_survive_framing(lines in proptest::collection::vec("<13>[ -~]{0,30}", 1..10)) {
             let stream: String = lines.iter().map(|l| format!("{l}\n")).collect();
