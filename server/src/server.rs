@@ -102,6 +102,14 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     });
     // One HTTP listener for the web UI, its API and the HTTP feeds.
     let app = crate::web::base_routes().merge(crate::feeds::router(&config, &feeds)?);
+    // The appender stops last, after every listener that feeds it (its own signal).
+    let (flush_trigger, flush_stop) = crate::shutdown::channel();
+    let appender = tokio::spawn(
+        feeds
+            .appender
+            .clone()
+            .run(crate::feeds::flush_interval(&config.config), flush_stop),
+    );
     let mut feeds_service = tokio::spawn({
         let config = config.clone();
         let shutdown = shutdown.clone();
@@ -162,6 +170,8 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         Ok(Err(err)) => tracing::error!("feeds: {err:#}"),
         Err(join) => tracing::error!("feeds failed: {join}"),
     }
+    flush_trigger.trigger();
+    let _ = appender.await;
     catalog.flush().await.context("cannot flush the catalog")?;
     tracing::info!("stopped");
     Ok(())

@@ -474,3 +474,30 @@ fn senders_outside_the_allow_list_and_over_max_connections_are_refused_and_count
         .expect("send");
     wait_for_line(&limited, &message);
 }
+
+#[test]
+fn buffered_messages_are_written_at_shutdown() {
+    let port = free_port();
+    let mut server = syslog_server(&format!(
+        "tcp = \"127.0.0.1:{port}\"\nflush_interval = \"1h\"\n"
+    ));
+    let message = unique("at-shutdown");
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.write_all(format!("<13>Nov 22 19:00:00 shut app: {message}\n").as_bytes())
+        .expect("send");
+    assert!(wait_until(Duration::from_secs(10), || counter(
+        &server, "syslog", "stored"
+    ) == 1));
+    assert!(
+        syslog_files(&server).is_empty(),
+        "written before the flush interval"
+    );
+    assert!(server.stop(), "server did not stop cleanly");
+    let files = syslog_files(&server);
+    assert!(
+        files
+            .iter()
+            .any(|(path, text)| path.starts_with("/syslog/shut/") && text.contains(&message)),
+        "{files:?}"
+    );
+}

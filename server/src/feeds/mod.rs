@@ -353,30 +353,30 @@ impl Appender {
     }
 }
 
-/// Starts the feeds that have their own listeners (syslog) and the appender; returns when
-/// shutdown was signalled and everything buffered is written.
+/// How often the appender writes: `[syslog] flush_interval`, else 1 s.
+pub fn flush_interval(config: &logarchive_common::config::server::ServerConfig) -> Duration {
+    config
+        .syslog
+        .as_ref()
+        .map_or(Duration::from_secs(1), |s| s.flush_interval.0)
+        .max(Duration::from_millis(10))
+}
+
+/// Runs the feeds that have their own listeners (syslog) until `shutdown`, then waits for
+/// their connections to end. The appender runs beside them (see `server.rs`) and is
+/// stopped after them, so nothing they queued is left unwritten.
 pub async fn serve(
     config: &LoadedServerConfig,
     ctx: FeedContext,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let interval = config
-        .config
-        .syslog
-        .as_ref()
-        .map_or(Duration::from_secs(1), |s| s.flush_interval.0)
-        .max(Duration::from_millis(10));
-    let flusher = tokio::spawn(ctx.appender.clone().run(interval, shutdown.clone()));
-    let result = match &config.config.syslog {
-        Some(syslog_config) => syslog::serve(config, syslog_config, &ctx, shutdown.clone()).await,
+    match &config.config.syslog {
+        Some(syslog_config) => syslog::serve(config, syslog_config, &ctx, shutdown).await,
         None => {
-            shutdown.clone().wait().await;
+            shutdown.wait().await;
             Ok(())
         }
-    };
-    // The listeners have stopped: the last buffered messages are written now.
-    let _ = flusher.await;
-    result
+    }
 }
 
 /// The HTTP routes of the feeds that are switched on, for the web listener.

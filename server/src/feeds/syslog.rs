@@ -278,6 +278,9 @@ pub struct Receiver {
     limiters: Mutex<HashMap<IpAddr, Arc<RateLimiter>>>,
 }
 
+/// `max_connections` is capped here (far beyond any file descriptor limit).
+const MAX_CONNECTIONS: usize = 1 << 20;
+
 /// Forget per-sender buckets beyond this many senders (a spoofed-source UDP flood must not
 /// grow memory without bound).
 const MAX_TRACKED_SENDERS: usize = 10_000;
@@ -559,7 +562,8 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let receiver = Arc::new(Receiver::new(ctx.clone(), syslog.clone()));
-    let connections = Arc::new(Semaphore::new(syslog.max_connections.max(1)));
+    let limit = syslog.max_connections.clamp(1, MAX_CONNECTIONS);
+    let connections = Arc::new(Semaphore::new(limit));
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = syslog.udp {
         let socket = UdpSocket::bind(addr)
@@ -594,6 +598,14 @@ pub async fn serve(
     }
     shutdown.wait().await;
     while tasks.join_next().await.is_some() {}
+    // Connections end at their next read once shutdown is signalled; each holds a permit.
+    let all = u32::try_from(limit).unwrap_or(u32::MAX);
+    if tokio::time::timeout(Duration::from_secs(2), connections.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("syslog: connections still open 2 s after shutdown are cut");
+    }
     Ok(())
 }
 
