@@ -726,10 +726,8 @@ mod tests {
             rest in "[ -~\u{80}-\u{10ffff}]{0,80}",
         ) {
             let frame = format!("<{pri}>{version}{rest}");
-            if let Ok(parsed) = parse_frame(frame.as_bytes()) {
-                if let Some(host) = parsed.host {
-                    prop_assert!(ArchivePath::root().join(&host).is_ok());
-                }
+            if let Ok(Parsed { host: Some(host), .. }) = parse_frame(frame.as_bytes()) {
+                prop_assert!(ArchivePath::root().join(&host).is_ok());
             }
         }
 
