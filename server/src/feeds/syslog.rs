@@ -271,6 +271,22 @@ fn escape_controls(text: &str, out: &mut Vec<u8>) {
     }
 }
 
+/// The lines cut from one read, by host (`None`: unparsed), with their message counts:
+/// handed to the appender once per read instead of once per message.
+struct Batch {
+    now: OffsetDateTime,
+    files: Vec<(Option<String>, Vec<u8>, usize)>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            now: OffsetDateTime::now_utc(),
+            files: Vec::new(),
+        }
+    }
+}
+
 /// The receiver shared by all listeners.
 pub struct Receiver {
     ctx: FeedContext,
@@ -337,15 +353,20 @@ impl Receiver {
 
     /// Stores one frame.
     pub fn ingest(&self, frame: &[u8], peer: IpAddr) {
-        let counters = self.counters();
-        Counters::add(&counters.received);
-        let now = OffsetDateTime::now_utc();
-        let stamp = || now.format(&Rfc3339).unwrap_or_default();
+        let mut batch = Batch::new();
+        self.add(&mut batch, frame, peer);
+        self.commit(batch);
+    }
+
+    /// Turns one frame into its line in `batch` (the file it goes to is chosen at commit).
+    fn add(&self, batch: &mut Batch, frame: &[u8], peer: IpAddr) {
+        Counters::add(&self.counters().received);
+        let stamp = || batch.now.format(&Rfc3339).unwrap_or_default();
         let sender = || safe_component(&peer.to_string(), 64).unwrap_or_else(|| "unknown".into());
         let mut line = Vec::with_capacity(frame.len() + 40);
-        let (path, counter) = match parse_frame(frame) {
+        let host = match parse_frame(frame) {
             Ok(parsed) => {
-                let host = parsed.host.clone().unwrap_or_else(sender);
+                let host = parsed.host.unwrap_or_else(sender);
                 if !parsed.has_time {
                     line.extend_from_slice(stamp().as_bytes());
                     line.push(b' ');
@@ -354,31 +375,51 @@ impl Receiver {
                 if let Some(fticks) = parsed.fticks {
                     self.ctx.fticks.ingest(&self.ctx, fticks, &host);
                 }
-                let [year, month, day] = date_parts(now);
-                let path = ArchivePath::parse(&format!("/syslog/{host}/{year}/{month}/{day}.log"));
-                (path, &counters.stored)
+                Some(host)
             }
             Err(reason) => {
                 line.extend_from_slice(format!("{} {} {reason}: ", stamp(), sender()).as_bytes());
                 escape_controls(&String::from_utf8_lossy(frame), &mut line);
-                let [year, month, day] = date_parts(now);
-                let path =
-                    ArchivePath::parse(&format!("/syslog/_unparsed/{year}-{month}-{day}.log"));
-                (path, &counters.unparsed)
+                None
             }
         };
         line.push(b'\n');
-        let queued = match path {
-            Ok(path) => self.ctx.appender.append(&path, "syslog", &line),
-            Err(err) => {
-                tracing::error!("syslog: no archive path for a message: {err}");
-                false
+        let slot = match batch.files.iter().position(|(h, _, _)| *h == host) {
+            Some(at) => &mut batch.files[at],
+            None => {
+                batch.files.push((host, Vec::new(), 0));
+                let last = batch.files.len() - 1;
+                &mut batch.files[last]
             }
         };
-        if queued {
-            Counters::add(counter);
-        } else {
-            Counters::add(&counters.dropped);
+        slot.1.extend_from_slice(&line);
+        slot.2 += 1;
+    }
+
+    /// Hands a batch to the appender, one append per file, and counts its messages.
+    fn commit(&self, batch: Batch) {
+        let counters = self.counters();
+        let [year, month, day] = date_parts(batch.now);
+        for (host, bytes, messages) in batch.files {
+            let (path, counter) = match &host {
+                Some(host) => (
+                    ArchivePath::parse(&format!("/syslog/{host}/{year}/{month}/{day}.log")),
+                    &counters.stored,
+                ),
+                None => (
+                    ArchivePath::parse(&format!("/syslog/_unparsed/{year}-{month}-{day}.log")),
+                    &counters.unparsed,
+                ),
+            };
+            let queued = match path {
+                Ok(path) => self.ctx.appender.append(&path, "syslog", &bytes),
+                Err(err) => {
+                    tracing::error!("syslog: no archive path for a message: {err}");
+                    false
+                }
+            };
+            let counter = if queued { counter } else { &counters.dropped };
+            counter.fetch_add(messages as u64, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -437,9 +478,11 @@ impl Receiver {
                 }
             };
             framer.push(&buf[..n]);
+            let mut batch = Batch::new();
             while let Some(frame) = framer.next_frame() {
-                self.take(frame, peer.ip());
+                self.take(&mut batch, frame, peer.ip());
             }
+            self.commit(batch);
             let pause = self.charge(peer.ip(), n);
             if !pause.is_zero() {
                 // Backpressure: the sender's TCP window fills while we wait.
@@ -447,13 +490,15 @@ impl Receiver {
             }
         }
         if let Some(frame) = framer.finish() {
-            self.take(frame, peer.ip());
+            let mut batch = Batch::new();
+            self.take(&mut batch, frame, peer.ip());
+            self.commit(batch);
         }
     }
 
-    fn take(&self, frame: Frame, peer: IpAddr) {
+    fn take(&self, batch: &mut Batch, frame: Frame, peer: IpAddr) {
         match frame {
-            Frame::Message(bytes) => self.ingest(&bytes, peer),
+            Frame::Message(bytes) => self.add(batch, &bytes, peer),
             Frame::Oversize(len) => {
                 Counters::add(&self.counters().oversize);
                 tracing::warn!(%peer, len, "syslog frame over max_frame dropped");

@@ -68,12 +68,39 @@ fn generate(args: &Args) -> Vec<Vec<u8>> {
     streams
 }
 
-/// Lines in every file below `dir`.
-fn count_lines(dir: &Path) -> usize {
-    logarchive_tests::tree_files(dir)
-        .values()
-        .map(|bytes| bytes.iter().filter(|b| **b == b'\n').count())
-        .sum()
+/// Counts the lines below a folder incrementally: each poll reads only what was appended
+/// since the last, so counting costs both receivers the same little.
+#[derive(Default)]
+struct LineCounter {
+    files: std::collections::HashMap<std::path::PathBuf, (u64, usize)>,
+}
+
+impl LineCounter {
+    fn count(&mut self, dir: &Path) -> usize {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut pending = vec![dir.to_owned()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let (offset, lines) = self.files.entry(path.clone()).or_default();
+                let Ok(mut file) = std::fs::File::open(&path) else {
+                    continue;
+                };
+                let mut fresh = Vec::new();
+                if file.seek(SeekFrom::Start(*offset)).is_ok()
+                    && file.read_to_end(&mut fresh).is_ok()
+                {
+                    *offset += fresh.len() as u64;
+                    *lines += fresh.iter().filter(|b| **b == b'\n').count();
+                }
+            }
+        }
+        self.files.values().map(|(_, lines)| lines).sum()
+    }
 }
 
 /// Sends the streams in parallel and waits until `dir` holds every message as a line.
@@ -98,8 +125,9 @@ fn measure(port: u16, streams: &[Vec<u8>], dir: &Path, messages: usize) -> anyho
         Ok(())
     })?;
     let mut seen = 0;
+    let mut counter = LineCounter::default();
     let complete = wait_until(Duration::from_secs(300), || {
-        seen = count_lines(dir);
+        seen = counter.count(dir);
         seen >= messages
     });
     let elapsed = start.elapsed().as_secs_f64();
