@@ -7,7 +7,8 @@
 //! when folders nest); folders left empty below a policy's folder are removed too, never
 //! the policy's folder itself. Everything goes through the [`Archive`] trait and the
 //! catalog follows each removal. Telemetry records in the catalog expire with the policy
-//! that covers `/telemetry` ([`prune_telemetry`]).
+//! that covers `/telemetry` ([`prune_telemetry`]), the F-TICKS index with the one that
+//! covers `/syslog` ([`prune_fticks`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -149,6 +150,40 @@ pub fn prune_telemetry(catalog: &Catalog, policies: &[RetentionPolicy]) -> anyho
     Ok(removed)
 }
 
+/// The F-TICKS index expires with the policy covering `/syslog` (where its lines came
+/// from): entries, good and malformed, received longer ago than its `max_age` are removed.
+pub fn prune_fticks(catalog: &Catalog, policies: &[RetentionPolicy]) -> anyhow::Result<usize> {
+    let Ok(probe) = ArchivePath::parse("/syslog/fticks") else {
+        return Ok(0);
+    };
+    let Some(policy) = policy_for(policies, &probe) else {
+        return Ok(0);
+    };
+    let max_age = time::Duration::try_from(policy.max_age.0).unwrap_or(time::Duration::MAX);
+    let oldest = OffsetDateTime::now_utc() - max_age;
+    /// Just the time of an entry (both kinds of entry have it).
+    #[derive(serde::Deserialize)]
+    struct Received {
+        #[serde(with = "time::serde::rfc3339")]
+        received: OffsetDateTime,
+    }
+    let mut removed = 0;
+    for name in ["fticks", "fticks_malformed"] {
+        let tree = catalog.tree(name)?;
+        for item in tree.iter() {
+            let (key, value) = item?;
+            let Ok(entry) = serde_json::from_slice::<Received>(&value) else {
+                continue;
+            };
+            if entry.received < oldest {
+                tree.remove(key)?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// The background job: at start, then every [`JOB_INTERVAL`], until shutdown.
 pub async fn run_job(
     archive: Arc<dyn Archive>,
@@ -176,6 +211,11 @@ pub async fn run_job(
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "retention: telemetry records expired"),
             Err(err) => tracing::error!("retention: telemetry records: {err:#}"),
+        }
+        match prune_fticks(&catalog, &policies) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "retention: F-TICKS entries expired"),
+            Err(err) => tracing::error!("retention: F-TICKS index: {err:#}"),
         }
     }
 }
@@ -210,8 +250,11 @@ pub fn command(config_file: Option<&Path>, dry_run: bool) -> anyhow::Result<()> 
             let (archive, catalog) = crate::server::open_store(&config)?;
             let removed = enforce(archive.as_ref(), &catalog, &policies).await?;
             let records = prune_telemetry(&catalog, &policies)?;
+            let fticks = prune_fticks(&catalog, &policies)?;
             catalog.flush().await?;
-            println!("{removed} files removed, {records} telemetry records expired");
+            println!(
+                "{removed} files removed, {records} telemetry records and {fticks} F-TICKS entries expired"
+            );
         }
         Ok(())
     })
@@ -297,5 +340,37 @@ mod tests {
             .map(|k| u64::from_be_bytes(k.unwrap().as_ref().try_into().unwrap()))
             .collect();
         assert_eq!(left, [2, 4]);
+    }
+
+    #[tokio::test]
+    async fn fticks_entries_expire_with_the_syslog_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive: Arc<dyn Archive> =
+            Arc::new(crate::archive::fs::FsArchive::open(&dir.path().join("a"), false).unwrap());
+        let catalog = Catalog::open(&dir.path().join("c"), archive).unwrap();
+        let now = OffsetDateTime::now_utc();
+        for (tree, id, days) in [
+            ("fticks", 1u64, 400),
+            ("fticks", 2, 3),
+            ("fticks_malformed", 3, 400),
+        ] {
+            let received = (now - time::Duration::days(days)).format(&Rfc3339).unwrap();
+            let value = serde_json::json!({ "id": id, "received": received });
+            catalog
+                .tree(tree)
+                .unwrap()
+                .insert(id.to_be_bytes(), serde_json::to_vec(&value).unwrap())
+                .unwrap();
+        }
+        assert_eq!(
+            prune_fticks(&catalog, &[policy("/telemetry", 1)]).unwrap(),
+            0
+        );
+        assert_eq!(
+            prune_fticks(&catalog, &[policy("/syslog", 365)]).unwrap(),
+            2
+        );
+        assert_eq!(catalog.tree("fticks").unwrap().len(), 1);
+        assert!(catalog.tree("fticks_malformed").unwrap().is_empty());
     }
 }

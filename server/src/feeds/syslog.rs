@@ -641,6 +641,9 @@ pub async fn serve(
             shutdown.clone(),
         ));
     }
+    if tasks.is_empty() {
+        tracing::warn!("[syslog] has none of udp, tcp, tls: no syslog listener runs");
+    }
     shutdown.wait().await;
     while tasks.join_next().await.is_some() {}
     // Connections end at their next read once shutdown is signalled; each holds a permit.
