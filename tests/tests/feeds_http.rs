@@ -507,6 +507,22 @@ fn telemetry_records_are_validated_stored_and_listed() {
         all.contains("x&lt;script&gt;/y/z") && !all.contains("x<script>"),
         "{all}"
     );
+
+    // The day's file is in the catalog as the collector's.
+    let mut server = server;
+    assert!(server.stop());
+    let out = server.cli(&["catalog", "--json"], "");
+    let catalog = String::from_utf8_lossy(&out.stdout);
+    let entry = catalog
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["path"] == format!("/telemetry/{day}.jsonl").as_str())
+        .unwrap_or_else(|| panic!("the .jsonl is not cataloged: {catalog}"));
+    assert_eq!(entry["uploader"], "telemetry");
+    assert_eq!(
+        entry["sha256"],
+        logarchive_tests::sha256_file(&jsonl).as_str()
+    );
 }
 
 fn place(server: &TestServer, path: &str, days_old: u32) {

@@ -69,8 +69,11 @@ impl FeedContext {
     }
 }
 
-/// Counters of one feed. Every message or request ends in exactly one of `stored`,
-/// `unparsed` (kept, but flagged), `rejected`, `dropped`, `oversize` or `errors`.
+/// Counters of one feed. `received` counts the messages (syslog frames that passed the
+/// allow-list, size and rate checks) or requests that were looked at; each of those ends
+/// in one of `stored`, `unparsed` (kept, but flagged), `rejected`, `dropped`, `oversize`
+/// or `errors`. Syslog traffic refused before that (allow-list, size, rate, connection
+/// limit, idle senders) is counted in `rejected`, `oversize`, `dropped` and `timeouts`.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub received: AtomicU64,
