@@ -197,7 +197,25 @@ struct Pending {
 struct Grown {
     size: u64,
     hasher: Sha256,
+    last: std::time::Instant,
 }
+
+/// What the appender remembers between flushes.
+#[derive(Default)]
+struct Known {
+    grown: HashMap<ArchivePath, Grown>,
+    /// Folders known to exist (forgotten when a write below them fails).
+    dirs: HashSet<ArchivePath>,
+    /// Consecutive failed flushes per file.
+    failures: HashMap<ArchivePath, u32>,
+}
+
+/// A file not appended to for this long is forgotten (its hash is recomputed if it grows
+/// again), so memory does not grow with every host and day ever seen.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// After this many failed flushes in a row (about a minute), a file's buffered bytes are
+/// dropped (logged), so one unwritable file cannot fill the backlog for every sender.
+const MAX_FAILURES: u32 = 60;
 
 /// Flush early when this much is buffered.
 const FLUSH_AT: usize = 4 << 20;
@@ -216,8 +234,8 @@ pub struct Appender {
     catalog: Catalog,
     pending: Mutex<Pending>,
     wake: Notify,
-    /// One flush at a time; holds what is known of each grown file.
-    grown: tokio::sync::Mutex<(HashMap<ArchivePath, Grown>, HashSet<ArchivePath>)>,
+    /// One flush at a time; holds what is known of the files grown.
+    known: tokio::sync::Mutex<Known>,
 }
 
 impl Appender {
@@ -227,7 +245,7 @@ impl Appender {
             catalog,
             pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
-            grown: tokio::sync::Mutex::new((HashMap::new(), HashSet::new())),
+            known: tokio::sync::Mutex::new(Known::default()),
         }
     }
 
@@ -257,27 +275,45 @@ impl Appender {
 
     /// Writes everything buffered so far.
     pub async fn flush(&self) {
-        let mut grown = self.grown.lock().await;
+        let mut known = self.known.lock().await;
         let files = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             pending.bytes = 0;
             std::mem::take(&mut pending.files)
         };
-        let (grown, dirs) = &mut *grown;
+        let known = &mut *known;
         for (path, (uploader, bytes)) in files {
-            if let Err(err) = self.write(&path, uploader, &bytes, grown, dirs).await {
-                tracing::error!(%path, "cannot append {} bytes, will retry: {err:#}", bytes.len());
-                grown.remove(&path);
-                // Kept for the next flush, ahead of what arrived meanwhile.
-                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                pending.bytes += bytes.len();
-                let slot = pending
-                    .files
-                    .entry(path)
-                    .or_insert_with(|| (uploader, Vec::new()));
-                let newer = std::mem::replace(&mut slot.1, bytes);
-                slot.1.extend_from_slice(&newer);
+            let Err(err) = self.write(&path, uploader, &bytes, known).await else {
+                known.failures.remove(&path);
+                continue;
+            };
+            known.grown.remove(&path);
+            if let Some(parent) = path.parent() {
+                known.dirs.remove(&parent);
             }
+            let failures = known.failures.entry(path.clone()).or_default();
+            *failures += 1;
+            if *failures >= MAX_FAILURES {
+                tracing::error!(%path, "dropping {} bytes after {MAX_FAILURES} failed appends: {err:#}", bytes.len());
+                known.failures.remove(&path);
+                continue;
+            }
+            tracing::error!(%path, "cannot append {} bytes, will retry: {err:#}", bytes.len());
+            // Kept for the next flush, ahead of what arrived meanwhile.
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.bytes += bytes.len();
+            let slot = pending
+                .files
+                .entry(path)
+                .or_insert_with(|| (uploader, Vec::new()));
+            let newer = std::mem::replace(&mut slot.1, bytes);
+            slot.1.extend_from_slice(&newer);
+        }
+        known
+            .grown
+            .retain(|_, grown| grown.last.elapsed() < FORGET_AFTER);
+        if known.dirs.len() > 10_000 {
+            known.dirs.clear();
         }
     }
 
@@ -286,33 +322,38 @@ impl Appender {
         path: &ArchivePath,
         uploader: &'static str,
         bytes: &[u8],
-        grown: &mut HashMap<ArchivePath, Grown>,
-        dirs: &mut HashSet<ArchivePath>,
+        known: &mut Known,
     ) -> anyhow::Result<()> {
         if let Some(parent) = path.parent()
-            && !dirs.contains(&parent)
+            && !known.dirs.contains(&parent)
         {
             self.archive.create_dir_all(&parent).await?;
-            dirs.insert(parent);
+            known.dirs.insert(parent);
         }
         let mut upload = self.archive.begin_upload(path, UploadMode::Append).await?;
-        upload.write(bytes.to_vec()).await?;
+        if let Err(err) = upload.write(bytes.to_vec()).await {
+            // Cut back to where it was, so the retry does not duplicate a part.
+            upload.abort().await;
+            return Err(err.into());
+        }
         let committed = upload.commit().await?;
         let size = committed.entry.size;
-        let state = match grown.remove(path) {
+        let state = match known.grown.remove(path) {
             Some(mut state) if state.size + bytes.len() as u64 == size => {
                 state.hasher.update(bytes);
                 state.size = size;
+                state.last = std::time::Instant::now();
                 state
             }
             // First append of this run, or the file changed behind our back: hash it whole.
             _ => Grown {
                 size,
                 hasher: self.hash_whole(path).await?,
+                last: std::time::Instant::now(),
             },
         };
         let sha256 = hex::encode(state.hasher.clone().finalize());
-        grown.insert(path.clone(), state);
+        known.grown.insert(path.clone(), state);
         if let Err(err) = self
             .catalog
             .record_append(&committed.entry, sha256, uploader)
@@ -476,7 +517,86 @@ pub fn date_parts(at: OffsetDateTime) -> [String; 3] {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use axum::routing::{get, post};
+
+    fn open(dir: &std::path::Path) -> (Arc<dyn Archive>, Catalog) {
+        let archive: Arc<dyn Archive> =
+            Arc::new(crate::archive::fs::FsArchive::open(&dir.join("a"), false).unwrap());
+        let catalog = Catalog::open(&dir.join("c"), archive.clone()).unwrap();
+        (archive, catalog)
+    }
+
+    async fn read(archive: &Arc<dyn Archive>, path: &ArchivePath) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        archive
+            .open(path, 0)
+            .await
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .await
+            .unwrap();
+        bytes
+    }
+
+    #[tokio::test]
+    async fn appends_keep_order_and_the_catalog_hash_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (archive, catalog) = open(dir.path());
+        let appender = Appender::new(archive.clone(), catalog.clone());
+        let path = ArchivePath::parse("/syslog/h/2026/11/22.log").unwrap();
+        assert!(appender.append(&path, "syslog", b"one\n"));
+        assert!(appender.append(&path, "syslog", b"two\n"));
+        appender.flush().await;
+        assert!(appender.append(&path, "syslog", b"three\n"));
+        appender.flush().await;
+        let bytes = read(&archive, &path).await;
+        assert_eq!(bytes, b"one\ntwo\nthree\n");
+        let entry = &catalog.under(&path).unwrap()[0];
+        assert_eq!(entry.sha256, hex::encode(Sha256::digest(&bytes)));
+        assert_eq!(entry.uploader.as_deref(), Some("syslog"));
+
+        // Someone else grew the file: the hash is computed afresh, not continued.
+        let mut other = archive
+            .begin_upload(&path, UploadMode::Append)
+            .await
+            .unwrap();
+        other.write(b"by hand\n".to_vec()).await.unwrap();
+        other.commit().await.unwrap();
+        assert!(appender.append(&path, "syslog", b"four\n"));
+        appender.flush().await;
+        let bytes = read(&archive, &path).await;
+        assert_eq!(
+            catalog.under(&path).unwrap()[0].sha256,
+            hex::encode(Sha256::digest(&bytes))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_file_does_not_hold_up_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (archive, catalog) = open(dir.path());
+        let appender = Appender::new(archive.clone(), catalog);
+        // A file where a folder should be: every append below it fails.
+        let blocker = ArchivePath::parse("/syslog/blocked").unwrap();
+        archive
+            .create_dir_all(&ArchivePath::parse("/syslog").unwrap())
+            .await
+            .unwrap();
+        archive.store_new(&blocker, b"x".to_vec()).await.unwrap();
+        let bad = ArchivePath::parse("/syslog/blocked/2026.log").unwrap();
+        let good = ArchivePath::parse("/syslog/ok/2026.log").unwrap();
+        assert!(appender.append(&bad, "syslog", b"lost\n"));
+        assert!(appender.append(&good, "syslog", b"kept\n"));
+        appender.flush().await;
+        assert_eq!(read(&archive, &good).await, b"kept\n");
+        // Retried, then given up after MAX_FAILURES flushes: the backlog empties.
+        for _ in 1..MAX_FAILURES {
+            appender.flush().await;
+        }
+        let pending = appender.pending.lock().unwrap();
+        assert!(pending.files.is_empty() && pending.bytes == 0);
+    }
 
     /// The telemetry collector answers `POST /`; the web UI will want `GET /`: merging the
     /// two routers must work (axum merges methods of one path).
