@@ -160,7 +160,12 @@ impl FeedStats {
             what: what.into(),
             reason: reason.into(),
         };
-        tracing::warn!(feed, what = %flag.what, "flagged: {}", flag.reason);
+        // F-TICKS lines can come by the thousand: counted and kept, logged only in debug.
+        if feed == "fticks" {
+            tracing::debug!(feed, what = %flag.what, "flagged: {}", flag.reason);
+        } else {
+            tracing::warn!(feed, what = %flag.what, "flagged: {}", flag.reason);
+        }
         let mut flags = self.flags.lock().unwrap_or_else(|p| p.into_inner());
         if flags.len() == FLAGS_KEPT {
             flags.pop_back();

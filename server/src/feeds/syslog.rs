@@ -473,7 +473,7 @@ impl Receiver {
                 }
                 Err(_) => {
                     Counters::add(&counters.timeouts);
-                    tracing::info!(%peer, "syslog sender idle for {idle:?}: disconnected");
+                    tracing::debug!(%peer, "syslog sender idle for {idle:?}: disconnected");
                     break;
                 }
             };
@@ -501,7 +501,8 @@ impl Receiver {
             Frame::Message(bytes) => self.add(batch, &bytes, peer),
             Frame::Oversize(len) => {
                 Counters::add(&self.counters().oversize);
-                tracing::warn!(%peer, len, "syslog frame over max_frame dropped");
+                // Per frame: counted; a log line each could flood the log.
+                tracing::debug!(%peer, len, "syslog frame over max_frame dropped");
             }
         }
     }
@@ -535,7 +536,7 @@ impl Receiver {
             }
             let Ok(permit) = connections.clone().try_acquire_owned() else {
                 Counters::add(&counters.dropped);
-                tracing::warn!(%peer, "syslog connection refused: max_connections reached");
+                tracing::debug!(%peer, "syslog connection refused: max_connections reached");
                 continue;
             };
             let receiver = self.clone();
