@@ -159,29 +159,14 @@ pub fn prune_fticks(catalog: &Catalog, policies: &[RetentionPolicy]) -> anyhow::
     let Some(policy) = policy_for(policies, &probe) else {
         return Ok(0);
     };
-    let max_age = time::Duration::try_from(policy.max_age.0).unwrap_or(time::Duration::MAX);
-    let oldest = OffsetDateTime::now_utc() - max_age;
-    /// Just the time of an entry (both kinds of entry have it).
-    #[derive(serde::Deserialize)]
-    struct Received {
-        #[serde(with = "time::serde::rfc3339")]
-        received: OffsetDateTime,
+    let oldest = time::Duration::try_from(policy.max_age.0)
+        .ok()
+        .and_then(|max_age| OffsetDateTime::now_utc().checked_sub(max_age));
+    match oldest {
+        Some(oldest) => crate::feeds::fticks::FticksIndex::open(catalog)?.prune(oldest),
+        // Older than time can tell: nothing is that old.
+        None => Ok(0),
     }
-    let mut removed = 0;
-    for name in ["fticks", "fticks_malformed"] {
-        let tree = catalog.tree(name)?;
-        for item in tree.iter() {
-            let (key, value) = item?;
-            let Ok(entry) = serde_json::from_slice::<Received>(&value) else {
-                continue;
-            };
-            if entry.received < oldest {
-                tree.remove(key)?;
-                removed += 1;
-            }
-        }
-    }
-    Ok(removed)
 }
 
 /// The background job: at start, then every [`JOB_INTERVAL`], until shutdown.
@@ -344,23 +329,21 @@ mod tests {
 
     #[tokio::test]
     async fn fticks_entries_expire_with_the_syslog_policy() {
+        use crate::feeds::fticks::{FticksIndex, Indexed, parse};
         let dir = tempfile::tempdir().unwrap();
         let archive: Arc<dyn Archive> =
             Arc::new(crate::archive::fs::FsArchive::open(&dir.path().join("a"), false).unwrap());
         let catalog = Catalog::open(&dir.path().join("c"), archive).unwrap();
-        let now = OffsetDateTime::now_utc();
-        for (tree, id, days) in [
-            ("fticks", 1u64, 400),
-            ("fticks", 2, 3),
-            ("fticks_malformed", 3, 400),
-        ] {
-            let received = (now - time::Duration::days(days)).format(&Rfc3339).unwrap();
-            let value = serde_json::json!({ "id": id, "received": received });
-            catalog
-                .tree(tree)
-                .unwrap()
-                .insert(id.to_be_bytes(), serde_json::to_vec(&value).unwrap())
-                .unwrap();
+        let index = FticksIndex::open(&catalog).unwrap();
+        let line = "F-TICKS/eduroam/1.0#REALM=a.org#VISCOUNTRY=CZ#VISINST=1x#CSI=aabbccddeeff#PN=p#RESULT=OK";
+        for (id, days) in [(1, 400), (2, 3)] {
+            let item = Indexed {
+                id,
+                received: OffsetDateTime::now_utc() - time::Duration::days(days),
+                host: "h".into(),
+                record: parse(line).unwrap(),
+            };
+            index.insert(&item).unwrap();
         }
         assert_eq!(
             prune_fticks(&catalog, &[policy("/telemetry", 1)]).unwrap(),
@@ -368,9 +351,13 @@ mod tests {
         );
         assert_eq!(
             prune_fticks(&catalog, &[policy("/syslog", 365)]).unwrap(),
-            2
+            1
         );
         assert_eq!(catalog.tree("fticks").unwrap().len(), 1);
-        assert!(catalog.tree("fticks_malformed").unwrap().is_empty());
+        assert_eq!(catalog.tree("fticks_by_realm").unwrap().len(), 1);
+        assert_eq!(
+            prune_fticks(&catalog, &[policy("/", 1_000_000_000)]).unwrap(),
+            0
+        );
     }
 }

@@ -5,8 +5,9 @@
 //! Grammar: `"F-TICKS/" federation "/" version 1*("#" KEY "=" value) ["#"]`, with exactly
 //! the keys REALM, VISCOUNTRY, VISINST, CSI, PN and RESULT (the old importer's rules: CSI
 //! is a MAC normalised to 12 hex digits, VISINST starts with `1`, RESULT is OK or FAIL).
-//! Good lines go to the catalog tree `fticks`, malformed ones with their reason to
-//! `fticks_malformed`; neither is ever dropped (the raw line is in the syslog file too).
+//! Good lines go to the catalog tree `fticks` (with lookup trees per searchable field),
+//! malformed ones with their reason to `fticks_malformed`; neither is ever dropped (the
+//! raw line is in the syslog file too).
 //! The index is derived data: sled writes it back within half a second.
 
 use std::collections::HashMap;
@@ -151,12 +152,33 @@ pub struct Malformed {
     pub reason: String,
 }
 
-/// The F-TICKS index in the catalog's database.
+/// The F-TICKS index in the catalog's database: records by id (`fticks`), malformed lines
+/// by id (`fticks_malformed`), and one lookup tree per searchable field
+/// (`fticks_by_<field>`, key: lowercase value, NUL, id), so a search by realm, country,
+/// institution or result reads only the matching records.
 #[derive(Clone)]
 pub struct FticksIndex {
     good: sled::Tree,
     malformed: sled::Tree,
+    /// realm, viscountry, visinst, result (the order of [`Filter::lookups`]).
+    by: [sled::Tree; 4],
     next_id: Arc<AtomicU64>,
+}
+
+const LOOKUPS: [&str; 4] = ["realm", "viscountry", "visinst", "result"];
+
+/// The key of `id` under `value` in a lookup tree.
+fn lookup_key(value: &str, id: u64) -> Vec<u8> {
+    let mut key = value.to_lowercase().into_bytes();
+    key.push(0);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+impl Fticks {
+    fn lookups(&self) -> [&str; 4] {
+        [&self.realm, &self.viscountry, &self.visinst, &self.result]
+    }
 }
 
 fn last_id(tree: &sled::Tree) -> u64 {
@@ -171,10 +193,13 @@ impl FticksIndex {
     pub fn open(catalog: &crate::catalog::Catalog) -> anyhow::Result<FticksIndex> {
         let good = catalog.tree("fticks")?;
         let malformed = catalog.tree("fticks_malformed")?;
+        let by = LOOKUPS.map(|field| catalog.tree(&format!("fticks_by_{field}")));
+        let [realm, viscountry, visinst, result] = by;
         let next = last_id(&good).max(last_id(&malformed)) + 1;
         Ok(FticksIndex {
             good,
             malformed,
+            by: [realm?, viscountry?, visinst?, result?],
             next_id: Arc::new(AtomicU64::new(next)),
         })
     }
@@ -193,10 +218,7 @@ impl FticksIndex {
                     host: host.to_owned(),
                     record,
                 };
-                serde_json::to_vec(&item)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|v| Ok(self.good.insert(id.to_be_bytes(), v)?))
-                    .map(|_| &counters.stored)
+                self.insert(&item).map(|()| &counters.stored)
             }
             Err(reason) => {
                 ctx.stats.flag("fticks", host, format!("{reason}: {line}"));
@@ -222,30 +244,98 @@ impl FticksIndex {
         }
     }
 
-    /// Records matching `filter`, newest first.
+    /// Stores a good record and its lookup keys.
+    pub(crate) fn insert(&self, item: &Indexed) -> anyhow::Result<()> {
+        self.good
+            .insert(item.id.to_be_bytes(), serde_json::to_vec(item)?)?;
+        for (tree, value) in self.by.iter().zip(item.record.lookups()) {
+            tree.insert(lookup_key(value, item.id), &[])?;
+        }
+        Ok(())
+    }
+
+    /// Records matching `filter`, newest first. With a field filter, only the records
+    /// under its lookup key are read (the first given of realm, institution, country,
+    /// result); without, all are scanned.
     pub fn search(&self, filter: &Filter) -> anyhow::Result<Vec<Indexed>> {
         let limit = filter.limit.unwrap_or(1000).min(10_000);
+        let wanted = filter.lookups();
+        let matches = |record: &Indexed| {
+            wanted
+                .iter()
+                .zip(record.record.lookups())
+                .all(|(want, have)| want.is_none_or(|w| w.eq_ignore_ascii_case(have)))
+        };
         let mut found = Vec::new();
-        for item in self.good.iter().rev() {
-            let (_, value) = item?;
-            let Ok(record) = serde_json::from_slice::<Indexed>(&value) else {
-                continue;
-            };
-            let matches = |want: &Option<String>, have: &str| {
-                want.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(have))
-            };
-            if matches(&filter.realm, &record.record.realm)
-                && matches(&filter.viscountry, &record.record.viscountry)
-                && matches(&filter.visinst, &record.record.visinst)
-                && matches(&filter.result, &record.record.result)
+        let mut keep = |value: &[u8]| {
+            if let Ok(record) = serde_json::from_slice::<Indexed>(value)
+                && matches(&record)
             {
                 found.push(record);
-                if found.len() >= limit {
-                    break;
+            }
+            found.len() < limit
+        };
+        // Most selective first: realm, visinst, viscountry, result.
+        let lookup = [0usize, 2, 1, 3]
+            .into_iter()
+            .find_map(|at| wanted[at].map(|value| (&self.by[at], value)));
+        match lookup {
+            Some((tree, value)) => {
+                let prefix = lookup_key(value, 0);
+                let prefix = &prefix[..prefix.len() - 8];
+                for key in tree.scan_prefix(prefix).keys().rev() {
+                    let key = key?;
+                    let Some(id) = key.len().checked_sub(8).map(|at| &key[at..]) else {
+                        continue;
+                    };
+                    // A record expired by retention may leave its lookup key for a moment.
+                    if let Some(value) = self.good.get(id)?
+                        && !keep(&value)
+                    {
+                        break;
+                    }
+                }
+            }
+            None => {
+                for item in self.good.iter().rev() {
+                    let (_, value) = item?;
+                    if !keep(&value) {
+                        break;
+                    }
                 }
             }
         }
         Ok(found)
+    }
+
+    /// Removes records and malformed lines received before `oldest`, with their lookup
+    /// keys; returns how many went.
+    pub fn prune(&self, oldest: OffsetDateTime) -> anyhow::Result<usize> {
+        let mut removed = 0;
+        for item in self.good.iter() {
+            let (key, value) = item?;
+            let Ok(record) = serde_json::from_slice::<Indexed>(&value) else {
+                continue;
+            };
+            if record.received < oldest {
+                for (tree, value) in self.by.iter().zip(record.record.lookups()) {
+                    tree.remove(lookup_key(value, record.id))?;
+                }
+                self.good.remove(key)?;
+                removed += 1;
+            }
+        }
+        for item in self.malformed.iter() {
+            let (key, value) = item?;
+            let Ok(line) = serde_json::from_slice::<Malformed>(&value) else {
+                continue;
+            };
+            if line.received < oldest {
+                self.malformed.remove(key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Malformed lines, newest first.
@@ -270,6 +360,18 @@ pub struct Filter {
     pub visinst: Option<String>,
     pub result: Option<String>,
     pub limit: Option<usize>,
+}
+
+impl Filter {
+    /// The field filters in the order of the lookup trees.
+    fn lookups(&self) -> [Option<&str>; 4] {
+        [
+            self.realm.as_deref(),
+            self.viscountry.as_deref(),
+            self.visinst.as_deref(),
+            self.result.as_deref(),
+        ]
+    }
 }
 
 #[derive(Clone)]
@@ -362,6 +464,81 @@ mod tests {
             let err = parse(line).unwrap_err().to_string();
             assert!(err.contains(needle), "{line}: {err}");
         }
+    }
+
+    #[tokio::test]
+    async fn searches_use_the_lookup_trees_and_prune_cleans_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive: Arc<dyn crate::archive::Archive> =
+            Arc::new(crate::archive::fs::FsArchive::open(&dir.path().join("a"), false).unwrap());
+        let catalog = crate::catalog::Catalog::open(&dir.path().join("c"), archive).unwrap();
+        let index = FticksIndex::open(&catalog).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let cases = [
+            (1, "a.org", "OK", 10),
+            (2, "b.org", "FAIL", 1),
+            (3, "a.org", "FAIL", 1),
+            (4, "A.ORG", "OK", 0),
+        ];
+        for (id, realm, result, days) in cases {
+            let line = GOOD
+                .replace("example.org", realm)
+                .replace("RESULT=OK", &format!("RESULT={result}"));
+            let item = Indexed {
+                id,
+                received: now - time::Duration::days(days),
+                host: "h".into(),
+                record: parse(&line).unwrap(),
+            };
+            index.insert(&item).unwrap();
+        }
+        let ids = |filter: Filter| -> Vec<u64> {
+            index
+                .search(&filter)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        let realm = |r: &str| Some(r.to_owned());
+        assert_eq!(
+            ids(Filter {
+                realm: realm("a.org"),
+                ..Filter::default()
+            }),
+            [4, 3, 1]
+        );
+        assert_eq!(
+            ids(Filter {
+                realm: realm("a.org"),
+                result: realm("fail"),
+                ..Filter::default()
+            }),
+            [3]
+        );
+        assert_eq!(
+            ids(Filter {
+                result: realm("OK"),
+                ..Filter::default()
+            }),
+            [4, 1]
+        );
+        assert_eq!(
+            ids(Filter {
+                limit: Some(2),
+                ..Filter::default()
+            }),
+            [4, 3]
+        );
+        assert_eq!(index.prune(now - time::Duration::days(5)).unwrap(), 1);
+        assert_eq!(
+            ids(Filter {
+                realm: realm("a.org"),
+                ..Filter::default()
+            }),
+            [4, 3]
+        );
+        assert_eq!(index.by[0].len(), 3);
     }
 
     proptest! {
