@@ -498,6 +498,10 @@ fn telemetry_records_are_validated_stored_and_listed() {
         "{html}"
     );
     assert!(
+        html.contains("<title>org.clearlinux/hello/world: 2</title>"),
+        "no bar by classification: {html}"
+    );
+    assert!(
         html.contains("<td>org.clearlinux/hello/world</td><td>2</td>"),
         "{html}"
     );

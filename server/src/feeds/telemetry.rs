@@ -10,8 +10,8 @@
 //!   appended to `/telemetry/<YYYY>/<MM>/<DD>.jsonl` by the shared appender (in the archive
 //!   within a second).
 //! - `GET /api/records` lists them newest first with the reference's filters;
-//!   `GET /telemetry` is an HTML page with a filter form, the newest records and an SVG
-//!   chart of counts per day by severity (and counts by classification).
+//!   `GET /telemetry` is an HTML page with a filter form, the newest records and SVG
+//!   charts of counts per day by severity and by classification.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -523,8 +523,8 @@ fn esc(text: &str) -> std::borrow::Cow<'_, str> {
     quick_xml::escape::escape(text)
 }
 
-/// `GET /telemetry`: the records with a filter form, and a server-rendered SVG chart of
-/// the last 14 days' counts per day by severity, plus counts by classification.
+/// `GET /telemetry`: the records with a filter form, and server-rendered SVG charts of the
+/// last 14 days' counts per day by severity and by classification.
 async fn page(
     State(state): State<TelemetryState>,
     form: Result<Query<PageFilter>, QueryRejection>,
@@ -539,8 +539,9 @@ async fn page(
         ..Filter::default()
     };
     let today = OffsetDateTime::now_utc().unix_timestamp() / 86_400;
-    let mut per_day = vec![[0u32; 4]; PAGE_DAYS as usize];
-    let mut per_class: HashMap<String, u32> = HashMap::new();
+    let days = PAGE_DAYS as usize;
+    let mut by_severity = vec![vec![0u32; days]; 4];
+    let mut by_class: HashMap<String, Vec<u32>> = HashMap::new();
     let mut rows = String::new();
     let mut shown = 0;
     for item in state.records.iter().rev() {
@@ -555,8 +556,10 @@ async fn page(
         if (0..PAGE_DAYS).contains(&age) {
             let slot = (PAGE_DAYS - 1 - age) as usize;
             let severity = usize::from(record.severity.clamp(1, 4)) - 1;
-            per_day[slot][severity] += 1;
-            *per_class.entry(record.classification.clone()).or_default() += 1;
+            by_severity[severity][slot] += 1;
+            by_class
+                .entry(record.classification.clone())
+                .or_insert_with(|| vec![0; days])[slot] += 1;
         }
         if shown < PAGE_ROWS {
             shown += 1;
@@ -573,14 +576,47 @@ async fn page(
             ));
         }
     }
-    let chart = day_chart(&per_day, today);
-    let mut classes: Vec<(String, u32)> = per_class.into_iter().collect();
-    classes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let severity_series: Vec<Series> = by_severity
+        .into_iter()
+        .enumerate()
+        .map(|(at, counts)| (format!("severity {}", at + 1), SEVERITY_COLOURS[at], counts))
+        .collect();
+    let severity_chart = day_chart(&severity_series, today, "records per day by severity");
+    let mut classes: Vec<(String, Vec<u32>)> = by_class.into_iter().collect();
+    let total = |counts: &[u32]| counts.iter().sum::<u32>();
+    classes.sort_by(|a, b| total(&b.1).cmp(&total(&a.1)).then_with(|| a.0.cmp(&b.0)));
     let class_rows: String = classes
         .iter()
         .take(30)
-        .map(|(class, count)| format!("<tr><td>{}</td><td>{count}</td></tr>\n", esc(class)))
+        .map(|(class, counts)| {
+            format!(
+                "<tr><td>{}</td><td>{}</td></tr>\n",
+                esc(class),
+                total(counts)
+            )
+        })
         .collect();
+    // The biggest classifications get a colour each; the rest are summed as "other".
+    let mut class_series: Vec<Series> = classes
+        .iter()
+        .take(CLASS_COLOURS.len() - 1)
+        .zip(CLASS_COLOURS)
+        .map(|((class, counts), colour)| (class.clone(), colour, counts.clone()))
+        .collect();
+    if classes.len() >= CLASS_COLOURS.len() {
+        let mut other = vec![0; days];
+        for (_, counts) in &classes[CLASS_COLOURS.len() - 1..] {
+            for (sum, count) in other.iter_mut().zip(counts) {
+                *sum += count;
+            }
+        }
+        class_series.push((
+            "other".into(),
+            CLASS_COLOURS[CLASS_COLOURS.len() - 1],
+            other,
+        ));
+    }
+    let class_chart = day_chart(&class_series, today, "records per day by classification");
     let input = |name: &str, value: &str| {
         format!(
             "<label>{name} <input name=\"{name}\" value=\"{}\"></label> ",
@@ -591,7 +627,7 @@ async fn page(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Telemetry records</title>\n\
          <style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}}</style></head>\n\
          <body><h1>Telemetry records</h1>\n<form method=\"get\">{}{}{}{}<button>Filter</button></form>\n\
-         <h2>Last {PAGE_DAYS} days by severity</h2>\n{chart}\n<h2>By classification (last {PAGE_DAYS} days)</h2>\n\
+         <h2>Last {PAGE_DAYS} days by severity</h2>\n{severity_chart}\n<h2>Last {PAGE_DAYS} days by classification</h2>\n{class_chart}\n\
          <table><tr><th>classification</th><th>records</th></tr>\n{class_rows}</table>\n\
          <h2>Newest records (up to {PAGE_ROWS})</h2>\n<table><tr><th>id</th><th>received</th><th>classification</th><th>severity</th><th>machine</th><th>build</th><th>payload</th></tr>\n{rows}</table>\n</body></html>\n",
         input("classification", &form.classification),
@@ -602,57 +638,64 @@ async fn page(
     axum::response::Html(html).into_response()
 }
 
-/// A stacked bar per day (oldest left), one colour per severity, with a legend.
-fn day_chart(per_day: &[[u32; 4]], today: i64) -> String {
+/// One stacked part of a day chart: its label, colour and count per day (oldest first).
+type Series = (String, &'static str, Vec<u32>);
+
+const CLASS_COLOURS: [&str; 6] = [
+    "#3182bd", "#31a354", "#756bb1", "#e6550d", "#636363", "#bdbdbd",
+];
+
+/// A stacked bar per day (oldest left), one colour per series, with totals and a legend.
+fn day_chart(series: &[Series], today: i64, label: &str) -> String {
     let (bar, gap, height) = (36u32, 8u32, 160u32);
-    let most = per_day
-        .iter()
-        .map(|day| day.iter().sum::<u32>())
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let width = (bar + gap) * per_day.len() as u32 + gap;
+    let days = series.first().map_or(0, |(_, _, counts)| counts.len());
+    let day_total = |slot: usize| -> u32 { series.iter().map(|(_, _, counts)| counts[slot]).sum() };
+    let most = (0..days).map(day_total).max().unwrap_or(0).max(1);
+    let width = ((bar + gap) * days as u32 + gap).max(560);
+    let legend_rows = series.len().div_ceil(3) as u32;
     let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" role=\"img\" aria-label=\"records per day by severity\">\n",
-        height + 60
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" role=\"img\" aria-label=\"{}\">\n",
+        height + 40 + 16 * legend_rows,
+        esc(label)
     );
-    for (slot, counts) in per_day.iter().enumerate() {
+    for slot in 0..days {
         let x = gap + slot as u32 * (bar + gap);
         let mut top = height;
-        for (severity, count) in counts.iter().enumerate() {
+        for (name, colour, counts) in series {
+            let count = counts[slot];
             let h = count * height / most;
             if h == 0 {
                 continue;
             }
             top -= h;
             svg.push_str(&format!(
-                "<rect x=\"{x}\" y=\"{top}\" width=\"{bar}\" height=\"{h}\" fill=\"{}\"><title>severity {}: {count}</title></rect>\n",
-                SEVERITY_COLOURS[severity],
-                severity + 1
+                "<rect x=\"{x}\" y=\"{top}\" width=\"{bar}\" height=\"{h}\" fill=\"{colour}\"><title>{}: {count}</title></rect>\n",
+                esc(name)
             ));
         }
-        let total: u32 = counts.iter().sum();
-        let day = OffsetDateTime::from_unix_timestamp(
-            (today - (per_day.len() as i64 - 1 - slot as i64)) * 86_400,
-        )
-        .map(|d| format!("{:02}-{:02}", u8::from(d.month()), d.day()))
-        .unwrap_or_default();
+        let day = OffsetDateTime::from_unix_timestamp((today - (days - 1 - slot) as i64) * 86_400)
+            .map(|d| format!("{:02}-{:02}", u8::from(d.month()), d.day()))
+            .unwrap_or_default();
         svg.push_str(&format!(
-            "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{day}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{total}</text>\n",
+            "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{day}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{}</text>\n",
             x + bar / 2,
             height + 14,
             x + bar / 2,
-            height + 26
+            height + 26,
+            day_total(slot)
         ));
     }
-    for (severity, colour) in SEVERITY_COLOURS.iter().enumerate() {
-        let x = gap + severity as u32 * 90;
+    for (at, (name, colour, _)) in series.iter().enumerate() {
+        let (x, y) = (
+            gap + (at % 3) as u32 * 185,
+            height + 36 + 16 * (at / 3) as u32,
+        );
+        let shown: String = name.chars().take(28).collect();
         svg.push_str(&format!(
-            "<rect x=\"{x}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{}\" y=\"{}\" font-size=\"11\">severity {}</text>\n",
-            height + 40,
+            "<rect x=\"{x}\" y=\"{y}\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text>\n",
             x + 14,
-            height + 49,
-            severity + 1
+            y + 9,
+            esc(&shown)
         ));
     }
     svg.push_str("</svg>");
