@@ -8,11 +8,15 @@
 //! from the first byte sent until every message is a line in the files (counted), so a
 //! receiver's buffering counts against it. The two alternate, `--runs` rounds, median.
 //!
+//! Then, unless `--http-seconds 0`, wrk (keep-alive, 64 connections) posts OTT netDL data
+//! (`POST /ott`, Basic auth, 1.7 KB XML) and telemetry records (`POST /v3/collector`) for
+//! that many seconds each; every reply counted by wrk must be a stored file or line.
+//!
 //! Build and run (release):
 //!   cargo build --release --workspace && target/release/bench-feeds [--messages 1000000]
-//!       [--hosts 10] [--connections 4] [--runs 3]
-//! rsyslog comes from Debian (`apt-get install rsyslog`); it runs as a child process with
-//! its own config, pid file and work folder, on its own port.
+//!       [--hosts 10] [--connections 4] [--runs 3] [--http-seconds 10]
+//! rsyslog and wrk come from Debian (`apt-get install rsyslog wrk`); rsyslog runs as a
+//! child process with its own config, pid file and work folder, on its own port.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -28,6 +32,7 @@ struct Args {
     hosts: usize,
     connections: usize,
     runs: usize,
+    http_seconds: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -36,6 +41,7 @@ fn parse_args() -> anyhow::Result<Args> {
         hosts: 10,
         connections: 4,
         runs: 3,
+        http_seconds: 10,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,6 +54,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--hosts" => args.hosts = number.max(1),
             "--connections" => args.connections = number.max(1),
             "--runs" => args.runs = number.max(1),
+            "--http-seconds" => args.http_seconds = number,
             _ => bail!("unknown option {flag}"),
         }
     }
@@ -233,5 +240,109 @@ fn main() -> anyhow::Result<()> {
         "median: logarchive {ours:.0} msg/s, rsyslog {theirs:.0} msg/s, ratio {:.2}x",
         ours / theirs
     );
+    if args.http_seconds > 0 {
+        http_feeds(args.http_seconds)?;
+    }
+    Ok(())
+}
+
+/// Runs wrk for `seconds` against `url` with a Lua script; returns (replies, requests/s).
+fn wrk(seconds: usize, script: &Path, url: &str) -> anyhow::Result<(u64, f64)> {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c64", &format!("-d{seconds}s"), "-s"])
+        .arg(script)
+        .arg(url)
+        .output()
+        .context("cannot run wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("Non-2xx") {
+        bail!("wrk saw errors: {text}");
+    }
+    let replies = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no request count in wrk's output: {text}"))?;
+    let rate = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("no rate in wrk's output: {text}"))?;
+    Ok((replies, rate))
+}
+
+/// OTT and telemetry POSTs per second, every reply accounted for in the archive.
+fn http_feeds(seconds: usize) -> anyhow::Result<()> {
+    let mut server = TestServer::prepare_with_sections(
+        "",
+        "[logger]\nenabled = true\n[telemetry]\nenabled = true\n",
+    );
+    server.add_user(
+        "ott",
+        "bench-password",
+        &["--home", "/logger", "--perm", "elrw"],
+    );
+    server.start();
+    let dir = server.dir.path().to_owned();
+    let mut body = String::from(
+        "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?>\n<StationDataList><StationData stationId=\"0000452891\"><ChannelData channelId=\"0010\"><Values>",
+    );
+    for i in 0..40 {
+        body.push_str(&format!(
+            "<VT t=\"2020-10-22T00:{:02}:00\">3.{:02}</VT>",
+            i % 60,
+            i
+        ));
+    }
+    body.push_str("</Values></ChannelData></StationData></StationDataList>\n");
+    std::fs::write(dir.join("body.xml"), &body)?;
+    // "ott:bench-password" in base64.
+    std::fs::write(
+        dir.join("ott.lua"),
+        format!(
+            "local f = io.open(\"{}\", \"rb\"); local body = f:read(\"*a\"); f:close()\n\
+             wrk.method = \"POST\"; wrk.body = body\n\
+             wrk.headers[\"Content-Type\"] = \"application/xml\"\n\
+             wrk.headers[\"Authorization\"] = \"Basic b3R0OmJlbmNoLXBhc3N3b3Jk\"\n",
+            dir.join("body.xml").display()
+        ),
+    )?;
+    let record = r#"{"record_format_version":"4","classification":"org.clearlinux/crash/kernel","severity":"2","machine_id":"66c196ce4222dd761470da5e7e35f6f1","creation_timestamp":"1443573575","arch":"x86_64","host_type":"blank|blank|blank","build":"31000","kernel_version":"6.1.0-1","payload_format_version":"1","system_name":"clear-linux-os","board_name":"Qemu","cpu_model":"Intel","bios_version":"Qemu","event_id":"0123456789abcdef0123456789abcdef","payload":"hello world"}"#;
+    std::fs::write(
+        dir.join("telemetry.lua"),
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = [[{record}]]\n\
+             wrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             wrk.headers[\"X-Telemetry-TID\"] = \"6907c830-eed9-4ce9-81ae-76daf8d88f0f\"\n"
+        ),
+    )?;
+    let base = format!("http://127.0.0.1:{}", server.web_port);
+    let (ott_replies, ott_rate) = wrk(
+        seconds,
+        &dir.join("ott.lua"),
+        &format!("{base}/ott?stationid=0000452891&action=senddata"),
+    )?;
+    let (tel_replies, tel_rate) = wrk(
+        seconds,
+        &dir.join("telemetry.lua"),
+        &format!("{base}/v3/collector"),
+    )?;
+    // Stopping flushes the appender, so every record's line is in the archive.
+    server.stop();
+    let files = logarchive_tests::tree_files(&server.archive("/logger")).len() as u64;
+    let lines: u64 = logarchive_tests::tree_files(&server.archive("/telemetry"))
+        .values()
+        .map(|bytes| bytes.iter().filter(|b| **b == b'\n').count() as u64)
+        .sum();
+    println!(
+        "OTT POST /ott: {ott_rate:.0} requests/s ({ott_replies} replies, {files} files stored)"
+    );
+    println!(
+        "telemetry POST /v3/collector: {tel_rate:.0} records/s ({tel_replies} replies, {lines} lines stored)"
+    );
+    if files < ott_replies || lines < tel_replies {
+        bail!("some acknowledged requests are not in the archive");
+    }
     Ok(())
 }
