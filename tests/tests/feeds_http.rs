@@ -20,6 +20,7 @@ fn http_server(extra: &str) -> TestServer {
     );
     server.add_user("ott", PW, &["--home", "/logger", "--perm", "elrw"]);
     server.add_user("reader", PW, &["--home", "/logger", "--perm", "elr"]);
+    server.add_user("elsewhere", PW, &["--home", "/elsewhere", "--perm", "elrw"]);
     server.add_user("admin", PW, &["--admin"]);
     server.start();
     server
@@ -230,7 +231,7 @@ fn ott_stores_byte_exact_never_overwrites_and_answers_like_the_old_server() {
 fn ott_bad_requests_get_clear_answers_and_never_500() {
     let server = http_server("");
     let body = latin1_message("1");
-    let cases: [(&str, &str, u16, &str); 5] = [
+    let cases: [(&str, &str, u16, &str); 6] = [
         ("ott", "/ott?action=senddata", 400, "stationid"),
         ("ott", "/ott?stationid=1", 400, "action"),
         (
@@ -247,6 +248,13 @@ fn ott_bad_requests_get_clear_answers_and_never_500() {
         ),
         (
             "reader",
+            "/ott?stationid=1&action=senddata",
+            403,
+            "may not write",
+        ),
+        // `w` in its own home is no right on /logger.
+        (
+            "elsewhere",
             "/ott?stationid=1&action=senddata",
             403,
             "may not write",

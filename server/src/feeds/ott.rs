@@ -87,10 +87,11 @@ async fn command(
     }
 }
 
-/// The file name time: Python's `isoformat()` of a UTC time with `:` as `+`.
-fn name_time(at: OffsetDateTime) -> String {
+/// A UTC time as Python's `isoformat()` writes it (microseconds), with `colon` between
+/// hours, minutes and seconds: `+` in file names (as the old server), `:` in replies.
+fn iso_time(at: OffsetDateTime, colon: char) -> String {
     format!(
-        "{:04}-{:02}-{:02}T{:02}+{:02}+{:02}.{:06}",
+        "{:04}-{:02}-{:02}T{:02}{colon}{:02}{colon}{:02}.{:06}",
         at.year(),
         u8::from(at.month()),
         at.day(),
@@ -258,7 +259,8 @@ async fn receive(
     let Ok(folder) = ArchivePath::parse(&format!("/logger/{action}/{year}/{month}/{day}")) else {
         return bad_request(ctx, "no archive folder for this request".into());
     };
-    if !account.may(Perm::Write, &folder) {
+    // As over FTP, rights hold only inside the user's home.
+    if !folder.starts_with(&account.home) || !account.may(Perm::Write, &folder) {
         Counters::add(&counters.rejected);
         return (
             StatusCode::FORBIDDEN,
@@ -267,7 +269,14 @@ async fn receive(
             .into_response();
     }
     let problem = xml_problem(&body);
-    match store(ctx, &folder, &format!("{station}_{}", name_time(now)), body).await {
+    match store(
+        ctx,
+        &folder,
+        &format!("{station}_{}", iso_time(now, '+')),
+        body,
+    )
+    .await
+    {
         Ok(path) => {
             match problem {
                 Some(reason) => {
@@ -289,9 +298,7 @@ async fn receive(
                 .into_response();
         }
     }
-    let response_time = now
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let response_time = format!("{}Z", iso_time(now, ':'));
     let xml = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Response stationId=\"{}\" responseDateTime=\"{}\" />\n",
         quick_xml::escape::escape(raw_station.as_str()),
@@ -347,7 +354,8 @@ mod tests {
     #[test]
     fn names_use_plus_for_colons() {
         let at = time::macros::datetime!(2020-10-22 00:01:06.209619 UTC);
-        assert_eq!(name_time(at), "2020-10-22T00+01+06.209619");
+        assert_eq!(iso_time(at, '+'), "2020-10-22T00+01+06.209619");
+        assert_eq!(iso_time(at, ':'), "2020-10-22T00:01:06.209619");
     }
 
     #[test]
