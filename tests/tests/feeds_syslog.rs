@@ -427,7 +427,7 @@ ruleset(name="viaTls") {{
 }
 
 #[test]
-fn senders_outside_the_allow_list_and_over_max_connections_are_refused_and_counted() {
+fn allow_list_max_connections_and_host_from_sender() {
     let (port, open_port) = (free_port(), free_port());
     let server = syslog_server(&format!(
         "udp = \"127.0.0.1:{port}\"\ntcp = \"127.0.0.1:{port}\"\nallow = [\"10.0.0.0/8\"]\n"
@@ -454,7 +454,7 @@ fn senders_outside_the_allow_list_and_over_max_connections_are_refused_and_count
 
     // One connection at a time: the second is closed at once and counted.
     let limited = syslog_server(&format!(
-        "tcp = \"127.0.0.1:{open_port}\"\nmax_connections = 1\n"
+        "tcp = \"127.0.0.1:{open_port}\"\nmax_connections = 1\nhost_from = \"sender\"\n"
     ));
     let first = TcpStream::connect(("127.0.0.1", open_port)).expect("connect");
     let mut second = TcpStream::connect(("127.0.0.1", open_port)).expect("connect");
@@ -472,7 +472,9 @@ fn senders_outside_the_allow_list_and_over_max_connections_are_refused_and_count
     first
         .write_all(format!("<13>Nov 22 19:00:00 limited app: {message}\n").as_bytes())
         .expect("send");
-    wait_for_line(&limited, &message);
+    let (path, _) = wait_for_line(&limited, &message);
+    // host_from = "sender": the folder is the sender's address, not the name it gives.
+    assert!(path.starts_with("/syslog/127.0.0.1/"), "{path}");
 }
 
 #[test]

@@ -170,6 +170,19 @@ pub struct SyslogConfig {
     /// How often buffered messages are written to the archive (at most "1s" is promised).
     #[serde(default = "default_flush_interval")]
     pub flush_interval: Interval,
+    /// Where the host folder's name comes from.
+    #[serde(default)]
+    pub host_from: HostFrom,
+}
+
+/// `[syslog] host_from`: the message's host name (else the sender's address), or always
+/// the sender's address (for networks whose senders should not name their own folders).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostFrom {
+    #[default]
+    Message,
+    Sender,
 }
 
 fn default_max_frame() -> Size {

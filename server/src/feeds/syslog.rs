@@ -10,8 +10,9 @@
 //!   (`#012` for LF) so one message is always one line, with the receive time (RFC 3339)
 //!   in front when the message carries no time of its own. Files are per *receive* date
 //!   (UTC): a sender's clock cannot put data in the past.
-//! - The host folder is the message's host name, else the sender's address, made one
-//!   safe path component by `paths::safe_component`.
+//! - The host folder is the message's host name, else the sender's address (or always the
+//!   sender's with `host_from = "sender"`), made one safe path component by
+//!   `paths::safe_component`.
 //! - Limits: allow-list of sender networks, a token bucket per sender address (UDP excess
 //!   is dropped and counted, TCP is slowed down), a frame size limit, an idle timeout and a
 //!   connection limit. None of them affects other senders.
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use logarchive_common::config::server::{LoadedServerConfig, SyslogConfig};
+use logarchive_common::config::server::{HostFrom, LoadedServerConfig, SyslogConfig};
 use logarchive_common::paths::{ArchivePath, safe_component};
 use logarchive_common::rate::RateLimiter;
 use time::OffsetDateTime;
@@ -226,6 +227,9 @@ pub struct Parsed<'a> {
     pub fticks: Option<&'a str>,
 }
 
+/// The folder below `/syslog` that keeps unparsed frames.
+const UNPARSED: &str = "_unparsed";
+
 /// Checks and parses one frame; `Err` is why it is unparsed.
 pub fn parse_frame(frame: &[u8]) -> Result<Parsed<'_>, &'static str> {
     if frame.is_empty() {
@@ -246,7 +250,15 @@ pub fn parse_frame(frame: &[u8]) -> Result<Parsed<'_>, &'static str> {
     let host = message
         .hostname
         .filter(|h| !h.is_empty() && *h != "-")
-        .and_then(|h| safe_component(&h.to_ascii_lowercase(), 64));
+        .and_then(|h| safe_component(&h.to_ascii_lowercase(), 64))
+        // The folder of unparsed frames is not a host's.
+        .map(|h| {
+            if h == UNPARSED {
+                format!("{h}-host")
+            } else {
+                h
+            }
+        });
     Ok(Parsed {
         text,
         host,
@@ -366,7 +378,10 @@ impl Receiver {
         let mut line = Vec::with_capacity(frame.len() + 40);
         let host = match parse_frame(frame) {
             Ok(parsed) => {
-                let host = parsed.host.unwrap_or_else(sender);
+                let host = match self.config.host_from {
+                    HostFrom::Message => parsed.host.unwrap_or_else(sender),
+                    HostFrom::Sender => sender(),
+                };
                 if !parsed.has_time {
                     line.extend_from_slice(stamp().as_bytes());
                     line.push(b' ');
@@ -407,7 +422,7 @@ impl Receiver {
                     &counters.stored,
                 ),
                 None => (
-                    ArchivePath::parse(&format!("/syslog/_unparsed/{year}-{month}-{day}.log")),
+                    ArchivePath::parse(&format!("/syslog/{UNPARSED}/{year}-{month}-{day}.log")),
                     &counters.unparsed,
                 ),
             };
@@ -736,6 +751,8 @@ mod tests {
                 .unwrap();
         assert_eq!(parsed.host.as_deref(), Some("_etc"));
         assert_eq!(parsed.fticks, Some("F-TICKS/x/1.0#REALM=a"));
+        let spoof = parse_frame(b"<13>Nov 22 19:00:00 _unparsed app: x").unwrap();
+        assert_eq!(spoof.host.as_deref(), Some("_unparsed-host"));
         assert_eq!(parse_frame(b"hello"), Err("no <PRI> header"));
         assert_eq!(parse_frame(b"<999>x"), Err("no <PRI> header"));
         assert_eq!(parse_frame(b"<13>a\0b"), Err("NUL byte"));
