@@ -6,11 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use (command -> package).
-declare -A needed=([curl]=curl [lftp]=lftp [vsftpd]=vsftpd [python3]=python3 [chromium]=chromium [chromedriver]=chromium-driver)
+declare -A needed=([curl]=curl [lftp]=lftp [vsftpd]=vsftpd [python3]=python3 [chromium]=chromium [chromedriver]=chromium-driver [logger]=bsdutils [rsyslogd]=rsyslog)
 missing=()
 for command in "${!needed[@]}"; do
   PATH="$PATH:/usr/sbin:/sbin" command -v "$command" >/dev/null 2>&1 || missing+=("${needed[$command]}")
 done
+# rsyslog's TLS driver (the syslog TLS test forwards through it) has no command of its own.
+compgen -G "/usr/lib/*/rsyslog/lmnsd_gtls.so" >/dev/null || missing+=(rsyslog-gnutls)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

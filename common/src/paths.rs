@@ -45,6 +45,27 @@ fn check_component(name: &str) -> Result<(), &'static str> {
     }
 }
 
+/// Turns a name from outside (a syslog host name, a logger's station id) into one safe path
+/// component: letters, digits, `.`, `_` and `-` are kept, anything else becomes `_`, leading
+/// dots are dropped (no `..`, no hidden files) and the result is cut to `max` bytes.
+/// `None` when nothing usable is left.
+pub fn safe_component(raw: &str, max: usize) -> Option<String> {
+    let mapped: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let trimmed = mapped.trim_start_matches('.');
+    // Only ASCII is left, so any byte index is a char boundary.
+    let cut = &trimmed[..trimmed.len().min(max.min(255))];
+    (!cut.is_empty() && cut.chars().any(|c| c != '_')).then(|| cut.to_owned())
+}
+
 impl ArchivePath {
     pub fn root() -> ArchivePath {
         ArchivePath("/".to_owned())
@@ -232,6 +253,25 @@ mod tests {
             assert!(resolved.starts_with(&home));
         }
         assert!(ArchivePath::resolve_within(&home, Path::new("a\u{7}b")).is_err());
+    }
+
+    #[test]
+    fn safe_component_confines_names() {
+        assert_eq!(
+            safe_component("web-01.example.org", 64).as_deref(),
+            Some("web-01.example.org")
+        );
+        assert_eq!(safe_component("../../etc", 64).as_deref(), Some("_.._etc"));
+        assert_eq!(safe_component("..", 64), None);
+        assert_eq!(safe_component("a/b\0c", 64).as_deref(), Some("a_b_c"));
+        assert_eq!(safe_component("fe80::1", 64).as_deref(), Some("fe80__1"));
+        assert_eq!(safe_component("///", 64), None);
+        assert_eq!(safe_component("abcdef", 3).as_deref(), Some("abc"));
+        for raw in ["..", "a/../b", "\u{0}x", "h\u{e9}te"] {
+            if let Some(name) = safe_component(raw, 64) {
+                assert!(ArchivePath::root().join(&name).is_ok(), "{raw:?}");
+            }
+        }
     }
 
     #[test]

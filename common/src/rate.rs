@@ -50,39 +50,47 @@ impl FromStr for Rate {
     type Err = RateError;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        let err = |reason| RateError {
-            value: value.to_owned(),
-            reason,
-        };
         let text = value.trim();
         let text = text.strip_suffix("/s").unwrap_or(text).trim_end();
-        let split = text
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        if number.is_empty() {
-            return Err(err("it does not start with a number"));
-        }
-        let number: f64 = number.parse().map_err(|_| err("the number is malformed"))?;
-        let multiplier: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "K" | "KB" | "kB" => 1_000,
-            "KiB" => 1 << 10,
-            "M" | "MB" => 1_000_000,
-            "MiB" => 1 << 20,
-            "G" | "GB" => 1_000_000_000,
-            "GiB" => 1 << 30,
-            _ => return Err(err("the unit is not one of B, KB, KiB, MB, MiB, GB, GiB")),
-        };
-        let bytes = number * multiplier as f64;
-        if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-            return Err(err("the rate is too large"));
-        }
-        if bytes > 0.0 && bytes < 1.0 {
-            return Err(err("the rate is below 1 byte per second"));
-        }
-        Ok(Rate::bytes_per_second(bytes as u64))
+        parse_bytes(text)
+            .map(Rate::bytes_per_second)
+            .map_err(|reason| RateError {
+                value: value.to_owned(),
+                reason,
+            })
     }
+}
+
+/// Parses an amount of bytes written like `"64KiB"`, `"2MB"`, `"1.5 MiB"` or `"512"`; the
+/// error is the reason. Shared by rates and sizes so both read the same.
+pub fn parse_bytes(text: &str) -> Result<u64, &'static str> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return Err("it does not start with a number");
+    }
+    let number: f64 = number.parse().map_err(|_| "the number is malformed")?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "kB" => 1_000,
+        "KiB" => 1 << 10,
+        "M" | "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "G" | "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        _ => return Err("the unit is not one of B, KB, KiB, MB, MiB, GB, GiB"),
+    };
+    let bytes = number * multiplier as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err("the amount is too large");
+    }
+    if bytes > 0.0 && bytes < 1.0 {
+        return Err("the amount is below 1 byte");
+    }
+    Ok(bytes as u64)
 }
 
 impl fmt::Display for Rate {
@@ -186,6 +194,26 @@ impl RateLimiter {
             Duration::ZERO
         } else {
             Duration::from_secs_f64(-state.tokens / rate as f64)
+        }
+    }
+
+    /// Takes `bytes` if the bucket holds them now, else takes nothing and returns false:
+    /// for traffic that is dropped rather than delayed (a UDP flood), so the drops do not
+    /// run the bucket into debt and starve what the sender sends once it calms down.
+    pub fn try_take(&self, bytes: u64) -> bool {
+        let mut state = self.lock();
+        let Some(rate) = state.rate.get() else {
+            return true;
+        };
+        let now = Instant::now();
+        let refill = now.duration_since(state.last).as_secs_f64() * rate as f64;
+        state.last = now;
+        state.tokens = (state.tokens + refill).min(burst(rate));
+        if state.tokens >= bytes as f64 {
+            state.tokens -= bytes as f64;
+            true
+        } else {
+            false
         }
     }
 

@@ -129,6 +129,17 @@ impl Catalog {
             received,
         };
         self.journal(&record, received).await?;
+        self.index(entry, sha256, uploader, received).await
+    }
+
+    /// Writes and flushes the index entry of a stored file.
+    async fn index(
+        &self,
+        entry: &Entry,
+        sha256: String,
+        uploader: &str,
+        received: OffsetDateTime,
+    ) -> Result<CatalogEntry, CatalogError> {
         let item = CatalogEntry {
             path: entry.path.clone(),
             size: entry.size,
@@ -140,6 +151,32 @@ impl Catalog {
         self.put(&item)?;
         self.flush().await?;
         Ok(item)
+    }
+
+    /// Records a file a feed grew in place, with the hash the feed kept up to date: the
+    /// journal gets a line only when the file is new to the catalog (or changes hands), so
+    /// a file appended to every second does not write a journal line every second.
+    pub async fn record_append(
+        &self,
+        entry: &Entry,
+        sha256: String,
+        uploader: &str,
+    ) -> Result<CatalogEntry, CatalogError> {
+        let known = match self.files.get(entry.path.as_str())? {
+            Some(value) => decode(entry.path.as_str(), &value)?.uploader,
+            None => None,
+        };
+        if known.as_deref() != Some(uploader) {
+            return self.record_upload(entry, sha256, uploader).await;
+        }
+        let received = whole_seconds(OffsetDateTime::now_utc());
+        self.index(entry, sha256, uploader, received).await
+    }
+
+    /// A sled tree of the catalog's database for a feed's own index (F-TICKS, telemetry
+    /// records): derived data that lives and is backed up with the catalog.
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, CatalogError> {
+        Ok(self.db.open_tree(name)?)
     }
 
     /// Follows a rename of a file or folder.

@@ -5,12 +5,15 @@
 //! logarchive-server user add|set|passwd|remove|list  edit users.toml
 //! logarchive-server reindex                         rebuild the catalog from the archive
 //! logarchive-server catalog [--json]                print the catalog
+//! logarchive-server retention [--dry-run]           apply the [[retention]] policies now
 //! ```
 
 mod archive;
 mod catalog;
 mod cmd;
+mod feeds;
 mod ftp;
+mod retention;
 mod server;
 mod shutdown;
 mod users;
@@ -57,6 +60,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove what the [[retention]] policies say is too old (the server must be stopped,
+    /// except with --dry-run; the running server does this every hour by itself).
+    Retention {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,6 +79,9 @@ fn main() -> std::process::ExitCode {
         Command::User(command) => cmd::user::run(command),
         Command::Reindex(config) => cmd::catalog::reindex(config.config.as_deref()),
         Command::Catalog { config, json } => cmd::catalog::print(config.config.as_deref(), json),
+        Command::Retention { config, dry_run } => {
+            retention::command(config.config.as_deref(), dry_run)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -53,6 +53,21 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     let first_admin = crate::cmd::user::bootstrap_admin(&config.users_file)?;
     let users = Arc::new(UserStore::open(&config.users_file)?);
     let ftp = &config.config.ftp;
+    let feeds = crate::feeds::FeedContext::new(
+        archive.clone(),
+        catalog.clone(),
+        Arc::new(crate::ftp::auth::PasswordAuthenticator::new(
+            users.clone(),
+            archive.clone(),
+        )),
+    )?;
+    let (trigger, shutdown) = crate::shutdown::channel();
+    tokio::spawn(crate::retention::run_job(
+        archive.clone(),
+        catalog.clone(),
+        config.config.retention.clone(),
+        shutdown.clone(),
+    ));
     let guard = Guard {
         archive,
         catalog: catalog.clone(),
@@ -77,7 +92,6 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         }
     });
 
-    let (trigger, shutdown) = crate::shutdown::channel();
     print_banner(&config, first_admin.as_ref(), users.current().len());
     let transfers = guard.transfers.clone();
     let sessions = crate::ftp::sessions::Sessions::default();
@@ -102,7 +116,22 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         async move { crate::ftp::serve(&config, guard, sessions, shutdown).await }
     });
     // One HTTP listener for the web UI, its API and the HTTP feeds.
-    let app = crate::web::base_routes().merge(crate::web::app(web));
+    let app = crate::web::base_routes()
+        .merge(crate::feeds::router(&config, &feeds)?)
+        .merge(crate::web::app(web));
+    // The appender stops last, after every listener that feeds it (its own signal).
+    let (flush_trigger, flush_stop) = crate::shutdown::channel();
+    let appender = tokio::spawn(
+        feeds
+            .appender
+            .clone()
+            .run(crate::feeds::flush_interval(&config.config), flush_stop),
+    );
+    let mut feeds_service = tokio::spawn({
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        async move { crate::feeds::serve(&config, feeds, shutdown).await }
+    });
     let mut web_service = tokio::spawn(crate::web::serve(
         config.config.web.listen,
         app,
@@ -115,6 +144,13 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
                 Ok(Ok(())) => Err(anyhow::anyhow!("the web listener stopped unexpectedly")),
                 Ok(Err(err)) => Err(err),
                 Err(join) => Err(anyhow::anyhow!("the web listener failed: {join}")),
+            };
+        }
+        result = &mut feeds_service => {
+            return match result {
+                Ok(Ok(())) => Err(anyhow::anyhow!("the feeds stopped unexpectedly")),
+                Ok(Err(err)) => Err(err),
+                Err(join) => Err(anyhow::anyhow!("the feeds failed: {join}")),
             };
         }
         result = &mut ftp_service => {
@@ -145,6 +181,14 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     {
         tracing::warn!("shutdown: HTTP requests still running after {grace:?} are cut");
     }
+    // The feeds write what they buffered before the catalog's last flush.
+    match feeds_service.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!("feeds: {err:#}"),
+        Err(join) => tracing::error!("feeds failed: {join}"),
+    }
+    flush_trigger.trigger();
+    let _ = appender.await;
     catalog.flush().await.context("cannot flush the catalog")?;
     tracing::info!("stopped");
     Ok(())
@@ -176,6 +220,7 @@ fn print_banner(config: &LoadedServerConfig, first_admin: Option<&(String, Strin
         web.ip().to_string()
     };
     println!("  web:       http://{web_host}:{}/", web.port());
+    crate::feeds::print_banner(&config.config);
     println!("  data dir:  {}", config.data_dir.display());
     println!("  users:     {} in {}", users, config.users_file.display());
     if let Some((name, password)) = first_admin {

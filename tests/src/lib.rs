@@ -139,6 +139,24 @@ impl TestServer {
         }
     }
 
+    /// Like [`TestServer::prepare`], with `sections` (top-level tables such as `[syslog]`)
+    /// appended after the `[ftp]` lines.
+    pub fn prepare_with_sections(extra_ftp: &str, sections: &str) -> TestServer {
+        let server = TestServer::prepare(extra_ftp);
+        let mut config = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&server.config)
+            .expect("open config");
+        writeln!(config, "{sections}").expect("write config");
+        server
+    }
+
+    /// Waits until the server's log contains `needle` (e.g. a listener's "up" line).
+    pub fn wait_for_log(&self, needle: &str) {
+        let seen = wait_until(Duration::from_secs(20), || self.stderr().contains(needle));
+        assert!(seen, "server log never said {needle:?}: {}", self.stderr());
+    }
+
     /// Prepares and starts a server with `users` (name, password, extra CLI args).
     pub fn start_with(extra_ftp: &str, users: &[(&str, &str, &[&str])]) -> TestServer {
         let mut server = TestServer::prepare(extra_ftp);
@@ -428,7 +446,16 @@ impl Drop for TestAgent {
 
 /// Every file below `root` with its SHA-256, by path relative to `root`.
 pub fn tree_hashes(root: &Path) -> std::collections::BTreeMap<String, String> {
-    let mut hashes = std::collections::BTreeMap::new();
+    use sha2::Digest;
+    tree_files(root)
+        .into_iter()
+        .map(|(rel, bytes)| (rel, hex::encode(sha2::Sha256::digest(bytes))))
+        .collect()
+}
+
+/// Every file below `root` with its contents, by path relative to `root`.
+pub fn tree_files(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
     let mut pending = vec![root.to_owned()];
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -440,13 +467,11 @@ pub fn tree_hashes(root: &Path) -> std::collections::BTreeMap<String, String> {
                 pending.push(path);
             } else if let (Ok(rel), Ok(bytes)) = (path.strip_prefix(root), std::fs::read(&path)) {
                 // A file renamed away between listing and reading is simply not seen.
-                use sha2::Digest;
-                let hash = hex::encode(sha2::Sha256::digest(bytes));
-                hashes.insert(rel.to_string_lossy().into_owned(), hash);
+                files.insert(rel.to_string_lossy().into_owned(), bytes);
             }
         }
     }
-    hashes
+    files
 }
 
 /// A vsftpd with anonymous upload and download in its own folder.

@@ -34,6 +34,15 @@ pub struct ServerConfig {
     pub ftp: FtpConfig,
     #[serde(default)]
     pub web: WebConfig,
+    /// Syslog listeners; no section: none.
+    pub syslog: Option<SyslogConfig>,
+    #[serde(default)]
+    pub logger: LoggerConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// Per-folder retention policies; nothing outside them is ever deleted.
+    #[serde(default)]
+    pub retention: Vec<RetentionPolicy>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -166,6 +175,165 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// `[syslog]`: each listener runs when its key is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    /// RFC 5425 (syslog over TLS); needs `cert` and `key`.
+    pub tls: Option<SocketAddr>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Sender networks allowed; empty: everybody.
+    #[serde(default)]
+    pub allow: Vec<ipnet::IpNet>,
+    /// Per sender address; UDP datagrams over it are dropped (counted), TCP is slowed.
+    #[serde(default)]
+    pub rate_per_sender: Rate,
+    /// Longest frame accepted; longer ones are counted and dropped.
+    #[serde(default = "default_max_frame")]
+    pub max_frame: Size,
+    /// A TCP/TLS sender silent this long is disconnected.
+    #[serde(default = "default_syslog_idle")]
+    pub idle_timeout: Interval,
+    /// Open TCP and TLS connections at most (together); more are refused and counted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How often buffered messages are written to the archive (at most "1s" is promised).
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval: Interval,
+    /// Where the host folder's name comes from.
+    #[serde(default)]
+    pub host_from: HostFrom,
+}
+
+/// `[syslog] host_from`: the message's host name (else the sender's address), or always
+/// the sender's address (for networks whose senders should not name their own folders).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostFrom {
+    #[default]
+    Message,
+    Sender,
+}
+
+fn default_max_frame() -> Size {
+    Size(64 * 1024)
+}
+fn default_syslog_idle() -> Interval {
+    Interval(Duration::from_secs(300))
+}
+fn default_max_connections() -> usize {
+    1000
+}
+fn default_flush_interval() -> Interval {
+    Interval(Duration::from_secs(1))
+}
+
+/// `[logger]`: the OTT netDL endpoint on the web listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggerConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Largest body accepted (after deflate), else 413.
+    #[serde(default = "default_logger_body")]
+    pub max_body: Size,
+    /// A request (body included) that takes longer gets 408: slow senders cannot hold
+    /// connections and memory forever.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Interval,
+}
+
+fn default_request_timeout() -> Interval {
+    Interval(Duration::from_secs(30))
+}
+
+fn default_logger_body() -> Size {
+    Size(4 << 20)
+}
+
+impl Default for LoggerConfig {
+    fn default() -> Self {
+        LoggerConfig {
+            enabled: false,
+            max_body: default_logger_body(),
+            request_timeout: default_request_timeout(),
+        }
+    }
+}
+
+/// `[telemetry]`: the telemetrics collector on the web listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// The `X-Telemetry-TID` probes must send.
+    #[serde(default = "default_tid")]
+    pub tid: String,
+    /// Largest request body accepted, else 413.
+    #[serde(default = "default_telemetry_body")]
+    pub max_body: Size,
+    /// A request (body included) that takes longer gets 408.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Interval,
+}
+
+fn default_tid() -> String {
+    "6907c830-eed9-4ce9-81ae-76daf8d88f0f".to_owned()
+}
+fn default_telemetry_body() -> Size {
+    Size(64 * 1024)
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            enabled: false,
+            tid: default_tid(),
+            max_body: default_telemetry_body(),
+            request_timeout: default_request_timeout(),
+        }
+    }
+}
+
+/// One `[[retention]]`: files below `path` older than `max_age` are removed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    pub path: ArchivePath,
+    pub max_age: Interval,
+}
+
+/// An amount of bytes written `"64KiB"`, `"4MiB"` or as a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(u64),
+        }
+        let bytes = match Raw::deserialize(deserializer)? {
+            Raw::Text(text) => crate::rate::parse_bytes(&text).map_err(|reason| {
+                serde::de::Error::custom(format!(
+                    "invalid size \"{text}\": {reason} (write e.g. \"64KiB\", \"4MiB\")"
+                ))
+            })?,
+            Raw::Number(bytes) => bytes,
+        };
+        if bytes == 0 {
+            return Err(serde::de::Error::custom("a size must be above 0"));
+        }
+        Ok(Size(bytes))
+    }
+}
+
 /// A port range written `"50000-50100"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortRange(pub RangeInclusive<u16>);
@@ -224,6 +392,7 @@ impl LoadedServerConfig {
             });
         };
         let (config, text) = load_toml::<ServerConfig>(file)?;
+        check_syslog_tls(file, &text, config.syslog.as_ref())?;
         if let Some(tls) = &config.ftp.tls {
             for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
                 let path = relative_to_file(file, path);
@@ -262,6 +431,47 @@ impl LoadedServerConfig {
             None => path.to_owned(),
         }
     }
+}
+
+/// `[syslog] tls` needs a cert and key that exist.
+fn check_syslog_tls(
+    file: &Path,
+    text: &str,
+    syslog: Option<&SyslogConfig>,
+) -> Result<(), ConfigError> {
+    let Some(syslog) = syslog else { return Ok(()) };
+    if syslog.tls.is_none() {
+        return Ok(());
+    }
+    let section = text.find("[syslog]").unwrap_or(0);
+    for (key, path) in [("cert", &syslog.cert), ("key", &syslog.key)] {
+        let span = text[section..]
+            .find(&format!("{key} ="))
+            .map_or(section, |at| section + at);
+        match path {
+            None => {
+                return Err(ConfigError::at(
+                    file,
+                    text,
+                    section..section,
+                    format!("[syslog] tls is set but `{key}` is missing"),
+                ));
+            }
+            Some(path) if !relative_to_file(file, path).is_file() => {
+                return Err(ConfigError::at(
+                    file,
+                    text,
+                    span..span,
+                    format!(
+                        "[syslog] {key}: file \"{}\" does not exist",
+                        relative_to_file(file, path).display()
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// `users.toml`.
@@ -549,5 +759,63 @@ mod tests {
             err.starts_with("server.toml:2:") && err.contains("60000-50000"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_template_parses_with_its_feed_examples_switched_on() {
+        let template = include_str!("../../../config-templates/server.toml");
+        parse_toml::<ServerConfig>(Path::new("server.toml"), template).unwrap();
+        // Uncomment the [syslog] and [[retention]] examples (TLS needs real files).
+        let start = template.find("# [syslog]").unwrap();
+        let mut text = template[..start].to_owned();
+        for line in template[start..].lines() {
+            let bare = line.strip_prefix("# ").unwrap_or(line);
+            let example = bare.starts_with('[') || bare.split(' ').nth(1) == Some("=");
+            let tls = ["tls =", "cert =", "key ="]
+                .iter()
+                .any(|k| bare.starts_with(k));
+            text.push_str(if example && !tls { bare } else { line });
+            text.push('\n');
+        }
+        let config: ServerConfig = parse_toml(Path::new("server.toml"), &text).unwrap();
+        let syslog = config.syslog.unwrap();
+        assert!(syslog.udp.is_some() && syslog.tcp.is_some() && syslog.tls.is_none());
+        assert_eq!(syslog.allow.len(), 3);
+        assert_eq!(config.retention.len(), 2);
+    }
+
+    #[test]
+    fn feed_sections_parse_and_point_at_bad_values() {
+        let text = "[syslog]\nudp = \"127.0.0.1:5514\"\nallow = [\"10.0.0.0/8\"]\nmax_frame = \"8KiB\"\n[logger]\nenabled = true\n[telemetry]\nenabled = true\n[[retention]]\npath = \"/telemetry\"\nmax_age = \"35d\"\n";
+        let config: ServerConfig = parse_toml(Path::new("server.toml"), text).unwrap();
+        let syslog = config.syslog.unwrap();
+        assert_eq!(syslog.max_frame, Size(8192));
+        assert!(syslog.tcp.is_none());
+        assert_eq!(
+            config.retention[0].max_age.0,
+            Duration::from_secs(35 * 86400)
+        );
+        let cases = [
+            ("[syslog]\nallow = [\"10.0.0/8x\"]\n", 2, "10.0.0/8x"),
+            ("[syslog]\nmax_frame = \"lots\"\n", 2, "\"lots\""),
+            ("[logger]\nenable = true\n", 2, "unknown field `enable`"),
+            (
+                "[[retention]]\npath = \"/a/../b\"\nmax_age = \"1d\"\n",
+                2,
+                "'..'",
+            ),
+            (
+                "[[retention]]\npath = \"/a\"\nmax_age = \"soon\"\n",
+                3,
+                "\"soon\"",
+            ),
+        ];
+        for (text, line, needle) in cases {
+            let err = parse_toml::<ServerConfig>(Path::new("server.toml"), text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("server.toml:{line}:")), "{err}");
+            assert!(err.contains(needle), "{err}");
+        }
     }
 }

@@ -394,6 +394,42 @@ impl Archive for FsArchive {
         .await
     }
 
+    async fn store_new(&self, path: &ArchivePath, bytes: Vec<u8>) -> Result<Committed> {
+        use sha2::Digest;
+        use std::io::Write;
+        let this = self.clone();
+        let path = path.clone();
+        blocking(&path.clone(), move || {
+            require_parent(&this, &path)?;
+            let local = this.local(&path)?;
+            let partial = this.partial_path();
+            let written = (|| {
+                let mut file = fs::File::create(&partial)?;
+                file.write_all(&bytes)?;
+                if this.durable {
+                    file.sync_data()?;
+                }
+                // A hard link fails when the name exists, so nothing is ever replaced.
+                fs::hard_link(&partial, &local)
+            })();
+            let _ = fs::remove_file(&partial);
+            written.map_err(|e| map_err(&path, e))?;
+            if this.durable
+                && let Some(folder) = local.parent()
+            {
+                fs::File::open(folder)
+                    .and_then(|folder| folder.sync_all())
+                    .map_err(|e| map_err(&path, e))?;
+            }
+            let meta = fs::metadata(&local).map_err(|e| map_err(&path, e))?;
+            Ok(Committed {
+                entry: entry(path, &meta),
+                sha256: Some(hex::encode(sha2::Sha256::digest(&bytes))),
+            })
+        })
+        .await
+    }
+
     async fn append_record(&self, name: &str, record: &[u8]) -> Result<()> {
         use std::io::Write;
         let local = self.record_path(name);

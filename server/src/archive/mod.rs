@@ -130,6 +130,9 @@ pub trait Archive: Send + Sync + std::fmt::Debug + 'static {
     async fn set_mode(&self, path: &ArchivePath, mode: u32) -> Result<()>;
     /// Every file below `dir`, recursively (reserved folder excluded).
     async fn walk(&self, dir: &ArchivePath) -> Result<Vec<Entry>>;
+    /// Stores `bytes` as a new file, atomically (all or nothing under the final name) and
+    /// never replacing one: `AlreadyExists` when `path` is taken. The parent must exist.
+    async fn store_new(&self, path: &ArchivePath, bytes: Vec<u8>) -> Result<Committed>;
     /// Appends a record to a server-owned log under the reserved folder (e.g. the upload
     /// journal); `name` is a plain file name.
     async fn append_record(&self, name: &str, record: &[u8]) -> Result<()>;

@@ -24,7 +24,7 @@ use unftp_core::auth::{
 };
 
 use crate::archive::Archive;
-use crate::users::{UserStore, hash_password, verify_password};
+use crate::users::{Account, UserStore, hash_password, verify_password};
 
 /// The user of one FTP session. Rights are looked up live from the store on every command.
 #[derive(Debug, Clone)]
@@ -115,6 +115,50 @@ impl PasswordAuthenticator {
     }
 }
 
+impl PasswordAuthenticator {
+    /// Checks a user's password as a login does (also for HTTP Basic auth of the feeds):
+    /// the account when it exists, is enabled and the password is right, else `None`.
+    pub async fn verify(&self, username: &str, password: &str) -> Option<Arc<Account>> {
+        match self.check(username, password).await {
+            Ok((Some(account), true)) => Some(account),
+            _ => None,
+        }
+    }
+
+    /// The account (enabled ones only) and whether the password is right.
+    async fn check(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<(Option<Arc<Account>>, bool), AuthenticationError> {
+        let store = self.users.clone();
+        let _ = tokio::task::spawn_blocking(move || store.reload_if_changed()).await;
+        // A disabled account is treated like an unknown one: no home, no "login" line.
+        let account = self.users.get(username).filter(|account| account.enabled);
+        let hash = account
+            .as_ref()
+            .map_or_else(|| decoy_hash().to_owned(), |a| a.password_hash.clone());
+        if account.is_some() && self.cache.knows(username, &hash, password) {
+            return Ok((account, true));
+        }
+        let permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| AuthenticationError::with_source("hashing unavailable", e))?;
+        let (checked_hash, checked_password) = (hash.clone(), password.to_owned());
+        let valid =
+            tokio::task::spawn_blocking(move || verify_password(&checked_hash, &checked_password))
+                .await
+                .unwrap_or(false);
+        drop(permit);
+        if valid && account.is_some() {
+            self.cache.remember(username, &hash, password);
+        }
+        Ok((account, valid))
+    }
+}
+
 /// A hash to verify against when the user does not exist, so that takes as long.
 fn decoy_hash() -> &'static str {
     static DECOY: OnceLock<String> = OnceLock::new();
@@ -128,34 +172,8 @@ impl Authenticator for PasswordAuthenticator {
         username: &str,
         creds: &Credentials,
     ) -> Result<Principal, AuthenticationError> {
-        let store = self.users.clone();
-        let _ = tokio::task::spawn_blocking(move || store.reload_if_changed()).await;
-        // A disabled account is treated like an unknown one: no home, no "login" line.
-        let account = self.users.get(username).filter(|account| account.enabled);
         let password = creds.password.clone().unwrap_or_default();
-        let hash = account
-            .as_ref()
-            .map_or_else(|| decoy_hash().to_owned(), |a| a.password_hash.clone());
-        let valid = if account.is_some() && self.cache.knows(username, &hash, &password) {
-            true
-        } else {
-            let permit = self
-                .hashing
-                .acquire()
-                .await
-                .map_err(|e| AuthenticationError::with_source("hashing unavailable", e))?;
-            let (checked_hash, checked_password) = (hash.clone(), password.clone());
-            let valid = tokio::task::spawn_blocking(move || {
-                verify_password(&checked_hash, &checked_password)
-            })
-            .await
-            .unwrap_or(false);
-            drop(permit);
-            if valid && account.is_some() {
-                self.cache.remember(username, &hash, &password);
-            }
-            valid
-        };
+        let (account, valid) = self.check(username, &password).await?;
         match account {
             Some(account) if valid => {
                 // The home exists from the first login on, so the user can CWD and list it.
