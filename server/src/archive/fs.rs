@@ -10,11 +10,13 @@ use std::fs;
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use logarchive_common::paths::ArchivePath;
 
+use super::group_commit::GroupCommit;
 use super::{
     Archive, ArchiveError, ArchiveReader, Committed, Entry, EntryKind, RESERVED, Result, Upload,
     UploadMode,
@@ -25,6 +27,8 @@ pub struct FsArchive {
     root: PathBuf,
     /// fsync every upload before it is committed (and so acknowledged).
     durable: bool,
+    /// Journal appends of concurrent sessions share their fsyncs.
+    records: Arc<GroupCommit>,
 }
 
 impl FsArchive {
@@ -36,6 +40,7 @@ impl FsArchive {
         Ok(FsArchive {
             root: root.to_owned(),
             durable,
+            records: Arc::new(GroupCommit::default()),
         })
     }
 
@@ -431,18 +436,12 @@ impl Archive for FsArchive {
     }
 
     async fn append_record(&self, name: &str, record: &[u8]) -> Result<()> {
-        use std::io::Write;
         let local = self.record_path(name);
         let record = record.to_vec();
+        let records = self.records.clone();
         let path = ArchivePath::root();
         blocking(&path.clone(), move || {
-            let mut file = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(local)
-                .map_err(|e| map_err(&path, e))?;
-            file.write_all(&record).map_err(|e| map_err(&path, e))?;
-            file.sync_data().map_err(|e| map_err(&path, e))
+            records.append(local, record).map_err(|e| map_err(&path, e))
         })
         .await
     }

@@ -13,6 +13,7 @@
 //!   journal) and is never listed or reachable from outside.
 
 pub mod fs;
+mod group_commit;
 
 use std::io;
 use std::time::SystemTime;
