@@ -659,6 +659,12 @@ fn feeds_page_and_api_show_each_source_with_counts_states_and_errors() {
     let fticks = "<134>Nov 22 20:00:00 radius-7 radiusd[1]: F-TICKS/eduroam/1.0#REALM=<script>alert(1)</script>#VISCOUNTRY=CZ#VISINST=example.cz#CSI=x#PN=#RESULT=OK";
     udp.send_to(fticks.as_bytes(), ("127.0.0.1", port))
         .expect("send");
+    // A host name with HTML in it: made a safe folder name, and shown as that.
+    udp.send_to(
+        b"<13>Nov 22 20:00:00 <i>evil</i> app: hello",
+        ("127.0.0.1", port),
+    )
+    .expect("send");
     // The host folder `logger` wrote to, from the archive (the machine's own name).
     let mut host = String::new();
     let landed = wait_until(Duration::from_secs(15), || {
@@ -715,6 +721,7 @@ fn feeds_page_and_api_show_each_source_with_counts_states_and_errors() {
                 .any(|s| s["name"] == host.as_str() && s["counts"]["stored"] == 3)
                 && all.iter().any(|s| s["name"] == "radius-7")
                 && all.iter().any(|s| s["name"] == "127.0.0.1")
+                && all.iter().any(|s| s["name"] == "_i_evil__i_")
         })
     });
     assert!(counted, "syslog sources not counted: {stats}");
@@ -767,6 +774,7 @@ fn feeds_page_and_api_show_each_source_with_counts_states_and_errors() {
     for needle in [
         host.as_str(),
         "radius-7",
+        "_i_evil__i_",
         "st-42",
         "st-bad",
         "&#60;b&#62;m1&#60;/b&#62;",
@@ -779,7 +787,7 @@ fn feeds_page_and_api_show_each_source_with_counts_states_and_errors() {
         assert!(html.contains(needle), "{needle:?} not on the page: {html}");
     }
     assert!(
-        !html.contains("<b>m1") && !html.contains("<script>alert"),
+        !html.contains("<b>m1") && !html.contains("<script>alert") && !html.contains("<i>evil"),
         "HTML from a feed is live: {html}"
     );
 
