@@ -117,7 +117,7 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     });
     // One HTTP listener for the web UI, its API and the HTTP feeds.
     let app = crate::web::base_routes()
-        .merge(crate::feeds::router(&config, &feeds)?)
+        .merge(crate::feeds::router(&config, &feeds, &web)?)
         .merge(crate::web::app(web));
     // The appender stops last, after every listener that feeds it (its own signal).
     let (flush_trigger, flush_stop) = crate::shutdown::channel();

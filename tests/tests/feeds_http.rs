@@ -5,12 +5,12 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use logarchive_tests::{TestServer, run, tree_files, wait_until};
+use logarchive_tests::{TestServer, free_port, run, tree_files, wait_until};
 
 const PW: &str = "feeds-http-pw";
 
 /// A server with the logger and telemetry feeds on, and users: `ott` (w on /logger),
-/// `reader` (no w) and `admin`.
+/// `reader` (no w), `probes` (r on /telemetry) and `admin`.
 fn http_server(extra: &str) -> TestServer {
     let mut server = TestServer::prepare_with_sections(
         "",
@@ -21,9 +21,46 @@ fn http_server(extra: &str) -> TestServer {
     server.add_user("ott", PW, &["--home", "/logger", "--perm", "elrw"]);
     server.add_user("reader", PW, &["--home", "/logger", "--perm", "elr"]);
     server.add_user("elsewhere", PW, &["--home", "/elsewhere", "--perm", "elrw"]);
+    server.add_user("probes", PW, &["--home", "/telemetry", "--perm", "elr"]);
     server.add_user("admin", PW, &["--admin"]);
     server.start();
     server
+}
+
+/// Logs `user` in through the web form with curl; curl's cookie jar (in the returned
+/// folder) then holds the session cookie: pass [`jar_args`] to later requests.
+fn web_login(server: &TestServer, user: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let jar = dir.path().join("jar");
+    let jar = jar.to_str().unwrap_or_default();
+    let form = curl(server, &["-c", jar, "-b", jar], "/login").text();
+    let marker = "name=\"csrf\" value=\"";
+    let csrf = form
+        .split(marker)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no csrf field in the login form: {form}"));
+    let fields = [
+        format!("user={user}"),
+        format!("password={PW}"),
+        format!("csrf={csrf}"),
+        "next=/browse/".to_owned(),
+    ];
+    let mut args = vec!["-c", jar, "-b", jar];
+    for field in &fields {
+        args.extend(["--data-urlencode", field.as_str()]);
+    }
+    let posted = curl(server, &args, "/login");
+    assert_eq!(posted.status, 303, "login of {user}: {}", posted.text());
+    dir
+}
+
+/// curl arguments that send the session cookie of [`web_login`].
+fn jar_args(jar: &tempfile::TempDir) -> [String; 2] {
+    [
+        "-b".to_owned(),
+        jar.path().join("jar").display().to_string(),
+    ]
 }
 
 /// A curl reply.
@@ -449,8 +486,27 @@ fn telemetry_records_are_validated_stored_and_listed() {
             .starts_with("body")
     );
 
+    // Reading records takes the web UI's logins: none is 401, a user without `r` on
+    // /telemetry is refused, admins and `probes` (r on /telemetry) see them.
+    let admin_auth = format!("admin:{PW}");
+    let admin = ["-u", admin_auth.as_str()];
+    let anonymous = curl(&server, &[], "/api/records");
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text());
+    let reader_auth = format!("reader:{PW}");
+    assert_eq!(
+        curl(&server, &["-u", &reader_auth], "/api/records").status,
+        403
+    );
+    let probes_auth = format!("probes:{PW}");
+    let by_probes = curl(&server, &["-u", &probes_auth], "/api/records");
+    assert_eq!(by_probes.status, 200, "{}", by_probes.text());
+    assert_eq!(
+        by_probes.json()["records"].as_array().map(Vec::len),
+        Some(3)
+    );
+
     // Newest first, with the filters.
-    let all = curl(&server, &[], "/api/records").json();
+    let all = curl(&server, &admin, "/api/records").json();
     let ids: Vec<u64> = all["records"]
         .as_array()
         .map(|r| r.iter().filter_map(|r| r["id"].as_u64()).collect())
@@ -458,7 +514,7 @@ fn telemetry_records_are_validated_stored_and_listed() {
     assert_eq!(ids.len(), 3, "{all}");
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
     let count = |query: &str| {
-        curl(&server, &[], &format!("/api/records?{query}")).json()["records"]
+        curl(&server, &admin, &format!("/api/records?{query}")).json()["records"]
             .as_array()
             .map_or(0, Vec::len)
     };
@@ -468,9 +524,12 @@ fn telemetry_records_are_validated_stored_and_listed() {
     assert_eq!(count("limit=1"), 1);
     assert_eq!(count(&format!("from_id={}", ids[1])), 2);
     assert_eq!(count("created_in_days=1"), 0, "all were created in 2015");
-    assert_eq!(curl(&server, &[], "/api/records?limit=20000").status, 400);
     assert_eq!(
-        curl(&server, &[], "/api/records?created_in_sec=99999999").status,
+        curl(&server, &admin, "/api/records?limit=20000").status,
+        400
+    );
+    assert_eq!(
+        curl(&server, &admin, "/api/records?created_in_sec=99999999").status,
         400
     );
 
@@ -489,9 +548,27 @@ fn telemetry_records_are_validated_stored_and_listed() {
     let mut odd = v2_headers("3", TID);
     odd[1] = "classification: x<script>/y/z".to_owned();
     assert_eq!(post_v2(&server, "/v2/collector", &odd, "p").status, 201);
+    // The page wants a web login: anonymous browsers are sent to the form.
+    let anonymous = curl(&server, &[], "/telemetry");
+    assert_eq!(anonymous.status, 303);
+    assert!(
+        anonymous
+            .headers
+            .to_ascii_lowercase()
+            .contains("location: /login?next=%2ftelemetry"),
+        "{}",
+        anonymous.headers
+    );
+    let reader_jar = web_login(&server, "reader");
+    let reader_cookie = jar_args(&reader_jar);
+    let reader_cookie: Vec<&str> = reader_cookie.iter().map(String::as_str).collect();
+    assert_eq!(curl(&server, &reader_cookie, "/telemetry").status, 403);
+    let jar = web_login(&server, "admin");
+    let cookie = jar_args(&jar);
+    let cookie: Vec<&str> = cookie.iter().map(String::as_str).collect();
     let page = curl(
         &server,
-        &[],
+        &cookie,
         "/telemetry?classification=org.clearlinux%2Fhello%2Fworld",
     );
     assert_eq!(page.status, 200);
@@ -514,7 +591,7 @@ fn telemetry_records_are_validated_stored_and_listed() {
         "{html}"
     );
     assert!(!html.contains("crash/kernel"), "filter ignored: {html}");
-    let all = curl(&server, &[], "/telemetry").text();
+    let all = curl(&server, &cookie, "/telemetry").text();
     assert!(
         all.contains("x&lt;script&gt;/y/z") && !all.contains("x<script>"),
         "{all}"
@@ -534,6 +611,225 @@ fn telemetry_records_are_validated_stored_and_listed() {
     assert_eq!(
         entry["sha256"],
         logarchive_tests::sha256_file(&jsonl).as_str()
+    );
+}
+
+/// The one source named `name` of `feed` in `/api/feeds`.
+fn source<'a>(stats: &'a serde_json::Value, feed: &str, name: &str) -> &'a serde_json::Value {
+    stats["sources"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["feed"] == feed && s["name"] == name))
+        .unwrap_or_else(|| panic!("no {feed} source {name:?} in {stats}"))
+}
+
+#[test]
+fn feeds_page_and_api_show_each_source_with_counts_states_and_errors() {
+    let port = free_port();
+    let server = http_server(&format!(
+        "[syslog]\nudp = \"127.0.0.1:{port}\"\ntcp = \"127.0.0.1:{port}\"\n"
+    ));
+    server.wait_for_log("syslog");
+
+    // Syslog: real `logger` over UDP and TCP, then a frame that is not syslog and a
+    // malformed F-TICKS line carrying HTML, both over UDP.
+    let tag = format!("feedspage{:08x}", rand::random::<u32>());
+    let port_text = port.to_string();
+    for (transport, n) in [("--udp", 2), ("--tcp", 1)] {
+        for i in 0..n {
+            let out = run(
+                "logger",
+                &[
+                    transport,
+                    "--rfc5424",
+                    "-n",
+                    "127.0.0.1",
+                    "-P",
+                    &port_text,
+                    "-t",
+                    &tag,
+                    &format!("{tag} message {transport} {i}"),
+                ],
+            );
+            assert!(out.status.success(), "logger: {out:?}");
+        }
+    }
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+    udp.send_to(b"no header at all", ("127.0.0.1", port))
+        .expect("send");
+    let fticks = "<134>Nov 22 20:00:00 radius-7 radiusd[1]: F-TICKS/eduroam/1.0#REALM=<script>alert(1)</script>#VISCOUNTRY=CZ#VISINST=example.cz#CSI=x#PN=#RESULT=OK";
+    udp.send_to(fticks.as_bytes(), ("127.0.0.1", port))
+        .expect("send");
+    // A host name with HTML in it: made a safe folder name, and shown as that.
+    udp.send_to(
+        b"<13>Nov 22 20:00:00 <i>evil</i> app: hello",
+        ("127.0.0.1", port),
+    )
+    .expect("send");
+    // The host folder `logger` wrote to, from the archive (the machine's own name).
+    let mut host = String::new();
+    let landed = wait_until(Duration::from_secs(15), || {
+        host = files_below(&server, "/syslog")
+            .into_iter()
+            .find(|(_, bytes)| String::from_utf8_lossy(bytes).contains(&tag))
+            .and_then(|(path, _)| path.split('/').nth(2).map(str::to_owned))
+            .unwrap_or_default();
+        !host.is_empty()
+    });
+    assert!(landed, "logger's messages never reached /syslog");
+
+    // Logger: a good body and a not well-formed one from st-42, bad credentials for st-bad.
+    let good = post_file(
+        &server,
+        "ott",
+        &latin1_message("st-42"),
+        &[],
+        "/ott?stationid=st-42&action=senddata",
+    );
+    assert_eq!(good.status, 200, "{}", good.text());
+    let broken = post_file(
+        &server,
+        "ott",
+        b"<a><b></a>",
+        &[],
+        "/ott?stationid=st-42&action=senddata",
+    );
+    assert_eq!(broken.status, 200, "{}", broken.text());
+    let wrong = curl(
+        &server,
+        &["-u", "ott:wrong", "--data-binary", "<a/>"],
+        "/ott?stationid=st-bad&action=senddata",
+    );
+    assert_eq!(wrong.status, 401);
+
+    // Telemetry: a machine whose id is HTML, one record stored and then one refused.
+    let machine = "<b>m1</b>";
+    let mut headers = v2_headers("2", TID);
+    headers[3] = format!("machine_id: {machine}");
+    assert_eq!(
+        post_v2(&server, "/v2/collector", &headers, "ok").status,
+        201
+    );
+    headers[2] = "SEVERITY: 9".to_owned();
+    assert_eq!(post_v2(&server, "/v2/collector", &headers, "x").status, 400);
+
+    // The API, with Basic: every source with its counts and state.
+    let mut stats = serde_json::Value::Null;
+    let counted = wait_until(Duration::from_secs(15), || {
+        stats = self::stats(&server);
+        stats["sources"].as_array().is_some_and(|all| {
+            all.iter()
+                .any(|s| s["name"] == host.as_str() && s["counts"]["stored"] == 3)
+                && all.iter().any(|s| s["name"] == "radius-7")
+                && all.iter().any(|s| s["name"] == "127.0.0.1")
+                && all.iter().any(|s| s["name"] == "_i_evil__i_")
+        })
+    });
+    assert!(counted, "syslog sources not counted: {stats}");
+    let logger_host = source(&stats, "syslog", &host);
+    assert_eq!(logger_host["state"], "ok", "{logger_host}");
+    assert_eq!(logger_host["address"], "127.0.0.1");
+    let unparsed = source(&stats, "syslog", "127.0.0.1");
+    assert_eq!(unparsed["counts"]["unparsed"], 1, "{unparsed}");
+    assert!(
+        unparsed["last_error_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no <PRI> header")),
+        "{unparsed}"
+    );
+    let radius = source(&stats, "syslog", "radius-7");
+    assert_eq!(radius["counts"]["stored"], 1, "{radius}");
+    assert_eq!(radius["counts"]["malformed"], 1, "{radius}");
+    assert!(
+        radius["last_error_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("malformed F-TICKS") && r.contains("VISINST")),
+        "{radius}"
+    );
+    let station = source(&stats, "logger", "st-42");
+    assert_eq!(station["counts"]["stored"], 1, "{station}");
+    assert_eq!(station["counts"]["malformed"], 1, "{station}");
+    assert_eq!(station["state"], "erroring", "{station}");
+    let refused = source(&stats, "logger", "st-bad");
+    assert_eq!(refused["counts"]["refused"], 1, "{refused}");
+    assert_eq!(refused["counts"]["stored"], 0, "{refused}");
+    let probe = source(&stats, "telemetry", machine);
+    assert_eq!(probe["counts"]["stored"], 1, "{probe}");
+    assert_eq!(probe["counts"]["refused"], 1, "{probe}");
+    assert_eq!(probe["state"], "erroring", "{probe}");
+    assert!(
+        probe["last_error_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("severity")),
+        "{probe}"
+    );
+    assert_eq!(stats["silent_after_secs"], 3600);
+
+    // The page, with a session: the same sources, HTML in names and reasons inert.
+    let jar = web_login(&server, "admin");
+    let cookie = jar_args(&jar);
+    let cookie: Vec<&str> = cookie.iter().map(String::as_str).collect();
+    let page = curl(&server, &cookie, "/admin/feeds");
+    assert_eq!(page.status, 200, "{}", page.text());
+    let html = page.text();
+    for needle in [
+        host.as_str(),
+        "radius-7",
+        "_i_evil__i_",
+        "st-42",
+        "st-bad",
+        "&#60;b&#62;m1&#60;/b&#62;",
+        "&#60;script&#62;alert(1)&#60;/script&#62;",
+        "badge erroring",
+        "badge ok",
+        "malformed 1",
+        "href=\"/admin/feeds\"",
+    ] {
+        assert!(html.contains(needle), "{needle:?} not on the page: {html}");
+    }
+    assert!(
+        !html.contains("<b>m1") && !html.contains("<script>alert") && !html.contains("<i>evil"),
+        "HTML from a feed is live: {html}"
+    );
+
+    // The agents page's growth chart has the feeds as sources.
+    let mut agents = String::new();
+    let charted = wait_until(Duration::from_secs(15), || {
+        agents = curl(&server, &cookie, "/admin/agents").text();
+        ["syslog", "logger", "telemetry"]
+            .iter()
+            .all(|feed| agents.contains(&format!("font-size=\"11\">{feed}</text>")))
+    });
+    assert!(charted, "feeds missing from the growth chart: {agents}");
+
+    // Anonymous: 401 for the API, the login form for the page; non-admins are refused.
+    let anonymous = curl(&server, &[], "/api/feeds");
+    assert_eq!(anonymous.status, 401);
+    assert!(
+        anonymous.json()["error"].is_string(),
+        "{}",
+        anonymous.text()
+    );
+    let anonymous = curl(&server, &[], "/admin/feeds");
+    assert_eq!(anonymous.status, 303);
+    assert!(
+        anonymous.headers.contains("/login?next="),
+        "{}",
+        anonymous.headers
+    );
+    let reader_auth = format!("reader:{PW}");
+    let by_reader = curl(&server, &["-u", &reader_auth], "/api/feeds");
+    assert_eq!(by_reader.status, 403, "{}", by_reader.text());
+    let reader_jar = web_login(&server, "reader");
+    let reader_cookie = jar_args(&reader_jar);
+    let reader_cookie: Vec<&str> = reader_cookie.iter().map(String::as_str).collect();
+    let page = curl(&server, &reader_cookie, "/admin/feeds");
+    assert_eq!(page.status, 403);
+    assert!(!page.text().contains("st-42"), "{}", page.text());
+    // Basic is for `/api/` only: the page does not take it.
+    let admin_auth = format!("admin:{PW}");
+    assert_eq!(
+        curl(&server, &["-u", &admin_auth], "/admin/feeds").status,
+        303
     );
 }
 

@@ -134,6 +134,10 @@ pub struct WebConfig {
     /// An agent whose health report is older than this is shown as silent.
     #[serde(default = "default_agent_silent_after")]
     pub agent_silent_after: Interval,
+    /// A feed source (syslog host, logger station, telemetry machine) that sent nothing for
+    /// this long is shown as silent on the admin feeds page.
+    #[serde(default = "default_feed_silent_after")]
+    pub feed_silent_after: Interval,
     /// How long a web login lasts without use.
     #[serde(default = "default_session_idle")]
     pub session_idle: Interval,
@@ -148,6 +152,9 @@ fn default_max_archive_size() -> ByteSize {
 fn default_agent_silent_after() -> Interval {
     Interval(Duration::from_secs(10 * 60))
 }
+fn default_feed_silent_after() -> Interval {
+    Interval(Duration::from_secs(60 * 60))
+}
 fn default_session_idle() -> Interval {
     Interval(Duration::from_secs(8 * 3600))
 }
@@ -158,6 +165,7 @@ impl Default for WebConfig {
             listen: default_web_listen(),
             max_archive_size: default_max_archive_size(),
             agent_silent_after: default_agent_silent_after(),
+            feed_silent_after: default_feed_silent_after(),
             session_idle: default_session_idle(),
         }
     }

@@ -15,14 +15,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
+use axum::extract::FromRef;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{Counters, FeedContext, basic_auth};
+use super::sources::Event;
+use super::{Counters, FeedContext};
+use crate::web::WebState;
+use crate::web::auth::CurrentUser;
 
 /// One F-TICKS record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,7 +225,12 @@ impl FticksIndex {
                 self.insert(&item).map(|()| &counters.stored)
             }
             Err(reason) => {
-                ctx.stats.flag("fticks", host, format!("{reason}: {line}"));
+                let why = format!("{reason}: {line}");
+                let shown = format!("malformed F-TICKS: {why}");
+                ctx.stats
+                    .sources
+                    .record("syslog", host, None, Event::Malformed, 1, Some(&shown));
+                ctx.stats.flag("fticks", host, why);
                 let item = Malformed {
                     id,
                     received,
@@ -376,38 +385,40 @@ impl Filter {
 
 #[derive(Clone)]
 struct ApiState {
-    ctx: FeedContext,
     index: FticksIndex,
+    web: WebState,
+}
+
+impl FromRef<ApiState> for WebState {
+    fn from_ref(state: &ApiState) -> WebState {
+        state.web.clone()
+    }
 }
 
 /// `GET /api/fticks?realm=&viscountry=&visinst=&result=&limit=` and
-/// `GET /api/fticks/malformed` (admins only: the lines identify people's devices).
-pub fn router(ctx: &FeedContext) -> anyhow::Result<Router> {
+/// `GET /api/fticks/malformed` (admins only: the lines identify people's devices), with
+/// the web UI's logins (session cookie or HTTP Basic).
+pub fn router(ctx: &FeedContext, web: &WebState) -> anyhow::Result<Router> {
     let state = ApiState {
-        ctx: ctx.clone(),
         index: ctx.fticks.clone(),
+        web: web.clone(),
     };
     Ok(Router::new()
         .route("/api/fticks", get(search))
         .route("/api/fticks/malformed", get(malformed))
+        .layer(axum::middleware::map_response(
+            crate::web::error::jsonify_api_errors,
+        ))
         .with_state(state))
-}
-
-async fn admin(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
-    match basic_auth(&state.ctx, headers).await {
-        Ok(account) if account.admin => Ok(()),
-        Ok(_) => Err((StatusCode::FORBIDDEN, "admins only\n").into_response()),
-        Err(refusal) => Err(refusal),
-    }
 }
 
 async fn search(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    user: CurrentUser,
     filter: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Err(refusal) = admin(&state, &headers).await {
-        return refusal;
+    if let Err(refusal) = user.require_admin() {
+        return refusal.into_response();
     }
     let Query(filter) = match filter {
         Ok(filter) => filter,
@@ -419,9 +430,9 @@ async fn search(
     }
 }
 
-async fn malformed(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Err(refusal) = admin(&state, &headers).await {
-        return refusal;
+async fn malformed(State(state): State<ApiState>, user: CurrentUser) -> Response {
+    if let Err(refusal) = user.require_admin() {
+        return refusal.into_response();
     }
     match state.index.malformed(1000) {
         Ok(records) => axum::Json(serde_json::json!({ "malformed": records })).into_response(),

@@ -6,13 +6,19 @@
 //! - [`fticks`]: F-TICKS lines found in syslog, indexed in a catalog tree.
 //! - [`Appender`]: buffered appends shared by the feeds that grow files (syslog, the
 //!   telemetry `.jsonl`): flushed every `flush_interval` (1 s by default) and at shutdown.
-//! - [`FeedStats`]: counters per feed (and recent flagged items) for the admin feeds page.
+//! - [`FeedStats`]: counters per feed, per source ([`sources`]) and recent flagged items.
+//! - [`admin`]: the read side on the web listener — `/admin/feeds`, `/api/feeds`, and the
+//!   feeds' own listings — behind the web UI's logins ([`CurrentUser`]), like every page.
+//!
+//! [`CurrentUser`]: crate::web::auth::CurrentUser
 //!
 //! Everything goes through [`Archive`]; every file written is recorded in the catalog with
 //! the feed as its uploader (`syslog`, `logger`, `telemetry`).
 
+pub mod admin;
 pub mod fticks;
 pub mod ott;
+pub mod sources;
 pub mod syslog;
 pub mod telemetry;
 
@@ -22,10 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use logarchive_common::config::server::LoadedServerConfig;
 use logarchive_common::paths::ArchivePath;
 use serde::Serialize;
@@ -39,6 +43,7 @@ use crate::catalog::Catalog;
 use crate::ftp::auth::PasswordAuthenticator;
 use crate::shutdown::Shutdown;
 use crate::users::Account;
+use crate::web::WebState;
 
 /// What every feed needs.
 #[derive(Clone)]
@@ -139,6 +144,8 @@ pub struct FeedStats {
     pub fticks: Counters,
     pub logger: Counters,
     pub telemetry: Counters,
+    /// Per syslog host, logger station and telemetry machine.
+    pub sources: sources::Sources,
     flags: Mutex<VecDeque<Flag>>,
 }
 
@@ -428,31 +435,27 @@ pub async fn serve(
     }
 }
 
-/// The HTTP routes of the feeds that are switched on, for the web listener.
-pub fn router(config: &LoadedServerConfig, ctx: &FeedContext) -> anyhow::Result<Router> {
-    let mut app = Router::new()
-        .route("/api/feeds", get(feed_stats))
-        .with_state(ctx.clone());
-    app = app.merge(fticks::router(ctx)?);
+/// The HTTP routes of the feeds that are switched on, for the web listener. What people
+/// read (pages, `/api/...`) takes the web UI's logins from `web`; what the feeds' clients
+/// post keeps the authentication those clients use (none for telemetry probes, HTTP Basic
+/// for data loggers).
+pub fn router(
+    config: &LoadedServerConfig,
+    ctx: &FeedContext,
+    web: &WebState,
+) -> anyhow::Result<Router> {
+    let mut app = admin::router(ctx, web).merge(fticks::router(ctx, web)?);
     if config.config.logger.enabled {
         app = app.merge(ott::router(&config.config.logger, ctx));
     }
     if config.config.telemetry.enabled {
-        app = app.merge(telemetry::router(&config.config.telemetry, ctx)?);
+        app = app.merge(telemetry::router(&config.config.telemetry, ctx, web)?);
     }
     Ok(app)
 }
 
-/// `GET /api/feeds`: the counters and flagged items (admins only).
-async fn feed_stats(State(ctx): State<FeedContext>, headers: HeaderMap) -> Response {
-    match basic_auth(&ctx, &headers).await {
-        Ok(account) if account.admin => axum::Json(ctx.stats.snapshot()).into_response(),
-        Ok(_) => (StatusCode::FORBIDDEN, "admins only\n").into_response(),
-        Err(refusal) => refusal,
-    }
-}
-
-/// The account of a request's HTTP Basic credentials, or the 401 to answer.
+/// The account of a request's HTTP Basic credentials, or the 401 to answer (the data
+/// loggers' posts, which the reference clients make with Basic and nothing else).
 pub async fn basic_auth(ctx: &FeedContext, headers: &HeaderMap) -> Result<Arc<Account>, Response> {
     use base64::Engine;
     let challenge = || {
@@ -486,6 +489,13 @@ pub async fn basic_auth(ctx: &FeedContext, headers: &HeaderMap) -> Result<Arc<Ac
             Err(challenge())
         }
     }
+}
+
+/// The address a request came from (the web listener records it for every connection).
+pub fn peer_ip(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
 }
 
 /// The banner lines of the feeds that are switched on.

@@ -28,7 +28,8 @@ use logarchive_common::paths::{ArchivePath, safe_component};
 use logarchive_common::perm::Perm;
 use time::OffsetDateTime;
 
-use super::{Counters, FeedContext, basic_auth, date_parts};
+use super::sources::Event;
+use super::{Counters, FeedContext, basic_auth, date_parts, peer_ip};
 use crate::archive::ArchiveError;
 
 #[derive(Clone)]
@@ -187,6 +188,7 @@ fn inflate(body: &[u8], max: usize) -> Result<Vec<u8>, String> {
 
 async fn receive(
     State(state): State<OttState>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -194,10 +196,25 @@ async fn receive(
     let ctx = &state.ctx;
     let counters = &ctx.stats.logger;
     Counters::add(&counters.received);
+    let peer = peer_ip(&extensions);
+    // Per station on the feeds page, once the station is known.
+    let note = |station: &str, event: Event, reason: Option<&str>| {
+        ctx.stats
+            .sources
+            .record("logger", station, peer, event, 1, reason);
+    };
     let account = match basic_auth(ctx, &headers).await {
         Ok(account) => account,
         Err(refusal) => {
             Counters::add(&counters.rejected);
+            let station = query.as_ref().ok().and_then(|q| q.0.get("stationid"));
+            if let Some(station) = station.and_then(|s| safe_component(s, 64)) {
+                note(
+                    &station,
+                    Event::Refused,
+                    Some("refused: wrong user or password"),
+                );
+            }
             return refusal;
         }
     };
@@ -227,6 +244,11 @@ async fn receive(
         Ok(body) => body,
         Err(rejection) => {
             Counters::add(&counters.oversize);
+            note(
+                &station,
+                Event::Oversize,
+                Some(&format!("body refused: {rejection}")),
+            );
             return (
                 rejection.status(),
                 format!(
@@ -245,9 +267,17 @@ async fn receive(
         None | Some("identity") => body.to_vec(),
         Some("deflate") => match inflate(&body, state.max_body) {
             Ok(body) => body,
-            Err(reason) => return bad_request(ctx, reason),
+            Err(reason) => {
+                note(&station, Event::Refused, Some(&reason));
+                return bad_request(ctx, reason);
+            }
         },
         Some(other) => {
+            note(
+                &station,
+                Event::Refused,
+                Some("unsupported Content-Encoding"),
+            );
             return bad_request(
                 ctx,
                 format!("Content-Encoding \"{other}\" is not supported (only deflate)"),
@@ -262,6 +292,14 @@ async fn receive(
     // As over FTP, rights hold only inside the user's home.
     if !folder.starts_with(&account.home) || !account.may(Perm::Write, &folder) {
         Counters::add(&counters.rejected);
+        note(
+            &station,
+            Event::Refused,
+            Some(&format!(
+                "user \"{}\" may not write to {folder}",
+                account.name
+            )),
+        );
         return (
             StatusCode::FORBIDDEN,
             format!("user \"{}\" may not write to {folder}\n", account.name),
@@ -281,14 +319,29 @@ async fn receive(
             match problem {
                 Some(reason) => {
                     Counters::add(&counters.unparsed);
+                    note(
+                        &station,
+                        Event::Malformed,
+                        Some(&format!(
+                            "{path}: stored, but not well-formed XML: {reason}"
+                        )),
+                    );
                     ctx.stats.flag("logger", path.as_str(), reason);
                 }
-                None => Counters::add(&counters.stored),
+                None => {
+                    Counters::add(&counters.stored);
+                    note(&station, Event::Stored, None);
+                }
             }
             tracing::info!(user = %account.name, %path, "logger data stored");
         }
         Err(err) => {
             Counters::add(&counters.errors);
+            note(
+                &station,
+                Event::Error,
+                Some("the server could not store the data"),
+            );
             tracing::error!("logger data not stored: {err:#}");
             // The logger retries on anything but 200.
             return (

@@ -34,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 
+use super::sources::Event;
 use super::{Counters, FeedContext, date_parts};
 use crate::shutdown::Shutdown;
 
@@ -287,16 +288,24 @@ fn escape_controls(text: &str, out: &mut Vec<u8>) {
 /// handed to the appender once per read instead of once per message.
 struct Batch {
     now: OffsetDateTime,
+    /// The sender of every frame in the batch (one datagram or one read of a connection).
+    peer: IpAddr,
     files: Vec<(Option<String>, Vec<u8>, usize)>,
 }
 
 impl Batch {
-    fn new() -> Batch {
+    fn new(peer: IpAddr) -> Batch {
         Batch {
             now: OffsetDateTime::now_utc(),
+            peer,
             files: Vec::new(),
         }
     }
+}
+
+/// The feeds page's name of a sender known only by its address.
+fn sender_name(peer: IpAddr) -> String {
+    safe_component(&peer.to_string(), 64).unwrap_or_else(|| "unknown".into())
 }
 
 /// The receiver shared by all listeners.
@@ -324,6 +333,18 @@ impl Receiver {
 
     fn counters(&self) -> &Counters {
         &self.ctx.stats.syslog
+    }
+
+    /// Counts a problem of a sender known only by its address on the feeds page.
+    fn note(&self, peer: IpAddr, event: Event, reason: &str) {
+        self.ctx.stats.sources.record(
+            "syslog",
+            &sender_name(peer),
+            Some(peer),
+            event,
+            1,
+            Some(reason),
+        );
     }
 
     fn allowed(&self, ip: IpAddr) -> bool {
@@ -365,7 +386,7 @@ impl Receiver {
 
     /// Stores one frame.
     pub fn ingest(&self, frame: &[u8], peer: IpAddr) {
-        let mut batch = Batch::new();
+        let mut batch = Batch::new(peer);
         self.add(&mut batch, frame, peer);
         self.commit(batch);
     }
@@ -374,7 +395,7 @@ impl Receiver {
     fn add(&self, batch: &mut Batch, frame: &[u8], peer: IpAddr) {
         Counters::add(&self.counters().received);
         let stamp = || batch.now.format(&Rfc3339).unwrap_or_default();
-        let sender = || safe_component(&peer.to_string(), 64).unwrap_or_else(|| "unknown".into());
+        let sender = || sender_name(peer);
         let mut line = Vec::with_capacity(frame.len() + 40);
         let host = match parse_frame(frame) {
             Ok(parsed) => {
@@ -393,6 +414,7 @@ impl Receiver {
                 Some(host)
             }
             Err(reason) => {
+                self.note(peer, Event::Unparsed, &format!("unparsed frame: {reason}"));
                 line.extend_from_slice(format!("{} {} {reason}: ", stamp(), sender()).as_bytes());
                 escape_controls(&String::from_utf8_lossy(frame), &mut line);
                 None
@@ -435,6 +457,25 @@ impl Receiver {
             };
             let counter = if queued { counter } else { &counters.dropped };
             counter.fetch_add(messages as u64, std::sync::atomic::Ordering::Relaxed);
+            // Unparsed frames were counted per sender as they came (with their reason).
+            if let Some(host) = &host {
+                let (event, reason) = if queued {
+                    (Event::Stored, None)
+                } else {
+                    (
+                        Event::Dropped,
+                        Some("not stored: the archive's backlog is full"),
+                    )
+                };
+                self.ctx.stats.sources.record(
+                    "syslog",
+                    host,
+                    Some(batch.peer),
+                    event,
+                    messages as u64,
+                    reason,
+                );
+            }
         }
     }
 
@@ -457,14 +498,25 @@ impl Receiver {
             let counters = self.counters();
             if !self.allowed(peer.ip()) {
                 Counters::add(&counters.rejected);
+                self.note(peer.ip(), Event::Refused, "refused: not in the allow-list");
                 continue;
             }
             if len > self.config.max_frame.0 as usize {
                 Counters::add(&counters.oversize);
+                self.note(
+                    peer.ip(),
+                    Event::Oversize,
+                    &format!("a {len}-byte datagram is over max_frame"),
+                );
                 continue;
             }
             if !self.within_rate(peer.ip(), len) {
                 Counters::add(&counters.dropped);
+                self.note(
+                    peer.ip(),
+                    Event::RateLimited,
+                    "dropped: over rate_per_sender",
+                );
                 continue;
             }
             let frame = trim_line_end(buf[..len].to_vec());
@@ -488,12 +540,17 @@ impl Receiver {
                 }
                 Err(_) => {
                     Counters::add(&counters.timeouts);
+                    self.note(
+                        peer.ip(),
+                        Event::Timeout,
+                        &format!("idle for {idle:?}: disconnected"),
+                    );
                     tracing::debug!(%peer, "syslog sender idle for {idle:?}: disconnected");
                     break;
                 }
             };
             framer.push(&buf[..n]);
-            let mut batch = Batch::new();
+            let mut batch = Batch::new(peer.ip());
             while let Some(frame) = framer.next_frame() {
                 self.take(&mut batch, frame, peer.ip());
             }
@@ -505,7 +562,7 @@ impl Receiver {
             }
         }
         if let Some(frame) = framer.finish() {
-            let mut batch = Batch::new();
+            let mut batch = Batch::new(peer.ip());
             self.take(&mut batch, frame, peer.ip());
             self.commit(batch);
         }
@@ -516,6 +573,11 @@ impl Receiver {
             Frame::Message(bytes) => self.add(batch, &bytes, peer),
             Frame::Oversize(len) => {
                 Counters::add(&self.counters().oversize);
+                self.note(
+                    peer,
+                    Event::Oversize,
+                    &format!("a {len}-byte frame is over max_frame"),
+                );
                 // Per frame: counted; a log line each could flood the log.
                 tracing::debug!(%peer, len, "syslog frame over max_frame dropped");
             }
@@ -547,10 +609,16 @@ impl Receiver {
             let counters = self.counters();
             if !self.allowed(peer.ip()) {
                 Counters::add(&counters.rejected);
+                self.note(peer.ip(), Event::Refused, "refused: not in the allow-list");
                 continue;
             }
             let Ok(permit) = connections.clone().try_acquire_owned() else {
                 Counters::add(&counters.dropped);
+                self.note(
+                    peer.ip(),
+                    Event::Dropped,
+                    "connection refused: max_connections reached",
+                );
                 tracing::debug!(%peer, "syslog connection refused: max_connections reached");
                 continue;
             };
@@ -571,10 +639,20 @@ impl Receiver {
                                 Ok(Ok(stream)) => receiver.stream(stream, peer).await,
                                 Ok(Err(err)) => {
                                     Counters::add(&receiver.counters().rejected);
+                                    receiver.note(
+                                        peer.ip(),
+                                        Event::Refused,
+                                        &format!("TLS handshake failed: {err}"),
+                                    );
                                     tracing::warn!(%peer, "syslog TLS handshake failed: {err}");
                                 }
                                 Err(_) => {
                                     Counters::add(&receiver.counters().timeouts);
+                                    receiver.note(
+                                        peer.ip(),
+                                        Event::Timeout,
+                                        "TLS handshake timed out",
+                                    );
                                     tracing::warn!(%peer, "syslog TLS handshake timed out");
                                 }
                             }

@@ -11,7 +11,10 @@
 //!   within a second).
 //! - `GET /api/records` lists them newest first with the reference's filters;
 //!   `GET /telemetry` is an HTML page with a filter form, the newest records and SVG
-//!   charts of counts per day by severity and by classification.
+//!   charts of counts per day by severity and by classification. Unlike the reference
+//!   (open to all), both take the web UI's logins and show records only to admins and to
+//!   users granted `r` on `/telemetry` ([`may_see_records`]): records are the content of
+//!   `/telemetry/*.jsonl`, so whoever may read those files may read them here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,7 +32,13 @@ use logarchive_common::paths::ArchivePath;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{Counters, FeedContext, date_parts};
+use super::sources::Event;
+use super::{Counters, FeedContext, date_parts, peer_ip};
+use crate::users::Account;
+use crate::web::WebState;
+use crate::web::auth::CurrentUser;
+use crate::web::error::WebError;
+use logarchive_common::perm::Perm;
 
 /// A stored record, as the reference collector returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,9 +274,39 @@ struct TelemetryState {
     tid: String,
     records: sled::Tree,
     next_id: Arc<AtomicU64>,
+    /// For the logins of the read side.
+    web: WebState,
 }
 
-pub fn router(config: &TelemetryConfig, ctx: &FeedContext) -> anyhow::Result<Router> {
+impl FromRef<TelemetryState> for WebState {
+    fn from_ref(state: &TelemetryState) -> WebState {
+        state.web.clone()
+    }
+}
+
+/// Whether `account` may see telemetry records: admins, and whoever may read
+/// `/telemetry` (the folder the records are archived in).
+pub fn may_see_records(account: &Account) -> bool {
+    account.admin
+        || ArchivePath::parse("/telemetry")
+            .is_ok_and(|path| crate::web::access::check(account, Perm::Read, &path).is_ok())
+}
+
+fn check_records_right(user: &CurrentUser) -> Result<(), WebError> {
+    if may_see_records(&user.account) {
+        Ok(())
+    } else {
+        Err(WebError::Forbidden(
+            "telemetry records are for admins and users with 'r' on /telemetry".into(),
+        ))
+    }
+}
+
+pub fn router(
+    config: &TelemetryConfig,
+    ctx: &FeedContext,
+    web: &WebState,
+) -> anyhow::Result<Router> {
     let records = ctx.catalog.tree("telemetry")?;
     let last = records
         .last()?
@@ -278,13 +317,19 @@ pub fn router(config: &TelemetryConfig, ctx: &FeedContext) -> anyhow::Result<Rou
         tid: config.tid.clone(),
         records,
         next_id: Arc::new(AtomicU64::new(last + 1)),
+        web: web.clone(),
     };
     let max_body = usize::try_from(config.max_body.0).unwrap_or(usize::MAX);
     Ok(Router::new()
         .route("/v2/collector", post(collect_v2))
         .route("/", post(collect_v2))
         .route("/v3/collector", post(collect_v3))
-        .route("/api/records", get(list_records))
+        .route(
+            "/api/records",
+            get(list_records).layer(axum::middleware::map_response(
+                crate::web::error::jsonify_api_errors,
+            )),
+        )
         .route("/telemetry", get(page))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -311,6 +356,7 @@ fn external(headers: &HeaderMap) -> bool {
 
 async fn collect_v2(
     State(state): State<TelemetryState>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -320,19 +366,37 @@ async fn collect_v2(
             fields.insert(normalise(name.as_str()), value.to_owned());
         }
     }
-    collect(state, fields, &headers, body, false).await
+    collect(state, peer_ip(&extensions), fields, &headers, body, false).await
 }
 
 async fn collect_v3(
     State(state): State<TelemetryState>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    collect(state, HashMap::new(), &headers, body, true).await
+    collect(
+        state,
+        peer_ip(&extensions),
+        HashMap::new(),
+        &headers,
+        body,
+        true,
+    )
+    .await
+}
+
+/// The feeds page's name of a probe: its machine id (as sent, escaped where shown).
+fn machine(fields: &HashMap<String, String>) -> Option<&str> {
+    fields
+        .get("machine_id")
+        .map(|m| m.trim())
+        .filter(|m| !m.is_empty())
 }
 
 async fn collect(
     state: TelemetryState,
+    peer: Option<std::net::IpAddr>,
     mut fields: HashMap<String, String>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -340,8 +404,15 @@ async fn collect(
 ) -> Response {
     let counters = &state.ctx.stats.telemetry;
     Counters::add(&counters.received);
-    let refuse = |reason: String| {
+    let sources = &state.ctx.stats.sources;
+    // A refusal is counted per machine when the request names one (a v2 header, or the
+    // v3 body once parsed); the reference's 400 names the field either way.
+    let refuse = |fields: &HashMap<String, String>, reason: String| {
         Counters::add(&counters.rejected);
+        if let Some(machine) = machine(fields) {
+            let why = format!("refused: {reason}");
+            sources.record("telemetry", machine, peer, Event::Refused, 1, Some(&why));
+        }
         tracing::warn!("telemetry record refused: {reason}");
         message(StatusCode::BAD_REQUEST, reason)
     };
@@ -349,6 +420,10 @@ async fn collect(
         Ok(body) => body,
         Err(rejection) => {
             Counters::add(&counters.oversize);
+            if let Some(machine) = machine(&fields) {
+                let why = format!("body refused: {rejection}");
+                sources.record("telemetry", machine, peer, Event::Oversize, 1, Some(&why));
+            }
             return message(rejection.status(), format!("body: {rejection}"));
         }
     };
@@ -356,13 +431,13 @@ async fn collect(
         let object: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&body)
         {
             Ok(object) => object,
-            Err(err) => return refuse(format!("body: not a JSON object: {err}")),
+            Err(err) => return refuse(&fields, format!("body: not a JSON object: {err}")),
         };
         for (name, value) in object {
             let text = match value {
                 serde_json::Value::String(text) => text,
                 serde_json::Value::Number(number) => number.to_string(),
-                _ => return refuse(format!("{name}: must be a string")),
+                _ => return refuse(&fields, format!("{name}: must be a string")),
             };
             fields.insert(normalise(&name), text);
         }
@@ -373,22 +448,38 @@ async fn collect(
     } else {
         match String::from_utf8(body.to_vec()) {
             Ok(payload) => payload,
-            Err(_) => return refuse("payload: not valid UTF-8".into()),
+            Err(_) => return refuse(&fields, "payload: not valid UTF-8".into()),
         }
     };
     let now = OffsetDateTime::now_utc();
     let mut record = match validate(&fields, payload, &state.tid, external(headers), now) {
         Ok(record) => record,
-        Err(err) => return refuse(err.to_string()),
+        Err(err) => return refuse(&fields, err.to_string()),
     };
     record.id = state.next_id.fetch_add(1, Ordering::Relaxed);
     match store(&state, &record, now).await {
         Ok(()) => {
             Counters::add(&counters.stored);
+            sources.record(
+                "telemetry",
+                &record.machine_id,
+                peer,
+                Event::Stored,
+                1,
+                None,
+            );
             (StatusCode::CREATED, axum::Json(public(&record))).into_response()
         }
         Err(err) => {
             Counters::add(&counters.errors);
+            sources.record(
+                "telemetry",
+                &record.machine_id,
+                peer,
+                Event::Error,
+                1,
+                Some("the server could not store the record"),
+            );
             tracing::error!("telemetry record not stored: {err:#}");
             // The client retries anything but 201 later.
             message(
@@ -457,8 +548,12 @@ const MAX_CREATED_IN_SEC: u32 = 30 * 86_400;
 
 async fn list_records(
     State(state): State<TelemetryState>,
+    user: CurrentUser,
     filter: Result<Query<Filter>, QueryRejection>,
 ) -> Response {
+    if let Err(refusal) = check_records_right(&user) {
+        return refusal.into_response();
+    }
     let Query(filter) = match filter {
         Ok(filter) => filter,
         Err(err) => return message(StatusCode::BAD_REQUEST, err.body_text()),
@@ -527,8 +622,12 @@ fn esc(text: &str) -> std::borrow::Cow<'_, str> {
 /// last 14 days' counts per day by severity and by classification.
 async fn page(
     State(state): State<TelemetryState>,
+    user: CurrentUser,
     form: Result<Query<PageFilter>, QueryRejection>,
 ) -> Response {
+    if let Err(refusal) = check_records_right(&user) {
+        return refusal.into_response();
+    }
     let form = form.map(|Query(form)| form).unwrap_or_default();
     let text = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_owned());
     let filter = Filter {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use askama::Template;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -254,10 +254,17 @@ fn constant_eq(a: &str, b: &str) -> bool {
             == 0
 }
 
-impl FromRequestParts<WebState> for CurrentUser {
+/// Any router whose state holds the [`WebState`] (the feeds' read side, for one) takes the
+/// same logins, so there is one way in on the web listener.
+impl<S> FromRequestParts<S> for CurrentUser
+where
+    WebState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = WebError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, WebError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, WebError> {
+        let state = &WebState::from_ref(state);
         let api = parts.uri.path().starts_with("/api/") || parts.uri.path() == "/metrics";
         let refuse = || {
             if api {

@@ -133,7 +133,7 @@ pub fn app(state: WebState) -> Router {
 
 /// Defence in depth for every page: only our own scripts and styles run, no framing, no
 /// content sniffing (a downloaded log is never taken for HTML).
-async fn security_headers(mut response: Response) -> Response {
+pub async fn security_headers(mut response: Response) -> Response {
     use axum::http::HeaderValue;
     let headers = response.headers_mut();
     headers.insert(
