@@ -65,6 +65,13 @@ pub async fn get(State(state): State<WebState>, _user: CurrentUser) -> Result<Re
         "Bytes of the files in the catalog.",
         &[("", bytes)],
     );
+    let (_, index_bytes) = state.catalog.table_stats();
+    metric(
+        "logarchive_search_index_bytes",
+        "gauge",
+        "Estimated heap held by the catalog's in-memory search table.",
+        &[("", index_bytes as u64)],
+    );
     metric(
         "logarchive_uploads_24h",
         "gauge",
