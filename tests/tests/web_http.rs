@@ -1420,3 +1420,90 @@ async fn agents_sessions_metrics_and_healthz() {
     assert_eq!(status, 404);
     assert!(body.contains("\"error\""));
 }
+
+/// The sessions page and `/api/sessions` show a throttled upload while it runs: user,
+/// client address, path, direction, bytes so far and rate; then the idle session; then
+/// nothing once the client has gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_show_the_running_transfer() {
+    let server = start_server("", "");
+    // users.toml is re-read at the next login, so a user added now can log in at once.
+    server.add_user(
+        "slow",
+        PASSWORD,
+        &["--perm", "elrw", "--max-upload-rate", "64KiB/s"],
+    );
+    const SIZE: usize = 256 * 1024;
+    let addr = server.addr();
+    let upload = tokio::spawn(async move {
+        let mut ftp = ftp_login(&addr, "slow", PASSWORD).await.expect("ftp login");
+        let data = vec![7u8; SIZE];
+        ftp.put_file("slow.bin", &mut &data[..])
+            .await
+            .expect("ftp put");
+        ftp
+    });
+    let slow_session = |sessions: &Value| {
+        sessions
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["user"] == "slow").cloned())
+    };
+    // Wait for the transfer to show with some bytes moved, but not all.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let running = loop {
+        let sessions = get_json(&server, "admin", "/api/sessions").await;
+        if let Some(session) = slow_session(&sessions)
+            && session["transfer"]["bytes"].as_u64().is_some_and(|n| n > 0)
+        {
+            break session;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no running transfer listed: {sessions}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(running["address"], "127.0.0.1", "{running}");
+    assert!(running["since"].is_string(), "{running}");
+    let transfer = &running["transfer"];
+    assert_eq!(transfer["path"], "/slow/slow.bin", "{running}");
+    assert_eq!(transfer["direction"], "upload", "{running}");
+    assert!(
+        transfer["bytes"].as_u64().unwrap() < SIZE as u64,
+        "{running}"
+    );
+    assert!(transfer["rate"].as_u64().unwrap() > 0, "{running}");
+    let web = client();
+    login(&web, &server, "admin").await;
+    let page = web
+        .get(format!("{}/admin/sessions", base(&server)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<td>slow</td><td>127.0.0.1</td>")
+            && page.contains("<td class=\"transfer\">upload /slow/slow.bin</td>"),
+        "{page}"
+    );
+    // Finished: the session stays, idle; gone once the client quits.
+    let mut ftp = upload.await.unwrap();
+    let sessions = get_json(&server, "admin", "/api/sessions").await;
+    let idle = slow_session(&sessions).expect("the session is still open");
+    assert!(idle["transfer"].is_null(), "{idle}");
+    ftp.quit().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let sessions = get_json(&server, "admin", "/api/sessions").await;
+        if slow_session(&sessions).is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session outlived QUIT: {sessions}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -88,7 +88,7 @@ pub async fn get(State(state): State<WebState>, _user: CurrentUser) -> Result<Re
         "logarchive_ftp_sessions",
         "gauge",
         "FTP sessions logged in now.",
-        &[("", state.ftp_sessions.list().len() as u64)],
+        &[("", state.ftp_sessions.count() as u64)],
     );
     metric(
         "logarchive_web_sessions",
