@@ -126,7 +126,7 @@ impl Catalog {
         for item in files.iter() {
             let (key, value) = item?;
             let entry = decode(&String::from_utf8_lossy(&key), &value)?;
-            table.insert(
+            table.push_sorted(
                 entry.path.as_str(),
                 entry.size,
                 entry.modified.unix_timestamp(),
