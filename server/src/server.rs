@@ -103,10 +103,16 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     });
     // One HTTP listener for the web UI, its API and the HTTP feeds.
     let app = crate::web::base_routes().merge(crate::web::app(web));
+    let web_tls = config
+        .config
+        .web
+        .tls()
+        .map(|(cert, key)| (config.resolve(cert), config.resolve(key)));
     let mut web_service = tokio::spawn(crate::web::serve(
         config.config.web.listen,
         app,
         shutdown.clone(),
+        web_tls,
     ));
     tokio::select! {
         signal = trigger.on_signal() => signal.context("cannot listen for signals")?,

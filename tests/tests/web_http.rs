@@ -1507,3 +1507,103 @@ async fn sessions_show_the_running_transfer() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// `[web] cert` / `key`: the listener speaks HTTPS (curl trusts the private CA), the
+/// login cookie is `Secure`, Basic-auth API calls work over it, and plain HTTP gets no
+/// page.
+#[tokio::test(flavor = "multi_thread")]
+async fn https_when_a_certificate_is_configured() {
+    let tls_dir = tempfile::tempdir().unwrap();
+    let ca = logarchive_tests::write_tls_files(tls_dir.path());
+    let (cert, key) = (
+        tls_dir.path().join("cert.pem"),
+        tls_dir.path().join("key.pem"),
+    );
+    let server = start_server(
+        &format!("cert = \"{}\"\nkey = \"{}\"", cert.display(), key.display()),
+        "",
+    );
+    let url = |path: &str| format!("https://localhost:{}{path}", server.web_port);
+    let ca = ca.to_str().unwrap();
+    let login = logarchive_tests::run(
+        "curl",
+        &[
+            "-sS",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "--cacert",
+            ca,
+            &url("/login"),
+        ],
+    );
+    let headers = String::from_utf8_lossy(&login.stdout);
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    assert!(headers.starts_with("HTTP/1.1 200"), "{headers}");
+    let cookie = headers
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_default();
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{headers}"
+    );
+    let credentials = format!("admin:{PASSWORD}");
+    let list = logarchive_tests::run(
+        "curl",
+        &[
+            "-sS",
+            "-f",
+            "--cacert",
+            ca,
+            "-u",
+            &credentials,
+            &url("/api/list?path=/"),
+        ],
+    );
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let listing: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert!(listing["entries"].is_array(), "{listing}");
+    // An untrusted certificate is refused by the client; plain HTTP gets no answer.
+    let untrusted = logarchive_tests::run("curl", &["-sS", &url("/healthz")]);
+    assert!(!untrusted.status.success());
+    let plain = logarchive_tests::run(
+        "curl",
+        &[
+            "-sS",
+            "-f",
+            "-m",
+            "10",
+            &format!("http://127.0.0.1:{}/healthz", server.web_port),
+        ],
+    );
+    assert!(!plain.status.success(), "plain HTTP was answered");
+    // A certificate without its key is a config error that names the line.
+    let lone = logarchive_tests::TestServer::prepare("");
+    let text = std::fs::read_to_string(&lone.config).unwrap();
+    let text = text.replacen(
+        "[web]\n",
+        &format!("[web]\ncert = \"{}\"\n", cert.display()),
+        1,
+    );
+    std::fs::write(&lone.config, text).unwrap();
+    let out = lone.cli(&["run"], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started with a certificate and no key"
+    );
+    assert!(
+        err.contains("server.toml:4:") && err.contains("cert and key go together"),
+        "{err}"
+    );
+}

@@ -80,8 +80,7 @@ impl Table {
 
     /// The base index of `path`, or where it would go.
     fn find(&self, path: &str) -> Result<usize, usize> {
-        self.base
-            .binary_search_by(|flat| self.path(flat).cmp(path))
+        self.base.binary_search_by(|flat| self.path(flat).cmp(path))
     }
 
     pub fn insert(&mut self, path: &str, size: u64, modified: i64, source: Option<&str>) {
@@ -135,10 +134,7 @@ impl Table {
     /// in order (sled's key order), without going through the overlay. A path out of
     /// order goes through [`Table::insert`] instead, so the base stays sorted.
     pub fn push_sorted(&mut self, path: &str, size: u64, modified: i64, source: Option<&str>) {
-        let in_order = self
-            .base
-            .last()
-            .is_none_or(|last| self.path(last) < path);
+        let in_order = self.base.last().is_none_or(|last| self.path(last) < path);
         if !in_order || !self.overlay.is_empty() || u32::try_from(path.len()).is_err() {
             self.insert(path, size, modified, source);
             return;
@@ -173,9 +169,8 @@ impl Table {
         let old_base = std::mem::take(&mut self.base);
         let old_arena = std::mem::take(&mut self.arena);
         let live = old_base.len() - self.dead + overlay.len();
-        let mut arena = String::with_capacity(
-            old_arena.len() + overlay.keys().map(|k| k.len()).sum::<usize>(),
-        );
+        let mut arena =
+            String::with_capacity(old_arena.len() + overlay.keys().map(|k| k.len()).sum::<usize>());
         let mut base = Vec::with_capacity(live);
         let mut push = |path: &str, record: Record| {
             base.push(Flat {
@@ -188,7 +183,9 @@ impl Table {
         };
         let old_path = |flat: &Flat| {
             let start = flat.start as usize;
-            old_arena.get(start..start + flat.len as usize).unwrap_or("")
+            old_arena
+                .get(start..start + flat.len as usize)
+                .unwrap_or("")
         };
         let mut olds = old_base.iter().filter(|f| !f.dead).peekable();
         let mut news = overlay.iter().peekable();
@@ -324,7 +321,10 @@ mod tests {
             .map(|f| (f.path, f.size, f.source))
             .collect();
         assert_eq!(under_a, [("/a/1", 5, Some("v")), ("/a/2", 2, Some("u"))]);
-        assert_eq!(paths(&table, "/", Bound::Excluded("/a/2")), ["/ab/3", "/b/4"]);
+        assert_eq!(
+            paths(&table, "/", Bound::Excluded("/a/2")),
+            ["/ab/3", "/b/4"]
+        );
         table.remove("/ab/3");
         assert_eq!(table.len(), 3);
         assert!(table.heap_bytes() > 0);
