@@ -1426,17 +1426,14 @@ async fn agents_sessions_metrics_and_healthz() {
 /// nothing once the client has gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_show_the_running_transfer() {
-    let server = start_server("", "");
-    // users.toml is re-read at the next login, so a user added now can log in at once.
-    server.add_user(
-        "slow",
-        PASSWORD,
-        &["--perm", "elrw", "--max-upload-rate", "64KiB/s"],
-    );
+    // Every user's uploads are throttled, so the transfer lasts seconds.
+    let server = start_server("", "max_upload_rate = \"64KiB/s\"");
     const SIZE: usize = 256 * 1024;
     let addr = server.addr();
     let upload = tokio::spawn(async move {
-        let mut ftp = ftp_login(&addr, "slow", PASSWORD).await.expect("ftp login");
+        let mut ftp = ftp_login(&addr, "node01", PASSWORD)
+            .await
+            .expect("ftp login");
         let data = vec![7u8; SIZE];
         ftp.put_file("slow.bin", &mut &data[..])
             .await
@@ -1446,7 +1443,7 @@ async fn sessions_show_the_running_transfer() {
     let slow_session = |sessions: &Value| {
         sessions
             .as_array()
-            .and_then(|all| all.iter().find(|s| s["user"] == "slow").cloned())
+            .and_then(|all| all.iter().find(|s| s["user"] == "node01").cloned())
     };
     // Wait for the transfer to show with some bytes moved, but not all.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -1466,7 +1463,7 @@ async fn sessions_show_the_running_transfer() {
     assert_eq!(running["address"], "127.0.0.1", "{running}");
     assert!(running["since"].is_string(), "{running}");
     let transfer = &running["transfer"];
-    assert_eq!(transfer["path"], "/slow/slow.bin", "{running}");
+    assert_eq!(transfer["path"], "/node01/slow.bin", "{running}");
     assert_eq!(transfer["direction"], "upload", "{running}");
     assert!(
         transfer["bytes"].as_u64().unwrap() < SIZE as u64,
@@ -1484,8 +1481,8 @@ async fn sessions_show_the_running_transfer() {
         .await
         .unwrap();
     assert!(
-        page.contains("<td>slow</td><td>127.0.0.1</td>")
-            && page.contains("<td class=\"transfer\">upload /slow/slow.bin</td>"),
+        page.contains("<td>node01</td><td>127.0.0.1</td>")
+            && page.contains("<td class=\"transfer\">upload /node01/slow.bin</td>"),
         "{page}"
     );
     // Finished: the session stays, idle; gone once the client quits.

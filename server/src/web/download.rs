@@ -223,20 +223,28 @@ async fn file(state: &WebState, entry: Entry, headers: &HeaderMap) -> Result<Res
         None => (StatusCode::OK, 0, entry.size),
     };
     response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    let reader = state.archive.open(&entry.path, start).await?.take(len);
+    let reader = state.archive.open_chunks(&entry.path, start).await?;
     let path = entry.path.clone();
-    let stream = futures_util::stream::unfold((reader, path), |(mut reader, path)| async move {
-        // Read into spare capacity: no zero-filling of a fresh chunk per read.
-        let mut buffer = bytes::BytesMut::with_capacity(FILE_CHUNK);
-        match reader.read_buf(&mut buffer).await {
-            Ok(0) => None,
-            Ok(_) => Some((Ok(buffer.freeze()), (reader, path))),
-            Err(err) => {
-                tracing::warn!(path = %path, "download cut: {err}");
-                Some((Err(err), (reader, path)))
+    // Owned chunks go to hyper as they are: one copy per byte, from the file.
+    let stream =
+        futures_util::stream::unfold((reader, path, len), |(mut reader, path, left)| async move {
+            if left == 0 {
+                return None;
             }
-        }
-    });
+            let max = left.min(FILE_CHUNK as u64) as usize;
+            match reader.next_chunk(max).await {
+                Ok(None) => None,
+                Ok(Some(chunk)) => {
+                    let left = left.saturating_sub(chunk.len() as u64);
+                    Some((Ok(chunk), (reader, path, left)))
+                }
+                Err(err) => {
+                    tracing::warn!(path = %path, "download cut: {err}");
+                    // Ends the stream after the error: hyper cuts the response.
+                    Some((Err(err), (reader, path, 0)))
+                }
+            }
+        });
     Ok((status, response_headers, Body::from_stream(stream)).into_response())
 }
 
