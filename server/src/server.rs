@@ -132,10 +132,16 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         let shutdown = shutdown.clone();
         async move { crate::feeds::serve(&config, feeds, shutdown).await }
     });
+    let web_tls = config
+        .config
+        .web
+        .tls()
+        .map(|(cert, key)| (config.resolve(cert), config.resolve(key)));
     let mut web_service = tokio::spawn(crate::web::serve(
         config.config.web.listen,
         app,
         shutdown.clone(),
+        web_tls,
     ));
     tokio::select! {
         signal = trigger.on_signal() => signal.context("cannot listen for signals")?,

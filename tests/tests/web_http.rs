@@ -1420,3 +1420,187 @@ async fn agents_sessions_metrics_and_healthz() {
     assert_eq!(status, 404);
     assert!(body.contains("\"error\""));
 }
+
+/// The sessions page and `/api/sessions` show a throttled upload while it runs: user,
+/// client address, path, direction, bytes so far and rate; then the idle session; then
+/// nothing once the client has gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_show_the_running_transfer() {
+    // Every user's uploads are throttled, so the transfer lasts seconds.
+    let server = start_server("", "max_upload_rate = \"64KiB/s\"");
+    const SIZE: usize = 256 * 1024;
+    let addr = server.addr();
+    let upload = tokio::spawn(async move {
+        let mut ftp = ftp_login(&addr, "node01", PASSWORD)
+            .await
+            .expect("ftp login");
+        let data = vec![7u8; SIZE];
+        ftp.put_file("slow.bin", &mut &data[..])
+            .await
+            .expect("ftp put");
+        ftp
+    });
+    let slow_session = |sessions: &Value| {
+        sessions
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["user"] == "node01").cloned())
+    };
+    // Wait for the transfer to show with some bytes moved, but not all.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let running = loop {
+        let sessions = get_json(&server, "admin", "/api/sessions").await;
+        if let Some(session) = slow_session(&sessions)
+            && session["transfer"]["bytes"].as_u64().is_some_and(|n| n > 0)
+        {
+            break session;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no running transfer listed: {sessions}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(running["address"], "127.0.0.1", "{running}");
+    assert!(running["since"].is_string(), "{running}");
+    let transfer = &running["transfer"];
+    assert_eq!(transfer["path"], "/node01/slow.bin", "{running}");
+    assert_eq!(transfer["direction"], "upload", "{running}");
+    assert!(
+        transfer["bytes"].as_u64().unwrap() < SIZE as u64,
+        "{running}"
+    );
+    assert!(transfer["rate"].as_u64().unwrap() > 0, "{running}");
+    let web = client();
+    login(&web, &server, "admin").await;
+    let page = web
+        .get(format!("{}/admin/sessions", base(&server)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<td>node01</td><td>127.0.0.1</td>")
+            && page.contains("<td class=\"transfer\">upload /node01/slow.bin</td>"),
+        "{page}"
+    );
+    // Finished: the session stays, idle; gone once the client quits.
+    let mut ftp = upload.await.unwrap();
+    let sessions = get_json(&server, "admin", "/api/sessions").await;
+    let idle = slow_session(&sessions).expect("the session is still open");
+    assert!(idle["transfer"].is_null(), "{idle}");
+    ftp.quit().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let sessions = get_json(&server, "admin", "/api/sessions").await;
+        if slow_session(&sessions).is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session outlived QUIT: {sessions}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// `[web] cert` / `key`: the listener speaks HTTPS (curl trusts the private CA), the
+/// login cookie is `Secure`, Basic-auth API calls work over it, and plain HTTP gets no
+/// page.
+#[tokio::test(flavor = "multi_thread")]
+async fn https_when_a_certificate_is_configured() {
+    let tls_dir = tempfile::tempdir().unwrap();
+    let ca = logarchive_tests::write_tls_files(tls_dir.path());
+    let (cert, key) = (
+        tls_dir.path().join("cert.pem"),
+        tls_dir.path().join("key.pem"),
+    );
+    let server = start_server(
+        &format!("cert = \"{}\"\nkey = \"{}\"", cert.display(), key.display()),
+        "",
+    );
+    let url = |path: &str| format!("https://localhost:{}{path}", server.web_port);
+    let ca = ca.to_str().unwrap();
+    let login = logarchive_tests::run(
+        "curl",
+        &[
+            "-sS",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "--cacert",
+            ca,
+            &url("/login"),
+        ],
+    );
+    let headers = String::from_utf8_lossy(&login.stdout);
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    assert!(headers.starts_with("HTTP/1.1 200"), "{headers}");
+    let cookie = headers
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_default();
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{headers}"
+    );
+    let credentials = format!("admin:{PASSWORD}");
+    let list = logarchive_tests::run(
+        "curl",
+        &[
+            "-sS",
+            "-f",
+            "--cacert",
+            ca,
+            "-u",
+            &credentials,
+            &url("/api/list?path=/"),
+        ],
+    );
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let listing: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert!(listing["entries"].is_array(), "{listing}");
+    // An untrusted certificate is refused by the client; plain HTTP gets no answer.
+    let untrusted = logarchive_tests::run("curl", &["-sS", &url("/healthz")]);
+    assert!(!untrusted.status.success());
+    let plain = logarchive_tests::run(
+        "curl",
+        &[
+            "-sS",
+            "-f",
+            "-m",
+            "10",
+            &format!("http://127.0.0.1:{}/healthz", server.web_port),
+        ],
+    );
+    assert!(!plain.status.success(), "plain HTTP was answered");
+    // A certificate without its key is a config error that names the line.
+    let lone = logarchive_tests::TestServer::prepare("");
+    let text = std::fs::read_to_string(&lone.config).unwrap();
+    let text = text.replacen(
+        "[web]\n",
+        &format!("[web]\ncert = \"{}\"\n", cert.display()),
+        1,
+    );
+    std::fs::write(&lone.config, text).unwrap();
+    let out = lone.cli(&["run"], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started with a certificate and no key"
+    );
+    assert!(
+        err.contains("server.toml:4:") && err.contains("cert and key go together"),
+        "{err}"
+    );
+}

@@ -141,6 +141,19 @@ pub struct WebConfig {
     /// How long a web login lasts without use.
     #[serde(default = "default_session_idle")]
     pub session_idle: Interval,
+    /// PEM certificate chain: with `key`, the listener speaks HTTPS only.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+impl WebConfig {
+    /// The certificate and key, when HTTPS is configured (both set).
+    pub fn tls(&self) -> Option<(&PathBuf, &PathBuf)> {
+        self.cert.as_ref().zip(self.key.as_ref())
+    }
 }
 
 fn default_web_listen() -> SocketAddr {
@@ -167,6 +180,8 @@ impl Default for WebConfig {
             agent_silent_after: default_agent_silent_after(),
             feed_silent_after: default_feed_silent_after(),
             session_idle: default_session_idle(),
+            cert: None,
+            key: None,
         }
     }
 }
@@ -417,6 +432,40 @@ impl LoadedServerConfig {
                     ));
                 }
             }
+        }
+        let web = &config.web;
+        // Where `[web]` starts, so an error points into that table, not `[ftp.tls]`.
+        let web_at = text.find("[web]").unwrap_or(0);
+        let web_span = |key: &str| {
+            let at = text[web_at..]
+                .find(&format!("{key} ="))
+                .map_or(web_at, |i| web_at + i);
+            at..at
+        };
+        match (&web.cert, &web.key) {
+            (Some(_), None) | (None, Some(_)) => {
+                let key = if web.cert.is_some() { "cert" } else { "key" };
+                return Err(ConfigError::at(
+                    file,
+                    &text,
+                    web_span(key),
+                    "[web] cert and key go together: set both for HTTPS, or neither".to_owned(),
+                ));
+            }
+            (Some(cert), Some(key_file)) => {
+                for (key, path) in [("cert", cert), ("key", key_file)] {
+                    let path = relative_to_file(file, path);
+                    if !path.is_file() {
+                        return Err(ConfigError::at(
+                            file,
+                            &text,
+                            web_span(key),
+                            format!("[web] {key}: file \"{}\" does not exist", path.display()),
+                        ));
+                    }
+                }
+            }
+            (None, None) => {}
         }
         Ok(LoadedServerConfig {
             data_dir: relative_to_file(file, &config.data_dir),

@@ -86,6 +86,29 @@ pub type Result<T> = std::result::Result<T, ArchiveError>;
 /// A byte stream read from the archive.
 pub type ArchiveReader = Box<dyn AsyncRead + Send + Sync + Unpin>;
 
+/// A file read in owned chunks, for streaming responses: an `AsyncRead` has to copy
+/// each byte once more, from its own buffer into the caller's.
+#[async_trait]
+pub trait ChunkReader: Send {
+    /// The next chunk of at most `max` bytes; `None` at the end of the file.
+    async fn next_chunk(&mut self, max: usize) -> io::Result<Option<bytes::Bytes>>;
+}
+
+/// Chunks through any [`ArchiveReader`] (the default for back-ends without their own).
+struct ReaderChunks(ArchiveReader);
+
+#[async_trait]
+impl ChunkReader for ReaderChunks {
+    async fn next_chunk(&mut self, max: usize) -> io::Result<Option<bytes::Bytes>> {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = bytes::BytesMut::with_capacity(max);
+        match self.0.read_buf(&mut buffer).await? {
+            0 => Ok(None),
+            _ => Ok(Some(buffer.freeze())),
+        }
+    }
+}
+
 /// What a committed upload left in the archive.
 #[derive(Debug, Clone)]
 pub struct Committed {
@@ -117,6 +140,10 @@ pub trait Archive: Send + Sync + std::fmt::Debug + 'static {
     async fn list(&self, dir: &ArchivePath) -> Result<Vec<Entry>>;
     /// Reads a file from byte `offset`.
     async fn open(&self, path: &ArchivePath, offset: u64) -> Result<ArchiveReader>;
+    /// Reads a file from byte `offset` in owned chunks (web downloads).
+    async fn open_chunks(&self, path: &ArchivePath, offset: u64) -> Result<Box<dyn ChunkReader>> {
+        Ok(Box::new(ReaderChunks(self.open(path, offset).await?)))
+    }
     /// Starts an upload; the parent folder must exist.
     async fn begin_upload(&self, path: &ArchivePath, mode: UploadMode) -> Result<Box<dyn Upload>>;
     async fn create_dir(&self, path: &ArchivePath) -> Result<()>;

@@ -1,5 +1,11 @@
 //! FTP logins: passwords checked against users.toml, and the per-session user.
 //!
+//! The session's user value also carries its entry in the live sessions registry
+//! ([`super::sessions`]). libunftp hands the authenticator the client's address but gives
+//! the user-detail provider only a [`Principal`], which holds just a name; so the
+//! authenticator appends the address to the principal's name after a newline (which no
+//! FTP user name can contain, commands being lines) and the provider splits it off.
+//!
 //! Hashing is argon2id, which is deliberately slow and memory-hungry; it runs on the
 //! blocking pool under a semaphore so that a flood of logins can neither starve the async
 //! threads nor make the server allocate without bound. Unknown users cost the same time
@@ -23,6 +29,8 @@ use unftp_core::auth::{
     UserDetailProvider,
 };
 
+use super::sessions::{SessionHandle, Sessions, TransferMark};
+use super::throttle::Direction;
 use crate::archive::Archive;
 use crate::users::{Account, UserStore, hash_password, verify_password};
 
@@ -31,7 +39,23 @@ use crate::users::{Account, UserStore, hash_password, verify_password};
 pub struct FtpUser {
     pub name: String,
     pub enabled: bool,
+    /// The session's entry in the live sessions registry, removed when the last clone
+    /// of this value goes with the session.
+    pub session: Option<Arc<SessionHandle>>,
 }
+
+impl FtpUser {
+    /// Marks a transfer as running in this session (shown on the sessions page).
+    pub fn transfer(&self, path: &str, direction: Direction) -> TransferMark {
+        match &self.session {
+            Some(session) => session.transfer(path, direction),
+            None => TransferMark::none(),
+        }
+    }
+}
+
+/// Separates the user name from the client address inside a [`Principal`].
+const ADDRESS_SEPARATOR: char = '\n';
 
 impl fmt::Display for FtpUser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -186,7 +210,7 @@ impl Authenticator for PasswordAuthenticator {
                 }
                 tracing::info!(user = username, ip = %creds.source_ip, admin = account.admin, "login");
                 Ok(Principal {
-                    username: username.to_owned(),
+                    username: format!("{username}{ADDRESS_SEPARATOR}{}", creds.source_ip),
                 })
             }
             Some(_) => {
@@ -204,11 +228,12 @@ impl Authenticator for PasswordAuthenticator {
 #[derive(Debug)]
 pub struct AccountProvider {
     users: Arc<UserStore>,
+    sessions: Sessions,
 }
 
 impl AccountProvider {
-    pub fn new(users: Arc<UserStore>) -> Self {
-        AccountProvider { users }
+    pub fn new(users: Arc<UserStore>, sessions: Sessions) -> Self {
+        AccountProvider { users, sessions }
     }
 }
 
@@ -217,15 +242,23 @@ impl UserDetailProvider for AccountProvider {
     type User = FtpUser;
 
     async fn provide_user_detail(&self, principal: &Principal) -> Result<FtpUser, UserDetailError> {
-        let account =
-            self.users
-                .get(&principal.username)
-                .ok_or_else(|| UserDetailError::UserNotFound {
-                    username: principal.username.clone(),
-                })?;
+        let (name, address) = match principal.username.split_once(ADDRESS_SEPARATOR) {
+            Some((name, address)) => (name, address.parse().ok()),
+            None => (principal.username.as_str(), None),
+        };
+        let account = self
+            .users
+            .get(name)
+            .ok_or_else(|| UserDetailError::UserNotFound {
+                username: name.to_owned(),
+            })?;
+        // Registered here, after the password check: libunftp keeps this value for the
+        // session's life (or drops it at once if the login is refused after all).
+        let session = self.sessions.open(&account.name, address);
         Ok(FtpUser {
             name: account.name.clone(),
             enabled: account.enabled,
+            session: Some(Arc::new(session)),
         })
     }
 }

@@ -36,6 +36,7 @@ use unftp_core::storage::{
 };
 
 use super::auth::FtpUser;
+use super::sessions::{Counted, TransferMark};
 use super::throttle::{Direction, Throttles};
 use crate::archive::{Archive, ArchiveError, Committed, Entry, EntryKind, UploadMode, is_reserved};
 use crate::catalog::Catalog;
@@ -229,12 +230,14 @@ impl Guard {
         input: impl AsyncRead + Unpin,
         path: &ArchivePath,
         mode: UploadMode,
+        mark: TransferMark,
     ) -> Result<(Committed, u64)> {
         let mut upload = self
             .archive
             .begin_upload(path, mode)
             .await
             .map_err(|e| self.archive_error(account, e))?;
+        let input = Counted { inner: input, mark };
         let mut input =
             ThrottledReader::new(input, self.throttles.limiters(account, Direction::Upload));
         let mut chunk = Vec::with_capacity(UPLOAD_CHUNK);
@@ -352,6 +355,7 @@ impl StorageBackend<FtpUser> for Guard {
             .await
             .map_err(|e| self.archive_error(&account, e))?;
         Ok(Box::new(DownloadLog {
+            mark: user.transfer(path.as_str(), Direction::Download),
             reader: ThrottledReader::new(
                 reader,
                 self.throttles.limiters(&account, Direction::Download),
@@ -407,8 +411,9 @@ impl StorageBackend<FtpUser> for Guard {
         let path = self.authorize(&account, path.as_ref(), perm)?;
         let _transfer = self.transfers.start();
         let started = Instant::now();
+        let mark = user.transfer(path.as_str(), Direction::Upload);
         let (Committed { entry, sha256 }, bytes) =
-            self.receive(&account, input, &path, mode).await?;
+            self.receive(&account, input, &path, mode, mark).await?;
         let recorded = match sha256 {
             Some(sha256) => {
                 self.catalog
@@ -522,9 +527,11 @@ impl StorageBackend<FtpUser> for Guard {
     }
 }
 
-/// A download stream that logs one line when the transfer ends.
+/// A download stream that shows on the sessions page while it runs and logs one line
+/// when the transfer ends.
 struct DownloadLog<R> {
     reader: ThrottledReader<R>,
+    mark: TransferMark,
     user: String,
     path: ArchivePath,
     started: Instant,
@@ -537,7 +544,11 @@ impl<R: AsyncRead + Unpin> AsyncRead for DownloadLog<R> {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.reader).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.reader).poll_read(cx, buf);
+        self.mark
+            .add(buf.filled().len().saturating_sub(before) as u64);
+        polled
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! - [`auth`]: password logins and the per-session user.
 //! - [`guard`]: permission letters, path confinement, throttling, catalog recording.
-//! - [`sessions`]: who is logged in.
+//! - [`sessions`]: who is logged in, from where, and what each session transfers.
 //! - [`site`]: SITE CHMOD and MFMT.
 //! - [`throttle`]: per-user and total bandwidth limits shared by all sessions.
 
@@ -33,7 +33,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let ftp = &config.config.ftp;
-    let provider = Arc::new(AccountProvider::new(guard.users.clone()));
+    let provider = Arc::new(AccountProvider::new(guard.users.clone(), sessions));
     let authenticator = Arc::new(PasswordAuthenticator::new(
         guard.users.clone(),
         guard.archive.clone(),
@@ -53,7 +53,6 @@ pub async fn serve(
         ftp.failed_login_block.0,
         FailedLoginsBlock::UserAndIP,
     ))
-    .notify_presence(sessions)
     .site_command("CHMOD", site::Chmod)
     .site_command("MFMT", site::Mfmt)
     .shutdown_indicator(async move {

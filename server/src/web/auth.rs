@@ -353,16 +353,19 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-fn cookie_header(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+/// A cookie; `secure` when the listener speaks HTTPS (`[web] cert`), so the browser never
+/// sends it over plain HTTP.
+fn cookie_header(name: &str, value: &str, max_age: Option<u64>, secure: bool) -> HeaderValue {
     let age = max_age.map_or(String::new(), |s| format!("; Max-Age={s}"));
-    // The listener is plain HTTP today; with TLS in front, `Secure` belongs here too.
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Strict{age}"
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict{secure}{age}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
 }
 
 fn login_page(
+    secure: bool,
     next: &str,
     error: Option<&str>,
     status: axum::http::StatusCode,
@@ -376,13 +379,17 @@ fn login_page(
     let mut response = (status, Html(page.render()?)).into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        cookie_header(LOGIN_CSRF_COOKIE, &csrf, Some(3600)),
+        cookie_header(LOGIN_CSRF_COOKIE, &csrf, Some(3600), secure),
     );
     Ok(response)
 }
 
-pub async fn login_form(Params(query): Params<LoginQuery>) -> Result<Response, WebError> {
+pub async fn login_form(
+    State(state): State<WebState>,
+    Params(query): Params<LoginQuery>,
+) -> Result<Response, WebError> {
     login_page(
+        state.config.tls().is_some(),
         &safe_next(query.next.as_deref()),
         None,
         axum::http::StatusCode::OK,
@@ -407,6 +414,7 @@ pub async fn login(
     // Double-submit token: the login form's cookie must match its hidden field.
     if !cookie(&headers, LOGIN_CSRF_COOKIE).is_some_and(|c| constant_eq(&c, &form.csrf)) {
         return login_page(
+            state.config.tls().is_some(),
             &next,
             Some("The login form expired; please try again."),
             axum::http::StatusCode::FORBIDDEN,
@@ -420,6 +428,7 @@ pub async fn login(
         Ok(true) => {}
         Ok(false) => {
             return login_page(
+                state.config.tls().is_some(),
                 &next,
                 Some("Wrong user name or password."),
                 axum::http::StatusCode::UNAUTHORIZED,
@@ -427,6 +436,7 @@ pub async fn login(
         }
         Err(WebError::TooManyRequests(message)) => {
             return login_page(
+                state.config.tls().is_some(),
                 &next,
                 Some(&message),
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
@@ -439,11 +449,11 @@ pub async fn login(
     let mut response = Redirect::to(&next).into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        cookie_header(SESSION_COOKIE, &token, None),
+        cookie_header(SESSION_COOKIE, &token, None, state.config.tls().is_some()),
     );
     response.headers_mut().append(
         header::SET_COOKIE,
-        cookie_header(LOGIN_CSRF_COOKIE, "", Some(0)),
+        cookie_header(LOGIN_CSRF_COOKIE, "", Some(0), state.config.tls().is_some()),
     );
     Ok(response)
 }
@@ -466,7 +476,7 @@ pub async fn logout(
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        cookie_header(SESSION_COOKIE, "", Some(0)),
+        cookie_header(SESSION_COOKIE, "", Some(0), state.config.tls().is_some()),
     );
     Ok(response)
 }

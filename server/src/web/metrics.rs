@@ -65,6 +65,13 @@ pub async fn get(State(state): State<WebState>, _user: CurrentUser) -> Result<Re
         "Bytes of the files in the catalog.",
         &[("", bytes)],
     );
+    let (_, index_bytes) = state.catalog.table_stats();
+    metric(
+        "logarchive_search_index_bytes",
+        "gauge",
+        "Estimated heap held by the catalog's in-memory search table.",
+        &[("", index_bytes as u64)],
+    );
     metric(
         "logarchive_uploads_24h",
         "gauge",
@@ -81,7 +88,7 @@ pub async fn get(State(state): State<WebState>, _user: CurrentUser) -> Result<Re
         "logarchive_ftp_sessions",
         "gauge",
         "FTP sessions logged in now.",
-        &[("", state.ftp_sessions.list().len() as u64)],
+        &[("", state.ftp_sessions.count() as u64)],
     );
     metric(
         "logarchive_web_sessions",

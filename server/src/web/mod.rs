@@ -22,6 +22,7 @@ pub mod format;
 pub mod metrics;
 pub mod search;
 pub mod sessions;
+pub mod tls;
 pub mod users;
 pub mod view;
 
@@ -36,6 +37,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use logarchive_common::config::server::WebConfig;
 
 use crate::archive::Archive;
@@ -275,16 +277,39 @@ pub fn url_path(path: &str) -> String {
 }
 
 /// Binds `listen` and serves `app` until `shutdown`; requests in flight are completed.
-pub async fn serve(listen: SocketAddr, app: Router, shutdown: Shutdown) -> anyhow::Result<()> {
+/// With `tls` (certificate and key files) the listener speaks HTTPS only.
+pub async fn serve(
+    listen: SocketAddr,
+    app: Router,
+    shutdown: Shutdown,
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+) -> anyhow::Result<()> {
+    // Read before binding, so a bad certificate stops the start with its own message.
+    let tls = match &tls {
+        Some((cert, key)) => Some(tls::server_config(cert, key)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {listen} ([web] listen)"))?;
-    tracing::info!(%listen, "web listener up");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.wait())
-    .await
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => {
+            tracing::info!(%listen, "web listener up (HTTP)");
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown.wait())
+                .await
+        }
+        Some(config) => {
+            tracing::info!(%listen, "web listener up (HTTPS)");
+            // `tap_io` is how axum hands a custom listener's address to `ConnectInfo`.
+            let listener = tls::TlsListener::new(listener, config)
+                .context("the web listener failed")?
+                .tap_io(|_| ());
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown.wait())
+                .await
+        }
+    }
     .context("the web listener failed")
 }
