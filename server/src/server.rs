@@ -109,6 +109,7 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         ),
         config: config.config.web.clone(),
         metrics: Default::default(),
+        feed_stats: feeds.stats.clone(),
     });
     let mut ftp_service = tokio::spawn({
         let config = config.clone();

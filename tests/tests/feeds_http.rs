@@ -764,6 +764,30 @@ fn feeds_page_and_api_show_each_source_with_counts_states_and_errors() {
     );
     assert_eq!(stats["silent_after_secs"], 3600);
 
+    // /metrics counts the same messages for scrapers (Basic auth).
+    let metrics = curl(&server, &["-u", &format!("admin:{PW}")], "/metrics").text();
+    let counter = |labels: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("logarchive_feed_messages_total{{{labels}}} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no counter {labels}: {metrics}"))
+    };
+    // The body that is not well-formed XML is kept too, but counted as unparsed.
+    for (outcome, expected) in [("stored", 1), ("unparsed", 1), ("rejected", 1)] {
+        let labels = format!("feed=\"logger\",outcome=\"{outcome}\"");
+        assert_eq!(counter(&labels), expected, "{metrics}");
+    }
+    assert_eq!(
+        counter("feed=\"telemetry\",outcome=\"stored\""),
+        1,
+        "{metrics}"
+    );
+    assert!(
+        counter("feed=\"syslog\",outcome=\"stored\"") >= 4,
+        "{metrics}"
+    );
+
     // The page, with a session: the same sources, HTML in names and reasons inert.
     let jar = web_login(&server, "admin");
     let cookie = jar_args(&jar);

@@ -1,5 +1,6 @@
 //! `/metrics` in Prometheus text format: uploads and bytes (from the catalog), FTP and web
-//! sessions, failed web logins, HTTP responses by class and server errors, catalog size.
+//! sessions, failed web logins, HTTP responses by class and server errors, catalog size,
+//! and the feeds' messages by feed and outcome (received, stored, unparsed, refused, ...).
 //! Like every other page it needs a login (scrapers use HTTP Basic).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,6 +121,34 @@ pub async fn get(State(state): State<WebState>, _user: CurrentUser) -> Result<Re
         "counter",
         "HTTP responses by status class (5xx are server errors).",
         &responses,
+    );
+    let feeds = state.feed_stats.snapshot();
+    let mut feed_values = Vec::new();
+    for (feed, c) in [
+        ("syslog", feeds.syslog),
+        ("fticks", feeds.fticks),
+        ("logger", feeds.logger),
+        ("telemetry", feeds.telemetry),
+    ] {
+        for (outcome, value) in [
+            ("received", c.received),
+            ("stored", c.stored),
+            ("unparsed", c.unparsed),
+            ("rejected", c.rejected),
+            ("dropped", c.dropped),
+            ("oversize", c.oversize),
+            ("timeout", c.timeouts),
+            ("error", c.errors),
+        ] {
+            feed_values.push((format!("{{feed=\"{feed}\",outcome=\"{outcome}\"}}"), value));
+        }
+    }
+    let feed_values: Vec<(&str, u64)> = feed_values.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    metric(
+        "logarchive_feed_messages_total",
+        "counter",
+        "Feed messages (syslog, F-TICKS lines, OTT posts, telemetry records) by outcome.",
+        &feed_values,
     );
     Ok((
         [(

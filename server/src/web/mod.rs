@@ -70,6 +70,8 @@ pub struct WebParts {
     pub logins: auth::Logins,
     pub config: WebConfig,
     pub metrics: metrics::Counters,
+    /// The feeds' counters, for `/metrics`.
+    pub feed_stats: Arc<crate::feeds::FeedStats>,
 }
 
 impl std::ops::Deref for WebState {
