@@ -19,7 +19,22 @@ use super::error::WebError;
 pub struct Counters {
     pub failed_logins: AtomicU64,
     pub responses: [AtomicU64; 5],
+    /// The catalog totals of the last scrape and when they were taken: a pass over a
+    /// catalog of a million files takes seconds, so scrapes share one per minute.
+    catalog_totals: std::sync::Mutex<Option<(std::time::Instant, CatalogTotals)>>,
 }
+
+/// Files and bytes in the catalog, and those received in the last 24 hours.
+#[derive(Debug, Clone, Copy)]
+struct CatalogTotals {
+    files: u64,
+    bytes: u64,
+    files_24h: u64,
+    bytes_24h: u64,
+}
+
+/// How long catalog totals are reused between scrapes.
+const TOTALS_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Counts every response by its status class.
 pub async fn count_response(State(state): State<WebState>, response: Response) -> Response {
@@ -29,24 +44,51 @@ pub async fn count_response(State(state): State<WebState>, response: Response) -
 }
 
 pub async fn get(State(state): State<WebState>, _user: CurrentUser) -> Result<Response, WebError> {
-    let catalog = state.catalog.clone();
-    // A whole-catalog pass: run it off the async threads.
-    let (files, bytes, uploads_24h, bytes_24h) = tokio::task::spawn_blocking(move || {
-        let day_ago = OffsetDateTime::now_utc() - time::Duration::days(1);
-        let (mut files, mut bytes, mut recent, mut recent_bytes) = (0u64, 0u64, 0u64, 0u64);
-        for entry in catalog.all() {
-            let entry = entry?;
-            files += 1;
-            bytes += entry.size;
-            if entry.received >= day_ago {
-                recent += 1;
-                recent_bytes += entry.size;
-            }
+    let cached = *state
+        .metrics
+        .catalog_totals
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let totals = match cached {
+        Some((at, totals)) if at.elapsed() < TOTALS_FOR => totals,
+        _ => {
+            let catalog = state.catalog.clone();
+            // A whole-catalog pass: run it off the async threads.
+            let totals = tokio::task::spawn_blocking(move || {
+                let day_ago = OffsetDateTime::now_utc() - time::Duration::days(1);
+                let mut totals = CatalogTotals {
+                    files: 0,
+                    bytes: 0,
+                    files_24h: 0,
+                    bytes_24h: 0,
+                };
+                for entry in catalog.all() {
+                    let entry = entry?;
+                    totals.files += 1;
+                    totals.bytes += entry.size;
+                    if entry.received >= day_ago {
+                        totals.files_24h += 1;
+                        totals.bytes_24h += entry.size;
+                    }
+                }
+                Ok::<_, crate::catalog::CatalogError>(totals)
+            })
+            .await
+            .map_err(|e| WebError::Internal(e.to_string()))??;
+            *state
+                .metrics
+                .catalog_totals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), totals));
+            totals
         }
-        Ok::<_, crate::catalog::CatalogError>((files, bytes, recent, recent_bytes))
-    })
-    .await
-    .map_err(|e| WebError::Internal(e.to_string()))??;
+    };
+    let (files, bytes, uploads_24h, bytes_24h) = (
+        totals.files,
+        totals.bytes,
+        totals.files_24h,
+        totals.bytes_24h,
+    );
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, values: &[(&str, u64)]| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
