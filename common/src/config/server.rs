@@ -186,15 +186,14 @@ impl Default for WebConfig {
     }
 }
 
-/// A size written like a rate without `/s`: `"0"` (no limit), `"500MiB"`, `"4GiB"`, or a
-/// bare integer of bytes.
+/// A size limit: like [`Size`], but `"0"` means no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub Option<u64>);
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // Same units and errors as rates; "/s" would be accepted too, harmlessly.
-        Rate::deserialize(deserializer).map(|rate| ByteSize(rate.get()))
+        let bytes = size_in_bytes(deserializer)?;
+        Ok(ByteSize((bytes > 0).then_some(bytes)))
     }
 }
 
@@ -336,24 +335,28 @@ pub struct Size(pub u64);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Number(u64),
+        match size_in_bytes(deserializer)? {
+            0 => Err(serde::de::Error::custom("a size must be above 0")),
+            bytes => Ok(Size(bytes)),
         }
-        let bytes = match Raw::deserialize(deserializer)? {
-            Raw::Text(text) => crate::rate::parse_bytes(&text).map_err(|reason| {
-                serde::de::Error::custom(format!(
-                    "invalid size \"{text}\": {reason} (write e.g. \"64KiB\", \"4MiB\")"
-                ))
-            })?,
-            Raw::Number(bytes) => bytes,
-        };
-        if bytes == 0 {
-            return Err(serde::de::Error::custom("a size must be above 0"));
-        }
-        Ok(Size(bytes))
+    }
+}
+
+/// The one parser of sizes in config files: `"64KiB"`, `"4MiB"` or a number of bytes.
+fn size_in_bytes<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Number(u64),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Text(text) => crate::rate::parse_bytes(&text).map_err(|reason| {
+            serde::de::Error::custom(format!(
+                "invalid size \"{text}\": {reason} (write e.g. \"64KiB\", \"4MiB\")"
+            ))
+        }),
+        Raw::Number(bytes) => Ok(bytes),
     }
 }
 
