@@ -90,7 +90,7 @@ impl Record {
         // mostly hold records that are not needed again until the next rescan.
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(4 * 1024 * 1024)
+            .cache_capacity(2 * 1024 * 1024)
             .open()
             .map_err(db_err)?;
         let files = db.open_tree("files").map_err(db_err)?;

@@ -423,11 +423,11 @@ fn idle(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()>
     );
     println!("|---|---|---|---|---|---|---|");
     println!(
-        "| {window:.0} s, after sending | {} | {:.1} MB | {:.1} MB | {:.1} MB | {:.2} % of a core | <= 25 MB, < 1 % |",
+        "| {window:.0} s, after sending | {} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} % of a core | <= 25 MB (23.8 MiB), < 1 % |",
         (window / 60.0).floor(),
-        rss_end as f64 / 1000.0,
-        rss_max as f64 / 1000.0,
-        peak_sending as f64 / 1000.0,
+        rss_end as f64 / 1024.0,
+        rss_max as f64 / 1024.0,
+        peak_sending as f64 / 1024.0,
         cpu_seconds / window * 100.0
     );
     // The same record, freshly started: the steady state without the first backlog's
@@ -446,10 +446,10 @@ fn idle(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()>
     let (rss_end, _, ticks_after) = process_usage(restarted.pid())?;
     let window = window_started.elapsed().as_secs_f64();
     println!(
-        "| {window:.0} s, restarted agent | {} | {:.1} MB | {:.1} MB | - | {:.2} % of a core | <= 25 MB, < 1 % |\n",
+        "| {window:.0} s, restarted agent | {} | {:.1} MiB | {:.1} MiB | - | {:.2} % of a core | <= 25 MB (23.8 MiB), < 1 % |\n",
         (window / 60.0).floor(),
-        rss_end as f64 / 1000.0,
-        rss_max as f64 / 1000.0,
+        rss_end as f64 / 1024.0,
+        rss_max as f64 / 1024.0,
         (ticks_after - ticks_before) as f64 / ticks_per_second / window * 100.0
     );
     drop(restarted);
