@@ -709,3 +709,40 @@ impl Upload for FsUpload {
         .await;
     }
 }
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// Throughput of the writer side of a 1 GiB `Replace` upload (write + SHA-256), without
+    /// the network: `LOGARCHIVE_SPEED_DIR=/dev/shm cargo test --release -p logarchive-server
+    /// upload_writer_speed -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement, not a test"]
+    async fn upload_writer_speed() {
+        let base = std::env::var("LOGARCHIVE_SPEED_DIR").unwrap_or_else(|_| "/tmp".into());
+        for _ in 0..3 {
+            let dir = tempfile::tempdir_in(&base).expect("temp dir");
+            let archive = FsArchive::open(dir.path(), false).expect("archive");
+            let path = ArchivePath::parse("/big.bin").expect("path");
+            let start = std::time::Instant::now();
+            let mut upload = archive
+                .begin_upload(&path, UploadMode::Replace)
+                .await
+                .expect("begin");
+            let mut chunk = Vec::with_capacity(256 << 10);
+            for i in 0..4096u32 {
+                chunk.clear();
+                chunk.resize(256 << 10, i as u8);
+                chunk = upload.write(chunk).await.expect("write");
+            }
+            let committed = upload.commit().await.expect("commit");
+            let took = start.elapsed();
+            assert!(committed.sha256.is_some());
+            println!(
+                "writer: 1 GiB in {took:?}: {:.0} MiB/s",
+                1024.0 / took.as_secs_f64()
+            );
+        }
+    }
+}

@@ -244,17 +244,16 @@ impl Guard {
         loop {
             // Fill a whole chunk before handing it on: the socket gives a few dozen KiB
             // per read, and every chunk costs the archive a hand-over to its writer.
-            chunk.resize(UPLOAD_CHUNK, 0);
-            let n = match read_full(&mut input, &mut chunk).await {
+            chunk.clear();
+            match read_full(&mut input, &mut chunk).await {
                 Ok(0) => break,
-                Ok(n) => n,
+                Ok(_) => {}
                 Err(err) => {
                     upload.abort().await;
                     tracing::warn!(user = %account.name, path = %path, "upload aborted after {} bytes: {err}", input.bytes());
                     return Err(Error::new(ErrorKind::ConnectionClosed, err));
                 }
             };
-            chunk.truncate(n);
             chunk = match upload.write(chunk).await {
                 Ok(next) => next,
                 Err(err) => {
@@ -272,19 +271,22 @@ impl Guard {
     }
 }
 
-/// Reads until `buffer` is full or the input ends; returns the bytes read.
+/// Reads until `chunk` holds `UPLOAD_CHUNK` bytes or the input ends; returns the bytes read.
+/// `read_buf` reads into the vector's spare capacity, so the chunk is never zeroed first:
+/// zeroing would touch every uploaded byte once more, on the receiving task.
 async fn read_full(
     input: &mut (impl AsyncRead + Unpin),
-    buffer: &mut [u8],
+    chunk: &mut Vec<u8>,
 ) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match input.read(&mut buffer[filled..]).await? {
-            0 => break,
-            n => filled += n,
+    chunk.reserve(UPLOAD_CHUNK.saturating_sub(chunk.len()));
+    while chunk.len() < UPLOAD_CHUNK {
+        // Never past UPLOAD_CHUNK, even if a recycled vector has more capacity.
+        let room = UPLOAD_CHUNK - chunk.len();
+        if (&mut *input).take(room as u64).read_buf(chunk).await? == 0 {
+            break;
         }
     }
-    Ok(filled)
+    Ok(chunk.len())
 }
 
 #[async_trait]
