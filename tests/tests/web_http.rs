@@ -12,7 +12,8 @@ use std::io::Read;
 use logarchive_tests::{ftp_login, ftp_retr};
 use serde_json::Value;
 use web_common::{
-    PASSWORD, base, client, csrf_in, ftp_put, login, raw_get, sha256, start_server, zip_hashes,
+    PASSWORD, base, client, csrf_in, ftp_put, login, raw_get, sha256, start_server, status_of,
+    text_of, zip_hashes,
 };
 
 /// `GET path` with Basic auth as `user`, as JSON.
@@ -73,24 +74,10 @@ async fn login_sessions_csrf_basic_and_blocking() {
     );
     let body: Value = response.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("authentication"));
-    assert_eq!(
-        web.get(format!("{}/healthz", base(&server)))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status_of(&web, &server, "/healthz").await, 200);
 
     // The login form's token must come back with it.
-    let page = web
-        .get(format!("{}/login", base(&server)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(&web, &server, "/login").await;
     // The form has its token (and its cookie); a forged one is refused.
     assert_eq!(csrf_in(&page).len(), 64);
     let refused = web
@@ -126,14 +113,7 @@ async fn login_sessions_csrf_basic_and_blocking() {
     );
 
     // A good login: an HttpOnly, SameSite=Strict session cookie.
-    let page = web
-        .get(format!("{}/login", base(&server)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(&web, &server, "/login").await;
     let form_csrf = csrf_in(&page);
     let ok = web
         .post(format!("{}/login", base(&server)))
@@ -173,11 +153,7 @@ async fn login_sessions_csrf_basic_and_blocking() {
     let csrf = csrf_in(&page.text().await.unwrap());
     // The cookie works for the API too, but a change needs the CSRF header.
     assert_eq!(
-        web.get(format!("{}/api/list?path=/node01", base(&server)))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(&web, &server, "/api/list?path=/node01").await,
         200
     );
     let no_token = web
@@ -206,14 +182,7 @@ async fn login_sessions_csrf_basic_and_blocking() {
             .status(),
         303
     );
-    assert_eq!(
-        web.get(format!("{}/browse/node01", base(&server)))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        303
-    );
+    assert_eq!(status_of(&web, &server, "/browse/node01").await, 303);
 
     // Basic auth on the API; a wrong password is 401; three failures block the pair.
     assert_eq!(
@@ -259,14 +228,7 @@ async fn login_sessions_csrf_basic_and_blocking() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(
-        web.get(format!("{}/browse/node02", base(&server)))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        303
-    );
+    assert_eq!(status_of(&web, &server, "/browse/node02").await, 303);
     let metrics = api(&server, "admin", "/metrics")
         .send()
         .await
@@ -453,14 +415,7 @@ async fn browse_and_list_pages_confinement_traversal_and_inert_names() {
     );
     assert!(!page.contains("<img src=x"));
     assert!(page.contains("href=\"/browse/node01\""));
-    let first = web
-        .get(format!("{}/browse/node01/many?limit=100", base(&server)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let first = text_of(&web, &server, "/browse/node01/many?limit=100").await;
     assert!(
         first.contains(">f099.log<")
             && !first.contains(">f100.log<")
@@ -490,12 +445,7 @@ async fn browse_and_list_pages_confinement_traversal_and_inert_names() {
     let lister = client();
     login(&lister, &server, "lister").await;
     assert_eq!(
-        lister
-            .get(format!("{}/browse/node01/Logs", base(&server)))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(&lister, &server, "/browse/node01/Logs").await,
         200
     );
 }
@@ -689,12 +639,7 @@ async fn view_and_download_files_and_folders() {
         .unwrap();
     assert_eq!(refused.status(), 403, "viewing needs r");
     assert_eq!(
-        lister
-            .get(format!("{}/download/node01/Logs/big.log", base(&server)))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(&lister, &server, "/download/node01/Logs/big.log").await,
         403
     );
 
@@ -1053,14 +998,7 @@ async fn search_from_the_catalog() {
     // The page.
     let web = client();
     login(&web, &server, "node01").await;
-    let page = web
-        .get(format!("{}/search?q=db", base(&server)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(&web, &server, "/search?q=db").await;
     assert!(page.contains("/node01/Logs/db.log"));
     // Empty optional fields, as a browser sends them, mean "not given".
     let status = web
@@ -1087,14 +1025,7 @@ async fn admin_edits_users_and_ftp_obeys_at_once() {
     assert_eq!(get_status(&server, "node01", "/api/users").await, 403);
     let web = client();
     login(&web, &server, "node01").await;
-    assert_eq!(
-        web.get(format!("{}/admin/users", base(&server)))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    assert_eq!(status_of(&web, &server, "/admin/users").await, 403);
 
     let listed: Value = get_json(&server, "admin", "/api/users").await;
     assert!(
@@ -1156,14 +1087,7 @@ async fn admin_edits_users_and_ftp_obeys_at_once() {
     // The admin form: change node02's permission string (CSRF checked), and FTP refuses RETR.
     let admin = client();
     let csrf = login(&admin, &server, "admin").await;
-    let page = admin
-        .get(format!("{}/admin/users/node02", base(&server)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(&admin, &server, "/admin/users/node02").await;
     assert!(page.contains("value=\"elrfmw\"") && page.contains("data-letter=\"r\""));
     let form = |token: &str, perm: &str| {
         admin
@@ -1190,14 +1114,7 @@ async fn admin_edits_users_and_ftp_obeys_at_once() {
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("x"));
     // The users page lists everybody; its form adds a user that FTP knows at once.
-    let page = admin
-        .get(format!("{}/admin/users", base(&server)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(&admin, &server, "/admin/users").await;
     assert!(page.contains(">node02</a>") && page.contains("<code>el</code>"));
     let added = admin
         .post(format!("{}/admin/users", base(&server)))
@@ -1334,14 +1251,7 @@ async fn agents_sessions_metrics_and_healthz() {
     assert_eq!(get_status(&server, "node01", "/api/agents").await, 403);
     let web = client();
     login(&web, &server, "admin").await;
-    let page = web
-        .get(format!("{}/admin/agents", base(&server)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(&web, &server, "/admin/agents").await;
     assert!(
         page.contains("badge erroring")
             && page.contains("badge silent")
@@ -1360,14 +1270,7 @@ async fn agents_sessions_metrics_and_healthz() {
             .any(|s| s["user"] == "node02"),
         "{sessions}"
     );
-    let page = web
-        .get(format!("{}/admin/sessions", base(&server)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(&web, &server, "/admin/sessions").await;
     assert!(page.contains("<td>node02</td>"));
     drop(ftp);
 
@@ -1472,14 +1375,7 @@ async fn sessions_show_the_running_transfer() {
     assert!(transfer["rate"].as_u64().unwrap() > 0, "{running}");
     let web = client();
     login(&web, &server, "admin").await;
-    let page = web
-        .get(format!("{}/admin/sessions", base(&server)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(&web, &server, "/admin/sessions").await;
     assert!(
         page.contains("<td>node01</td><td>127.0.0.1</td>")
             && page.contains("<td class=\"transfer\">upload /node01/slow.bin</td>"),

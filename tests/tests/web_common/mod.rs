@@ -75,16 +75,32 @@ pub fn csrf_in(page: &str) -> String {
     page[at..].split('"').next().unwrap().to_owned()
 }
 
-/// Logs `client` in through the form; returns the session's CSRF token.
-pub async fn login(client: &reqwest::Client, server: &TestServer, user: &str) -> String {
-    let page = client
-        .get(format!("{}/login", base(server)))
+/// The status of `GET <path>` with `client`'s cookies.
+pub async fn status_of(client: &reqwest::Client, server: &TestServer, path: &str) -> u16 {
+    client
+        .get(format!("{}{path}", base(server)))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The body of `GET <path>` with `client`'s cookies, whatever the status.
+pub async fn text_of(client: &reqwest::Client, server: &TestServer, path: &str) -> String {
+    client
+        .get(format!("{}{path}", base(server)))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Logs `client` in through the form; returns the session's CSRF token.
+pub async fn login(client: &reqwest::Client, server: &TestServer, user: &str) -> String {
+    let page = text_of(client, server, "/login").await;
     let csrf = csrf_in(&page);
     let response = client
         .post(format!("{}/login", base(server)))
@@ -98,14 +114,7 @@ pub async fn login(client: &reqwest::Client, server: &TestServer, user: &str) ->
         .await
         .unwrap();
     assert_eq!(response.status(), 303, "login of {user}");
-    let page = client
-        .get(format!("{}/search", base(server)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(client, server, "/search").await;
     csrf_in(&page)
 }
 
