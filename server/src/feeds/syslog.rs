@@ -355,6 +355,16 @@ impl Receiver {
         self.config.allow.is_empty() || self.config.allow.iter().any(|net| net.contains(&ip))
     }
 
+    /// Whether the allow-list lets `ip` send; a refusal is counted and noted.
+    fn admit(&self, ip: IpAddr) -> bool {
+        if self.allowed(ip) {
+            return true;
+        }
+        Counters::add(&self.counters().rejected);
+        self.note(ip, Event::Refused, "refused: not in the allow-list");
+        false
+    }
+
     /// How long the sender must pause after `bytes` (zero when unlimited).
     fn charge(&self, ip: IpAddr, bytes: usize) -> Duration {
         self.limiter(ip)
@@ -496,9 +506,7 @@ impl Receiver {
                 _ = &mut stop => return,
             };
             let counters = self.counters();
-            if !self.allowed(peer.ip()) {
-                Counters::add(&counters.rejected);
-                self.note(peer.ip(), Event::Refused, "refused: not in the allow-list");
+            if !self.admit(peer.ip()) {
                 continue;
             }
             if len > self.config.max_frame.0 as usize {
@@ -607,9 +615,7 @@ impl Receiver {
                 _ = &mut stop => return,
             };
             let counters = self.counters();
-            if !self.allowed(peer.ip()) {
-                Counters::add(&counters.rejected);
-                self.note(peer.ip(), Event::Refused, "refused: not in the allow-list");
+            if !self.admit(peer.ip()) {
                 continue;
             }
             let Ok(permit) = connections.clone().try_acquire_owned() else {
