@@ -6,6 +6,8 @@
 //! logarchive-server reindex                         rebuild the catalog from the archive
 //! logarchive-server catalog [--json]                print the catalog
 //! logarchive-server retention [--dry-run]           apply the [[retention]] policies now
+//! logarchive-server check-config                    validate the config, start nothing
+//! logarchive-server import-users userRecord.json    users of the Python archiver
 //! ```
 
 mod archive;
@@ -69,6 +71,12 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Check server.toml, the users file, certificates and folders, and print what `run`
+    /// would start (without starting anything or binding a port).
+    CheckConfig(ConfigArg),
+    /// Import the Python archiver's users (userRecord.json) into users.toml, passwords
+    /// hashed.
+    ImportUsers(cmd::import_users::ImportUsers),
 }
 
 fn main() -> std::process::ExitCode {
@@ -82,6 +90,8 @@ fn main() -> std::process::ExitCode {
         Command::Retention { config, dry_run } => {
             retention::command(config.config.as_deref(), dry_run)
         }
+        Command::CheckConfig(config) => cmd::check_config::run(config.config.as_deref()),
+        Command::ImportUsers(args) => cmd::import_users::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 //! themselves), which lets the TOML parser attach the position of the offending value.
 
 pub mod agent;
+pub mod legacy;
 pub mod server;
 
 use std::fmt;

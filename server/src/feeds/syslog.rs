@@ -674,8 +674,8 @@ impl Receiver {
     }
 }
 
-/// The TLS server config from PEM files.
-fn tls_acceptor(
+/// The TLS server config from PEM files (also used by `check-config`).
+pub(crate) fn tls_acceptor(
     config: &LoadedServerConfig,
     syslog: &SyslogConfig,
 ) -> anyhow::Result<tokio_rustls::TlsAcceptor> {

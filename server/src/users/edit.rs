@@ -130,10 +130,29 @@ impl UsersDocument {
         Ok(())
     }
 
-    /// Checks the edited document with the server's own loader and writes it atomically.
-    pub fn save(&self) -> Result<UsersFile, EditError> {
+    /// An empty document that will be saved to (or named as) `path`.
+    pub fn empty(path: &Path) -> UsersDocument {
+        UsersDocument {
+            path: path.to_owned(),
+            doc: DocumentMut::new(),
+        }
+    }
+
+    /// Whether a user of this name is in the document.
+    pub fn contains(&mut self, name: &str) -> bool {
+        self.find_mut(name).is_ok()
+    }
+
+    /// The edited document as text, checked with the server's own loader.
+    pub fn render(&self) -> Result<(UsersFile, String), EditError> {
         let text = self.doc.to_string();
         let checked = UsersFile::parse(&self.path, &text)?;
+        Ok((checked, text))
+    }
+
+    /// Checks the edited document with the server's own loader and writes it atomically.
+    pub fn save(&self) -> Result<UsersFile, EditError> {
+        let (checked, text) = self.render()?;
         write_atomically(&self.path, text.as_bytes())?;
         Ok(checked)
     }

@@ -288,7 +288,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     // Read before binding, so a bad certificate stops the start with its own message.
     let tls = match &tls {
-        Some((cert, key)) => Some(tls::server_config(cert, key)?),
+        Some((cert, key)) => Some(tls::server_config(cert, key, "[web]")?),
         None => None,
     };
     let listener = tokio::net::TcpListener::bind(listen)

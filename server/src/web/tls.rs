@@ -24,21 +24,31 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for axum to take them.
 const QUEUE: usize = 64;
 
-/// The rustls configuration for `cert` (PEM chain) and `key` (PEM private key).
-pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// The rustls configuration for `cert` (PEM chain) and `key` (PEM private key); errors
+/// name the config `section` the files come from (`[web]`, or `[ftp.tls]` in check-config).
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    section: &str,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .with_context(|| {
             format!(
-                "cannot read the certificate {} ([web] cert)",
+                "cannot read the certificate {} ({section} cert)",
                 cert.display()
             )
         })?;
     if chain.is_empty() {
-        anyhow::bail!("{} holds no PEM certificate ([web] cert)", cert.display());
+        anyhow::bail!("{} holds no PEM certificate ({section} cert)", cert.display());
     }
     let private = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("cannot read the private key {} ([web] key)", key.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot read the private key {} ({section} key)",
+                key.display()
+            )
+        })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -47,7 +57,7 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::Serv
         .with_single_cert(chain, private)
         .with_context(|| {
             format!(
-                "[web] cert {} and key {} do not make a usable pair",
+                "{section} cert {} and key {} do not make a usable pair",
                 cert.display(),
                 key.display()
             )

@@ -1,0 +1,235 @@
+//! `logarchive-server check-config`: validates server.toml and what it points to, and
+//! prints what `run` would start, without starting anything or binding a port.
+//!
+//! It loads the config with the loader `run` uses (`LoadedServerConfig::load`), the users
+//! file with the loader of `UserStore`, and the TLS files with the functions the
+//! listeners use, so it cannot accept what `run` would refuse. On top it checks what
+//! only shows up later at run time: folders that cannot be created or written, and two
+//! listeners on one TCP port.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use logarchive_common::config::server::{LoadedServerConfig, UsersFile};
+
+/// Runs the checks; prints the summary and every problem. Err when any check failed.
+pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
+    let config = LoadedServerConfig::load(config_file)?;
+    let mut problems: Vec<String> = Vec::new();
+    let c = &config.config;
+    match &config.file {
+        Some(file) => println!("config:    {}", file.display()),
+        None => println!("config:    embedded defaults (no --config)"),
+    }
+
+    let ftp = &c.ftp;
+    let ftps = match &ftp.tls {
+        None => "FTPS off".to_owned(),
+        Some(tls) => {
+            let (cert, key) = (config.resolve(&tls.cert), config.resolve(&tls.key));
+            if let Err(err) = crate::web::tls::server_config(&cert, &key, "[ftp.tls]") {
+                problems.push(format!("{err:#}"));
+            }
+            format!(
+                "FTPS {} (cert {})",
+                if tls.required { "required" } else { "available" },
+                cert.display()
+            )
+        }
+    };
+    println!(
+        "FTP:       {} ({ftps}), passive ports {}-{}{}",
+        ftp.listen,
+        ftp.passive_ports.0.start(),
+        ftp.passive_ports.0.end(),
+        ftp.passive_host
+            .map_or(String::new(), |h| format!(", announced as {h}"))
+    );
+    println!(
+        "           per-user limits up {} down {}, totals up {} down {} (0 = unlimited)",
+        ftp.max_upload_rate, ftp.max_download_rate, ftp.total_upload_rate, ftp.total_download_rate
+    );
+
+    let web = &c.web;
+    let https = match web.tls() {
+        None => "HTTP".to_owned(),
+        Some((cert, key)) => {
+            let (cert, key) = (config.resolve(cert), config.resolve(key));
+            if let Err(err) = crate::web::tls::server_config(&cert, &key, "[web]") {
+                problems.push(format!("{err:#}"));
+            }
+            format!("HTTPS, cert {}", cert.display())
+        }
+    };
+    println!("web:       {} ({https})", web.listen);
+
+    match &c.syslog {
+        None => println!("syslog:    off"),
+        Some(syslog) => {
+            let listeners: Vec<String> = [
+                ("udp", syslog.udp),
+                ("tcp", syslog.tcp),
+                ("tls", syslog.tls),
+            ]
+            .into_iter()
+            .filter_map(|(kind, addr)| addr.map(|addr| format!("{kind} {addr}")))
+            .collect();
+            if syslog.tls.is_some()
+                && let Err(err) = crate::feeds::syslog::tls_acceptor(&config, syslog)
+            {
+                problems.push(format!("{err:#}"));
+            }
+            if listeners.is_empty() {
+                println!("syslog:    [syslog] has none of udp, tcp, tls: no listener");
+            } else {
+                println!("syslog:    {} -> /syslog", listeners.join(", "));
+            }
+        }
+    }
+    let on = |enabled: bool| if enabled { "on" } else { "off" };
+    println!(
+        "loggers:   {} (OTT netDL, POST /ott on the web listener)",
+        on(c.logger.enabled)
+    );
+    println!(
+        "telemetry: {} (POST /v2/collector, /v3/collector on the web listener)",
+        on(c.telemetry.enabled)
+    );
+
+    let archive = config.data_dir.join("archive");
+    println!(
+        "archive:   {} ({})",
+        archive.display(),
+        folder_state(&archive, &mut problems)
+    );
+    println!("catalog:   {}", config.data_dir.join("catalog").display());
+    if c.retention.is_empty() {
+        println!("retention: none (nothing is ever deleted)");
+    }
+    for policy in &c.retention {
+        println!(
+            "retention: {} older than {}",
+            policy.path,
+            humantime::format_duration(policy.max_age.0)
+        );
+    }
+
+    match UsersFile::load(&config.users_file) {
+        Ok(_) if !config.users_file.exists() => {
+            if let Some(parent) = parent_dir(&config.users_file) {
+                folder_state(&parent, &mut problems);
+            }
+            println!(
+                "users:     {} does not exist yet: `run` creates it with an admin login",
+                config.users_file.display()
+            );
+        }
+        Ok((users, _)) => {
+            let admins = users.user.iter().filter(|u| u.admin).count();
+            let enabled = users.user.iter().filter(|u| u.enabled).count();
+            println!(
+                "users:     {} in {} ({enabled} enabled, {admins} web admins)",
+                users.user.len(),
+                config.users_file.display()
+            );
+        }
+        Err(err) => problems.push(err.to_string()),
+    }
+
+    problems.extend(port_clashes(&config));
+    if problems.is_empty() {
+        println!("OK: the configuration is valid (nothing was started)");
+        Ok(())
+    } else {
+        for problem in &problems {
+            eprintln!("error: {problem}");
+        }
+        anyhow::bail!("{} problem(s) found", problems.len())
+    }
+}
+
+fn parent_dir(path: &Path) -> Option<PathBuf> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => Some(dir.to_owned()),
+        _ => Some(PathBuf::from(".")),
+    }
+}
+
+/// Whether `dir` exists and is writable, or can be created (its nearest existing
+/// ancestor is writable). Writability is tried, not guessed from mode bits: a probe file
+/// is created and removed.
+fn folder_state(dir: &Path, problems: &mut Vec<String>) -> &'static str {
+    let mut existing = dir.to_owned();
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => existing = parent.to_owned(),
+            _ => {
+                existing = PathBuf::from(".");
+                break;
+            }
+        }
+    }
+    if !existing.is_dir() {
+        problems.push(format!(
+            "{}: not a folder (needed for {})",
+            existing.display(),
+            dir.display()
+        ));
+        return "not a folder";
+    }
+    let probe = existing.join(format!(".logarchive-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            if existing == dir {
+                "exists, writable"
+            } else {
+                "will be created"
+            }
+        }
+        Err(err) => {
+            problems.push(format!(
+                "{}: cannot write there ({err}); {} could not be {}",
+                existing.display(),
+                dir.display(),
+                if existing == dir { "written" } else { "created" }
+            ));
+            "not writable"
+        }
+    }
+}
+
+/// Two TCP listeners of the config on one port (the passive range counts too).
+fn port_clashes(config: &LoadedServerConfig) -> Vec<String> {
+    let c = &config.config;
+    let mut tcp: Vec<(&str, SocketAddr)> = vec![("[ftp] listen", c.ftp.listen)];
+    tcp.push(("[web] listen", c.web.listen));
+    if let Some(syslog) = &c.syslog {
+        tcp.extend(syslog.tcp.map(|a| ("[syslog] tcp", a)));
+        tcp.extend(syslog.tls.map(|a| ("[syslog] tls", a)));
+    }
+    let mut clashes = Vec::new();
+    for (i, (name, addr)) in tcp.iter().enumerate() {
+        for (other, other_addr) in &tcp[i + 1..] {
+            let same_ip = addr.ip() == other_addr.ip()
+                || addr.ip().is_unspecified()
+                || other_addr.ip().is_unspecified();
+            if addr.port() == other_addr.port() && same_ip {
+                clashes.push(format!("{name} and {other} both use port {}", addr.port()));
+            }
+        }
+        if c.ftp.passive_ports.0.contains(&addr.port()) {
+            clashes.push(format!(
+                "{name} port {} is inside [ftp] passive_ports {}-{}",
+                addr.port(),
+                c.ftp.passive_ports.0.start(),
+                c.ftp.passive_ports.0.end()
+            ));
+        }
+    }
+    clashes
+}
