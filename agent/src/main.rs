@@ -3,8 +3,12 @@
 //! ```text
 //! logarchive-agent run --config agent.toml            mirror until SIGTERM
 //! logarchive-agent scan --dry-run --config agent.toml what would be sent now
+//! logarchive-agent check-config --config agent.toml   validate, start nothing
+//! logarchive-agent import --config AgentConfig.txt    take over from the Python agent
 //! ```
 
+mod check_config;
+mod import;
 mod mirror;
 mod progress;
 mod record;
@@ -61,6 +65,14 @@ enum Command {
         #[arg(long, short, env = "LOGARCHIVE_AGENT_CONFIG")]
         config: PathBuf,
     },
+    /// Check agent.toml and print what `run` would do (without connecting or watching).
+    CheckConfig {
+        #[arg(long, short, env = "LOGARCHIVE_AGENT_CONFIG")]
+        config: PathBuf,
+    },
+    /// Write an agent.toml from the Python archiver's AgentConfig.txt and mark the files it
+    /// uploaded (checked on the server with SIZE) as sent.
+    Import(import::ImportArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +81,8 @@ fn main() -> std::process::ExitCode {
         Command::Run { config } => run(&config),
         Command::Scan { config, .. } => dry_run(&config),
         Command::Status { config, json } => status(&config, json),
+        Command::CheckConfig { config } => check_config::run(&config),
+        Command::Import(args) => import::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

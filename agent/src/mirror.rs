@@ -107,6 +107,25 @@ pub fn is_unchanged(record: &FileRecord, file: &LocalFile) -> bool {
         && record.remote == file.remote
 }
 
+/// The record of a file the server already holds whole, as checked by the caller with
+/// `SIZE`: what `logarchive-agent import` writes for the Python agent's uploads, so the
+/// mirror then treats the file like one it sent itself.
+pub fn confirmed_record(file: &LocalFile) -> Result<FileRecord, MirrorError> {
+    let fingerprint_len = file.size.min(FINGERPRINT_BYTES);
+    Ok(FileRecord {
+        local: file.local.clone(),
+        remote: file.remote.clone(),
+        dev: file.dev,
+        ino: file.ino,
+        fingerprint: fingerprint(&file.local, fingerprint_len)?.unwrap_or_default(),
+        fingerprint_len,
+        size_seen: file.size,
+        mtime_seen: file.mtime,
+        confirmed: file.size,
+        state: SendState::Confirmed,
+    })
+}
+
 /// What happened to one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

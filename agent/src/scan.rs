@@ -69,6 +69,24 @@ impl Watch {
         Some(format!("{base}/{rel}"))
     }
 
+    /// `path` as this watch would find it: a regular file (not a link) its globs match.
+    pub fn local_file(&self, path: PathBuf, meta: &std::fs::Metadata) -> Option<LocalFile> {
+        if !meta.is_file() {
+            return None;
+        }
+        let remote = self.remote_path(&path)?;
+        Some(LocalFile {
+            local: path,
+            remote,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime: mtime_ns(meta),
+            watch: 0,
+            pending: meta.len(),
+        })
+    }
+
     /// Calls `found` for every matching regular file below the folder (links are not
     /// followed), one at a time, so a walk of 100,000 files holds only the folders still
     /// to visit.
@@ -84,19 +102,8 @@ impl Watch {
                 let Ok(meta) = entry.metadata() else { continue };
                 if meta.is_dir() {
                     pending.push(path);
-                } else if meta.is_file()
-                    && let Some(remote) = self.remote_path(&path)
-                {
-                    found(LocalFile {
-                        local: path,
-                        remote,
-                        dev: meta.dev(),
-                        ino: meta.ino(),
-                        size: meta.len(),
-                        mtime: mtime_ns(&meta),
-                        watch: 0,
-                        pending: meta.len(),
-                    });
+                } else if let Some(file) = self.local_file(path, &meta) {
+                    found(file);
                 }
             }
         }

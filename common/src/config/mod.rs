@@ -126,3 +126,42 @@ pub fn relative_to_file(config_file: &Path, path: &Path) -> PathBuf {
         _ => path.to_owned(),
     }
 }
+
+/// What `check-config` found for a folder a program will write in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FolderState {
+    /// It exists and a file could be created in it.
+    Writable,
+    /// It does not exist, and its nearest existing parent is writable.
+    Creatable,
+}
+
+/// Whether the program could write in `dir` (or create it). Tried, not guessed from mode
+/// bits: a probe file is created in `dir` or its nearest existing parent and removed.
+pub fn probe_folder(dir: &Path) -> Result<FolderState, String> {
+    let mut existing = dir.to_owned();
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => existing = parent.to_owned(),
+            _ => {
+                existing = PathBuf::from(".");
+                break;
+            }
+        }
+    }
+    if !existing.is_dir() {
+        return Err(format!("{} is not a folder", existing.display()));
+    }
+    let probe = existing.join(format!(".logarchive-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|err| format!("cannot write in {}: {err}", existing.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(if existing == dir {
+        FolderState::Writable
+    } else {
+        FolderState::Creatable
+    })
+}

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use logarchive_common::config::server::{LoadedServerConfig, UsersFile};
+use logarchive_common::config::{FolderState, probe_folder};
 
 /// Runs the checks; prints the summary and every problem. Err when any check failed.
 pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
@@ -97,11 +98,15 @@ pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
     );
 
     let archive = config.data_dir.join("archive");
-    println!(
-        "archive:   {} ({})",
-        archive.display(),
-        folder_state(&archive, &mut problems)
-    );
+    let state = match probe_folder(&archive) {
+        Ok(FolderState::Writable) => "exists, writable",
+        Ok(FolderState::Creatable) => "will be created",
+        Err(err) => {
+            problems.push(format!("archive {}: {err}", archive.display()));
+            "not writable"
+        }
+    };
+    println!("archive:   {} ({state})", archive.display());
     println!("catalog:   {}", config.data_dir.join("catalog").display());
     if c.retention.is_empty() {
         println!("retention: none (nothing is ever deleted)");
@@ -116,8 +121,10 @@ pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
 
     match UsersFile::load(&config.users_file) {
         Ok(_) if !config.users_file.exists() => {
-            if let Some(parent) = parent_dir(&config.users_file) {
-                folder_state(&parent, &mut problems);
+            if let Some(parent) = parent_dir(&config.users_file)
+                && let Err(err) = probe_folder(&parent)
+            {
+                problems.push(format!("users file {}: {err}", config.users_file.display()));
             }
             println!(
                 "users:     {} does not exist yet: `run` creates it with an admin login",
@@ -151,57 +158,10 @@ pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
 fn parent_dir(path: &Path) -> Option<PathBuf> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => Some(dir.to_owned()),
-        _ => Some(PathBuf::from(".")),
+        _ => Some(Path::new(".").to_owned()),
     }
 }
 
-/// Whether `dir` exists and is writable, or can be created (its nearest existing
-/// ancestor is writable). Writability is tried, not guessed from mode bits: a probe file
-/// is created and removed.
-fn folder_state(dir: &Path, problems: &mut Vec<String>) -> &'static str {
-    let mut existing = dir.to_owned();
-    while !existing.exists() {
-        match existing.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => existing = parent.to_owned(),
-            _ => {
-                existing = PathBuf::from(".");
-                break;
-            }
-        }
-    }
-    if !existing.is_dir() {
-        problems.push(format!(
-            "{}: not a folder (needed for {})",
-            existing.display(),
-            dir.display()
-        ));
-        return "not a folder";
-    }
-    let probe = existing.join(format!(".logarchive-check-{}", std::process::id()));
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-    {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            if existing == dir {
-                "exists, writable"
-            } else {
-                "will be created"
-            }
-        }
-        Err(err) => {
-            problems.push(format!(
-                "{}: cannot write there ({err}); {} could not be {}",
-                existing.display(),
-                dir.display(),
-                if existing == dir { "written" } else { "created" }
-            ));
-            "not writable"
-        }
-    }
-}
 
 /// Two TCP listeners of the config on one port (the passive range counts too).
 fn port_clashes(config: &LoadedServerConfig) -> Vec<String> {
