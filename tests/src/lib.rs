@@ -393,6 +393,18 @@ impl TestAgent {
         agent
     }
 
+    /// Starts an agent on an agent.toml written elsewhere (e.g. by `logarchive-agent
+    /// import`); `dir`, kept as long as the agent, receives its log.
+    pub fn start_existing(dir: tempfile::TempDir, config: PathBuf) -> TestAgent {
+        let mut agent = TestAgent {
+            dir,
+            config,
+            child: None,
+        };
+        agent.restart();
+        agent
+    }
+
     pub fn restart(&mut self) {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
