@@ -62,7 +62,10 @@ pub fn run(config_file: &Path) -> anyhow::Result<()> {
     );
     for section in &config.watches {
         let globs = |list: &[logarchive_common::config::agent::Glob]| {
-            list.iter().map(|g| g.0.as_str()).collect::<Vec<_>>().join(", ")
+            list.iter()
+                .map(|g| g.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         if let Err(err) = Watch::new(section) {
             problems.push(format!("watch {}: {err:#}", section.dir.display()));
@@ -81,7 +84,11 @@ pub fn run(config_file: &Path) -> anyhow::Result<()> {
             "watch:     {} ({state}) -> {}{}\n           include [{}] exclude [{}]",
             section.dir.display(),
             section.remote,
-            if section.poll { ", polled" } else { ", inotify" },
+            if section.poll {
+                ", polled"
+            } else {
+                ", inotify"
+            },
             globs(&section.include),
             globs(&section.exclude)
         );
@@ -96,4 +103,3 @@ pub fn run(config_file: &Path) -> anyhow::Result<()> {
         anyhow::bail!("{} problem(s) found", problems.len())
     }
 }
-

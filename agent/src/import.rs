@@ -94,10 +94,7 @@ fn read_old_config(path: &Path) -> anyhow::Result<(OldAgent, Vec<String>)> {
         return Err(config
             .bad_value(
                 agent_id,
-                format!(
-                    "\"{}\" cannot name a folder on the server",
-                    agent_id.value
-                ),
+                format!("\"{}\" cannot name a folder on the server", agent_id.value),
             )
             .into());
     }
@@ -425,10 +422,7 @@ fn mark_uploaded(
         let all = parts(entry);
         let lower: Vec<String> = all.iter().map(|p| p.to_lowercase()).collect();
         let drive_free = |v: &[String]| -> Vec<String> {
-            v.iter()
-                .skip_while(|p| p.ends_with(':'))
-                .cloned()
-                .collect()
+            v.iter().skip_while(|p| p.ends_with(':')).cloned().collect()
         };
         // Compare without drive letters (`c:` and `C:` name the same drive).
         let (prefix_cmp, lower_cmp) = (drive_free(&prefix), drive_free(&lower));
@@ -507,11 +501,15 @@ mod tests {
 
     #[test]
     fn suffixes_match_ignoring_case_like_the_old_agent() {
-        let glob = globset::Glob::new(&suffix_glob(".txt")).unwrap().compile_matcher();
+        let glob = globset::Glob::new(&suffix_glob(".txt"))
+            .unwrap()
+            .compile_matcher();
         assert!(glob.is_match("a/b/LOG.TXT") && glob.is_match("x.Txt") && glob.is_match("x.txt"));
         assert!(!glob.is_match("x.txt.gz"));
         assert_eq!(suffix_glob(""), "**");
-        let glob = globset::Glob::new(&suffix_glob("[1].log")).unwrap().compile_matcher();
+        let glob = globset::Glob::new(&suffix_glob("[1].log"))
+            .unwrap()
+            .compile_matcher();
         assert!(glob.is_match("app[1].LOG"));
     }
 

@@ -41,7 +41,10 @@ async fn imported_users_log_in_with_their_old_passwords_and_letters() {
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("3 users written"), "{stdout}");
     // Anonymous access is not imported, and the import says so.
-    assert!(stderr.contains("\"anonymous\"") && stderr.contains("none was imported"), "{stderr}");
+    assert!(
+        stderr.contains("\"anonymous\"") && stderr.contains("none was imported"),
+        "{stderr}"
+    );
 
     let users = std::fs::read_to_string(server.dir.path().join("users.toml")).unwrap();
     for secret in ["old-admin-secret", "node07-pass", "123456"] {
@@ -50,10 +53,16 @@ async fn imported_users_log_in_with_their_old_passwords_and_letters() {
     assert_eq!(users.matches("$argon2id$").count(), 3, "{users}");
     // ServerConfig's swapped names: MAX_DOWNLOAD_SPEED (1 MiB/s) limited the uploads.
     assert!(users.contains("max_upload_rate = \"1MiB/s\""), "{users}");
-    assert!(users.contains("max_download_rate = \"300KiB/s\""), "{users}");
+    assert!(
+        users.contains("max_download_rate = \"300KiB/s\""),
+        "{users}"
+    );
     let list = server.cli(&["user", "list", "--json"], "");
     let list = text(&list.stdout);
-    assert!(list.contains("\"name\":\"viewer\"") && list.contains("\"home\":\"/\""), "{list}");
+    assert!(
+        list.contains("\"name\":\"viewer\"") && list.contains("\"home\":\"/\""),
+        "{list}"
+    );
 
     server.start();
     std::fs::create_dir_all(server.archive("node07")).unwrap();
@@ -77,12 +86,27 @@ async fn imported_users_log_in_with_their_old_passwords_and_letters() {
     }
     assert!(!server.archive("node07/new.txt").exists());
     // node07 (elradfmwM) may store.
-    let mut node = ftp_login(&server.addr(), "node07", "node07-pass").await.unwrap();
-    node.put_file("/node07/new.txt", &mut &b"stored\n"[..]).await.unwrap();
-    assert_eq!(std::fs::read(server.archive("node07/new.txt")).unwrap(), b"stored\n");
+    let mut node = ftp_login(&server.addr(), "node07", "node07-pass")
+        .await
+        .unwrap();
+    node.put_file("/node07/new.txt", &mut &b"stored\n"[..])
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(server.archive("node07/new.txt")).unwrap(),
+        b"stored\n"
+    );
     // A wrong password and the old server's anonymous login are refused.
-    assert!(ftp_login(&server.addr(), "node07", "wrong-pass").await.is_err());
-    assert!(ftp_login(&server.addr(), "anonymous", "guest@example.org").await.is_err());
+    assert!(
+        ftp_login(&server.addr(), "node07", "wrong-pass")
+            .await
+            .is_err()
+    );
+    assert!(
+        ftp_login(&server.addr(), "anonymous", "guest@example.org")
+            .await
+            .is_err()
+    );
 }
 
 #[test]
@@ -112,7 +136,11 @@ fn a_bad_letter_names_the_user_and_letter_and_nothing_is_written() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = server.cli(&["import-users", good.to_str().unwrap()], "");
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--replace"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--replace"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = server.cli(&["import-users", good.to_str().unwrap(), "--replace"], "");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let users = std::fs::read_to_string(&users_file).unwrap();
@@ -170,17 +198,34 @@ async fn an_imported_agent_sends_only_what_the_server_lacks() {
 
     // The old agent's machine: its folder, config (pointing at this server) and record.
     let old = tempfile::tempdir().unwrap();
-    copy_tree(&fixtures().join("AgentLogFolder"), &old.path().join("AgentLogFolder"));
-    std::fs::copy(fixtures().join("uploadRcd.json"), old.path().join("uploadRcd.json")).unwrap();
+    copy_tree(
+        &fixtures().join("AgentLogFolder"),
+        &old.path().join("AgentLogFolder"),
+    );
+    std::fs::copy(
+        fixtures().join("uploadRcd.json"),
+        old.path().join("uploadRcd.json"),
+    )
+    .unwrap();
     let config = std::fs::read_to_string(fixtures().join("AgentConfig.txt"))
         .unwrap()
-        .replace("FTP_SER_PORT:8081", &format!("FTP_SER_PORT:{}", server.ftp_port));
+        .replace(
+            "FTP_SER_PORT:8081",
+            &format!("FTP_SER_PORT:{}", server.ftp_port),
+        );
     std::fs::write(old.path().join("AgentConfig.txt"), config).unwrap();
     let local = |rel: &str| old.path().join("AgentLogFolder").join(rel);
 
     // What the old agent had sent: two files whole, one that differs on the server.
-    let mut ftp = ftp_login(&server.addr(), "node07", "node07-pass").await.unwrap();
-    for dir in ["/node07", "/node07/Logs", "/node07/Logs/PWS", "/node07/Logs/PWS/20240723"] {
+    let mut ftp = ftp_login(&server.addr(), "node07", "node07-pass")
+        .await
+        .unwrap();
+    for dir in [
+        "/node07",
+        "/node07/Logs",
+        "/node07/Logs/PWS",
+        "/node07/Logs/PWS/20240723",
+    ] {
         ftp.mkdir(dir).await.unwrap();
     }
     for dir in ["/node07/Logs/plc", "/node07/Logs/plc/20240723"] {
@@ -188,7 +233,9 @@ async fn an_imported_agent_sends_only_what_the_server_lacks() {
     }
     for rel in ["testLogfile.txt", PWS] {
         let bytes = std::fs::read(local(rel)).unwrap();
-        ftp.put_file(&format!("/node07/{rel}"), &mut &bytes[..]).await.unwrap();
+        ftp.put_file(&format!("/node07/{rel}"), &mut &bytes[..])
+            .await
+            .unwrap();
     }
     ftp.put_file(&format!("/node07/{BLOCK}"), &mut &b"cut short\n"[..])
         .await
@@ -229,18 +276,33 @@ async fn an_imported_agent_sends_only_what_the_server_lacks() {
         stdout.contains("BlockPlc_20240723_134331_1.txt") && stdout.contains("has 10 bytes"),
         "the differing file is reported: {stdout}"
     );
-    assert!(stdout.contains("SignalPlc_20240723_111707_1.txt"), "{stdout}");
-    assert!(stdout.contains("Deleted_20240720_000000_1.txt: not on disk"), "{stdout}");
+    assert!(
+        stdout.contains("SignalPlc_20240723_111707_1.txt"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Deleted_20240720_000000_1.txt: not on disk"),
+        "{stdout}"
+    );
     let toml = std::fs::read_to_string(&agent_toml).unwrap();
     assert!(toml.contains("remote = \"/node07\""), "{toml}");
     for output in [&toml, &stdout, &stderr] {
-        assert!(!output.contains("node07-pass"), "the password leaked: {output}");
+        assert!(
+            !output.contains("node07-pass"),
+            "the password leaked: {output}"
+        );
     }
     use std::os::unix::fs::PermissionsExt;
     let password_file = agent_dir.path().join("etc/agent.password");
-    let mode = std::fs::metadata(&password_file).unwrap().permissions().mode();
+    let mode = std::fs::metadata(&password_file)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
-    assert_eq!(std::fs::read_to_string(&password_file).unwrap(), "node07-pass\n");
+    assert_eq!(
+        std::fs::read_to_string(&password_file).unwrap(),
+        "node07-pass\n"
+    );
 
     // The agent on the generated config.
     let log_dir = tempfile::tempdir().unwrap();
@@ -281,5 +343,9 @@ async fn an_imported_agent_sends_only_what_the_server_lacks() {
         })
         .count();
     assert_eq!(versions, 1);
-    assert!(!server.archive("node07/Logs/plc/20240723/readings.csv").exists());
+    assert!(
+        !server
+            .archive("node07/Logs/plc/20240723/readings.csv")
+            .exists()
+    );
 }

@@ -151,7 +151,8 @@ mod tests {
 
     #[test]
     fn reads_like_the_old_loader_and_names_lines() {
-        let text = "# comment\n\nAGENT_ID:node1\n  indented:ignored\nLOG_DIR:C:\\logs\\app\nEMPTY:\n";
+        let text =
+            "# comment\n\nAGENT_ID:node1\n  indented:ignored\nLOG_DIR:C:\\logs\\app\nEMPTY:\n";
         let config = LegacyConfig::parse(Path::new("A.txt"), text).unwrap();
         assert_eq!(config.get("AGENT_ID").unwrap().line, 3);
         assert_eq!(config.get("LOG_DIR").unwrap().value, "C:\\logs\\app");
@@ -165,7 +166,10 @@ mod tests {
         let err = config
             .parse_value::<u16>(config.get("PORT").unwrap())
             .unwrap_err();
-        assert!(err.to_string().starts_with("A.txt:1:PORT: \"eighty\""), "{err}");
+        assert!(
+            err.to_string().starts_with("A.txt:1:PORT: \"eighty\""),
+            "{err}"
+        );
         assert_eq!(
             config.unknown_keys(&["X"]),
             vec!["A.txt:1: unknown key PORT (ignored)"]

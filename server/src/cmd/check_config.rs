@@ -33,7 +33,11 @@ pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
             }
             format!(
                 "FTPS {} (cert {})",
-                if tls.required { "required" } else { "available" },
+                if tls.required {
+                    "required"
+                } else {
+                    "available"
+                },
                 cert.display()
             )
         }
@@ -161,7 +165,6 @@ fn parent_dir(path: &Path) -> Option<PathBuf> {
         _ => Some(Path::new(".").to_owned()),
     }
 }
-
 
 /// Two TCP listeners of the config on one port (the passive range counts too).
 fn port_clashes(config: &LoadedServerConfig) -> Vec<String> {

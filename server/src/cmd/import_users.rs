@@ -135,9 +135,9 @@ fn read_users(path: &Path) -> anyhow::Result<Vec<OldUser>> {
                 letters.push(letter);
             }
         }
-        let perm: PermSet = letters
-            .parse()
-            .map_err(|err| anyhow::anyhow!("{file}: user \"{name}\": {err}; nothing was imported"))?;
+        let perm: PermSet = letters.parse().map_err(|err| {
+            anyhow::anyhow!("{file}: user \"{name}\": {err}; nothing was imported")
+        })?;
         out.push(OldUser {
             name: user,
             password,
@@ -252,7 +252,9 @@ pub fn run(args: ImportUsers) -> anyhow::Result<()> {
                 "imported user {} (home /, perm {}, upload {}, download {}{})",
                 user.name,
                 user.perm,
-                limits.upload.map_or("default".to_owned(), |r| r.to_string()),
+                limits
+                    .upload
+                    .map_or("default".to_owned(), |r| r.to_string()),
                 limits
                     .download
                     .map_or("default".to_owned(), |r| r.to_string()),
@@ -263,11 +265,7 @@ pub fn run(args: ImportUsers) -> anyhow::Result<()> {
                 }
             );
         }
-        println!(
-            "{} users written to {}",
-            users.len(),
-            users_file.display()
-        );
+        println!("{} users written to {}", users.len(), users_file.display());
         if !checked.user.iter().any(|u| u.admin) {
             notes.push("no user may use the web admin pages: give one with --admin NAME or `logarchive-server user set NAME --admin`".to_owned());
         }

@@ -40,15 +40,17 @@ pub fn server_config(
             )
         })?;
     if chain.is_empty() {
-        anyhow::bail!("{} holds no PEM certificate ({section} cert)", cert.display());
+        anyhow::bail!(
+            "{} holds no PEM certificate ({section} cert)",
+            cert.display()
+        );
     }
-    let private = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| {
-            format!(
-                "cannot read the private key {} ({section} key)",
-                key.display()
-            )
-        })?;
+    let private = PrivateKeyDer::from_pem_file(key).with_context(|| {
+        format!(
+            "cannot read the private key {} ({section} key)",
+            key.display()
+        )
+    })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
