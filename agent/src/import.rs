@@ -37,7 +37,7 @@ pub struct ImportArgs {
     /// The old agent's upload record (default: RCD_JSON of the config, beside it).
     #[arg(long, value_name = "uploadRcd.json")]
     record: Option<PathBuf>,
-    /// Where to write the new agent.toml (its password goes to <name>.password beside it).
+    /// Where to write the new agent.toml (its password goes to <name>.pass beside it).
     #[arg(long, default_value = "agent.toml")]
     output: PathBuf,
     /// The log folder on this machine (default: LOG_DIR, relative to AgentConfig.txt).
@@ -50,6 +50,12 @@ pub struct ImportArgs {
     /// state_dir of the new agent (default /var/lib/logarchive-agent).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Connect with explicit FTPS (the old agent could not; the new server may require it).
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: the PEM file of the CA that signed the server's certificate.
+    #[arg(long, requires = "tls")]
+    ca_file: Option<PathBuf>,
     /// Overwrite an existing agent.toml and password file.
     #[arg(long)]
     force: bool,
@@ -184,26 +190,17 @@ fn quoted(text: &str) -> String {
     toml::Value::String(text.to_owned()).to_string()
 }
 
-/// Writes `bytes` to a new file of mode 0600 (`force`: replacing one).
-fn write_private(path: &Path, bytes: &[u8], force: bool) -> anyhow::Result<()> {
+/// Writes `bytes` to a new file of mode 0600.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    if path.exists() && !force {
-        bail!(
-            "{} exists: nothing was written (use --force to replace it)",
-            path.display()
-        );
-    }
-    let temp = path.with_extension("import-tmp");
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(&temp)
-        .with_context(|| format!("cannot write {}", temp.display()))?;
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -282,12 +279,14 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     let stem = output
         .file_stem()
         .map_or("agent".into(), |s| s.to_string_lossy().into_owned());
-    let password_file = output.with_file_name(format!("{stem}.password"));
-    if output.exists() && !args.force {
-        bail!(
-            "{} exists: nothing was written (use --force to replace it)",
-            output.display()
-        );
+    let password_file = output.with_file_name(format!("{stem}.pass"));
+    for path in [&output, &password_file] {
+        if path.exists() && !args.force {
+            bail!(
+                "{} exists: nothing was written (use --force to replace it)",
+                path.display()
+            );
+        }
     }
     if let Some(parent) = output.parent() {
         std::fs::create_dir_all(parent)
@@ -311,8 +310,17 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         quoted(&old.host),
         old.port,
         quoted(&old.user),
-        quoted(&format!("{stem}.password")),
+        quoted(&format!("{stem}.pass")),
     ));
+    if args.tls {
+        text.push_str("tls = true\n");
+    }
+    if let Some(ca) = &args.ca_file {
+        text.push_str(&format!(
+            "ca_file = {}\n",
+            quoted(&absolute(ca)?.to_string_lossy())
+        ));
+    }
     if let Some(seconds) = old.upload_interval {
         text.push_str(&format!(
             "\n[upload]\n# UPLOAD_INV; changes are also picked up at once by inotify.\nrescan_interval = \"{seconds}s\"\n"
@@ -325,24 +333,41 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         quoted(&suffix_glob(&old.suffix)),
         quoted(&format!("/{}", old.agent_id)),
     ));
-    write_private(
-        &password_file,
-        format!("{}\n", old.password).as_bytes(),
-        args.force,
-    )?;
-    let staged = output.with_extension("toml.import-tmp");
-    std::fs::write(&staged, &text).with_context(|| format!("cannot write {}", staged.display()))?;
-    let result = mark_uploaded(&staged, &log_dir, &old, &args, &entries);
-    let outcome = match result {
-        Ok(outcome) => outcome,
-        Err(err) => {
-            let _ = std::fs::remove_file(&staged);
-            let _ = std::fs::remove_file(&password_file);
-            return Err(err.context("nothing was written"));
-        }
-    };
-    std::fs::rename(&staged, &output)
-        .with_context(|| format!("cannot write {}", output.display()))?;
+    // Both files are made in a private folder beside the output and moved into place only
+    // when the import succeeded: a failed run leaves an earlier agent.toml and its
+    // password file as they were.
+    let parent = output.parent().unwrap_or(Path::new("/"));
+    let staging = parent.join(format!(".{stem}.import-{}", std::process::id()));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .with_context(|| format!("cannot create {}", staging.display()))?;
+    }
+    let file_name = output
+        .file_name()
+        .map_or("agent.toml".into(), |n| n.to_os_string());
+    let (staged, staged_password) = (
+        staging.join(&file_name),
+        staging.join(format!("{stem}.pass")),
+    );
+    let result = write_private(&staged_password, format!("{}\n", old.password).as_bytes())
+        .and_then(|()| {
+            std::fs::write(&staged, &text)
+                .with_context(|| format!("cannot write {}", staged.display()))
+        })
+        .and_then(|()| mark_uploaded(&staged, &log_dir, &old, &args, &entries))
+        .and_then(|outcome| {
+            std::fs::rename(&staged_password, &password_file)
+                .with_context(|| format!("cannot write {}", password_file.display()))?;
+            std::fs::rename(&staged, &output)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            Ok(outcome)
+        });
+    let _ = std::fs::remove_dir_all(&staging);
+    let outcome =
+        result.map_err(|err| err.context(format!("{} was not written", output.display())))?;
 
     println!(
         "wrote {} (password in {}, mode 0600)",

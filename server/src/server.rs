@@ -226,7 +226,11 @@ fn print_banner(config: &LoadedServerConfig, first_admin: Option<&(String, Strin
     } else {
         web.ip().to_string()
     };
-    println!("  web:       http://{web_host}:{}/", web.port());
+    let scheme = match config.config.web.tls() {
+        Some(_) => "https",
+        None => "http",
+    };
+    println!("  web:       {scheme}://{web_host}:{}/", web.port());
     crate::feeds::print_banner(&config.config);
     println!("  data dir:  {}", config.data_dir.display());
     println!("  users:     {} in {}", users, config.users_file.display());

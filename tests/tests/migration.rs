@@ -293,7 +293,7 @@ async fn an_imported_agent_sends_only_what_the_server_lacks() {
         );
     }
     use std::os::unix::fs::PermissionsExt;
-    let password_file = agent_dir.path().join("etc/agent.password");
+    let password_file = agent_dir.path().join("etc/agent.pass");
     let mode = std::fs::metadata(&password_file)
         .unwrap()
         .permissions()

@@ -32,7 +32,7 @@ pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
                 problems.push(format!("{err:#}"));
             }
             format!(
-                "FTPS {} (cert {})",
+                "FTPS {}, cert {}",
                 if tls.required {
                     "required"
                 } else {
@@ -119,7 +119,7 @@ pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
         println!(
             "retention: {} older than {}",
             policy.path,
-            humantime::format_duration(policy.max_age.0)
+            days_or_duration(policy.max_age.0)
         );
     }
 
@@ -156,6 +156,14 @@ pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
             eprintln!("error: {problem}");
         }
         anyhow::bail!("{} problem(s) found", problems.len())
+    }
+}
+
+/// `365d` rather than humantime's months: retention ages are written in days.
+fn days_or_duration(age: std::time::Duration) -> String {
+    match age.as_secs() {
+        secs if secs > 0 && secs % 86_400 == 0 => format!("{}d", secs / 86_400),
+        _ => humantime::format_duration(age).to_string(),
     }
 }
 

@@ -14,7 +14,8 @@
 //!   `read_limit`, which throttles what the server *receives* (the clients' uploads);
 //! - does not import anonymous access (logarchive has none) and says so;
 //! - checks everything first and then writes users.toml once, atomically, through
-//!   [`UsersDocument`]; an existing user is only replaced with `--replace`.
+//!   [`UsersDocument`]; an existing user is only replaced with `--replace` (password,
+//!   letters, home and limits; its web admin right stays as it was).
 
 use std::path::{Path, PathBuf};
 
@@ -216,6 +217,8 @@ pub fn run(args: ImportUsers) -> anyhow::Result<()> {
         );
     }
     for user in &users {
+        let exists = doc.contains(user.name.as_str());
+        let named_admin = args.admin.as_deref() == Some(user.name.as_str());
         let changes = UserChanges {
             password_hash: Some(hash_password(&user.password)?),
             // The old server rooted every user at the archive root.
@@ -224,10 +227,15 @@ pub fn run(args: ImportUsers) -> anyhow::Result<()> {
             max_upload_rate: limits.upload,
             max_download_rate: limits.download,
             enabled: Some(true),
-            admin: Some(args.admin.as_deref() == Some(user.name.as_str())),
+            // A replaced user keeps its web admin right unless --admin names it.
+            admin: match (named_admin, exists) {
+                (true, _) => Some(true),
+                (false, true) => None,
+                (false, false) => Some(false),
+            },
             ..UserChanges::default()
         };
-        if doc.contains(user.name.as_str()) {
+        if exists {
             doc.set(user.name.as_str(), &changes)?;
         } else {
             doc.add(&user.name, &changes)?;
