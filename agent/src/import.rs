@@ -50,6 +50,11 @@ pub struct ImportArgs {
     /// state_dir of the new agent (default /var/lib/logarchive-agent).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// The watch's folder on the server, below the login's home (default "/<AGENT_ID>",
+    /// right for a user whose home is "/", as on the old server; give "/" when the user's
+    /// home is already "/<AGENT_ID>").
+    #[arg(long)]
+    remote: Option<String>,
     /// Connect with explicit FTPS (the old agent could not; the new server may require it).
     #[arg(long)]
     tls: bool,
@@ -293,6 +298,13 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let state_dir = args.state_dir.as_deref().map(absolute).transpose()?;
+    let remote = match &args.remote {
+        Some(remote) => ArchivePath::parse(remote)
+            .with_context(|| format!("--remote \"{remote}\""))?
+            .as_str()
+            .to_owned(),
+        None => format!("/{}", old.agent_id),
+    };
     let mut text = format!(
         "# Written by `logarchive-agent import` from {config}.\n\
          # The old agent sent LOG_DIR/<path> to /<AGENT_ID>/<path> on the server; the watch\n\
@@ -331,7 +343,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         quoted(&log_dir.to_string_lossy()),
         quoted(&old.suffix),
         quoted(&suffix_glob(&old.suffix)),
-        quoted(&format!("/{}", old.agent_id)),
+        quoted(&remote),
     ));
     // Both files are made in a private folder beside the output and moved into place only
     // when the import succeeded: a failed run leaves an earlier agent.toml and its
