@@ -244,7 +244,10 @@ struct Outcome {
 }
 
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
-    let (old, mut notes) = read_old_config(&args.config)?;
+    let (old, unknown) = read_old_config(&args.config)?;
+    for note in unknown {
+        eprintln!("note: {note}");
+    }
     let config_dir = args.config.parent().unwrap_or(Path::new("."));
     let log_dir = match &args.log_dir {
         Some(dir) => dir.clone(),
@@ -399,10 +402,9 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     for line in &outcome.skipped {
         println!("skipped: {line}");
     }
-    notes.push("files in the log folder that the old record does not list are sent by the agent as new files".to_owned());
-    for note in notes {
-        eprintln!("note: {note}");
-    }
+    eprintln!(
+        "note: files in the log folder that the old record does not list are sent by the agent as new files"
+    );
     Ok(())
 }
 

@@ -257,18 +257,54 @@ async fn an_imported_agent_sends_only_what_the_server_lacks() {
     // The import.
     let agent_dir = tempfile::tempdir().unwrap();
     let agent_toml = agent_dir.path().join("etc/agent.toml");
-    let out = Command::new(agent_bin())
-        .arg("import")
-        .arg("--config")
-        .arg(old.path().join("AgentConfig.txt"))
-        .arg("--record")
-        .arg(old.path().join("uploadRcd.json"))
-        .arg("--output")
-        .arg(&agent_toml)
-        .arg("--state-dir")
-        .arg(agent_dir.path().join("state"))
-        .output()
-        .unwrap();
+    let import = |config: &Path| {
+        Command::new(agent_bin())
+            .arg("import")
+            .arg("--config")
+            .arg(config)
+            .arg("--record")
+            .arg(old.path().join("uploadRcd.json"))
+            .arg("--output")
+            .arg(&agent_toml)
+            .arg("--state-dir")
+            .arg(agent_dir.path().join("state"))
+            .output()
+            .unwrap()
+    };
+    // A bad value is named by file, line and key; an unknown key by file and line; an
+    // unreachable server writes nothing.
+    let broken = old.path().join("Broken.txt");
+    let good_text = std::fs::read_to_string(old.path().join("AgentConfig.txt")).unwrap();
+    std::fs::write(
+        &broken,
+        format!("{good_text}SPEED:5\n").replace("UPLOAD_INV:10", "UPLOAD_INV:often"),
+    )
+    .unwrap();
+    let out = import(&broken);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("Broken.txt:22:UPLOAD_INV: \"often\""),
+        "{stderr}"
+    );
+    let unreachable = good_text.replace(
+        &format!("FTP_SER_PORT:{}", server.ftp_port),
+        &format!("FTP_SER_PORT:{}", logarchive_tests::free_port()),
+    );
+    std::fs::write(&broken, format!("{unreachable}SPEED:5\n")).unwrap();
+    let out = import(&broken);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("Broken.txt:23: unknown key SPEED"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("was not written") && !stderr.contains("node07-pass"),
+        "{stderr}"
+    );
+    assert!(!agent_toml.exists() && !agent_dir.path().join("etc/agent.pass").exists());
+    let out = import(&old.path().join("AgentConfig.txt"));
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("2 marked as sent"), "{stdout}");
