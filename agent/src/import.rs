@@ -209,6 +209,55 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The old agent's folder as its record names it (lowercased parts, drive letter
+/// dropped): `--old-log-dir`, else an absolute LOG_DIR, else the first entry's path up to
+/// LOG_DIR (the old agent used `<its own folder>/LOG_DIR`).
+fn record_prefix(
+    log_dir: &str,
+    old_log_dir: Option<&str>,
+    first: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let lower = |path: &str| -> Vec<String> {
+        parts(path)
+            .iter()
+            .skip_while(|p| p.ends_with(':'))
+            .map(|p| p.to_lowercase())
+            .collect()
+    };
+    if let Some(dir) = old_log_dir {
+        return Ok(lower(dir));
+    }
+    if is_windows_path(log_dir) || log_dir.starts_with('/') {
+        return Ok(lower(log_dir));
+    }
+    let Some(first) = first else {
+        return Ok(Vec::new());
+    };
+    let name = lower(log_dir);
+    let path = lower(first);
+    match path.windows(name.len()).position(|w| w == name.as_slice()) {
+        Some(at) => Ok(path[..at + name.len()].to_vec()),
+        None => bail!(
+            "cannot find LOG_DIR \"{log_dir}\" in the record's first path \"{first}\": give --old-log-dir"
+        ),
+    }
+}
+
+/// The parts of a record path below `prefix` (compared ignoring letter case and the drive
+/// letter, so `c:\` and `C:\` are one folder), or `None` if it is not below it.
+fn relative_parts<'a>(entry: &'a str, prefix: &[String]) -> Option<Vec<&'a str>> {
+    let all: Vec<&str> = parts(entry)
+        .into_iter()
+        .skip_while(|p| p.ends_with(':'))
+        .collect();
+    let below = all.len().checked_sub(prefix.len()).filter(|n| *n > 0)?;
+    let same = all
+        .iter()
+        .zip(prefix)
+        .all(|(part, want)| part.to_lowercase() == *want);
+    same.then(|| all[all.len() - below..].to_vec())
+}
+
 /// The local file a record path names: each part matched exactly, else ignoring case.
 fn find_case_insensitive(root: &Path, rel: &[&str]) -> Result<PathBuf, &'static str> {
     let mut here = root.to_owned();
@@ -426,51 +475,20 @@ fn mark_uploaded(
         .first()
         .context("the generated config has no watch")?;
     // The folder as the old record names it.
-    let prefix: Vec<String> = match &args.old_log_dir {
-        Some(dir) => parts(dir).iter().map(|p| p.to_lowercase()).collect(),
-        None if is_windows_path(&old.log_dir.value) || old.log_dir.value.starts_with('/') => {
-            parts(&old.log_dir.value)
-                .iter()
-                .map(|p| p.to_lowercase())
-                .collect()
-        }
-        None => {
-            let name: Vec<String> = parts(&old.log_dir.value)
-                .iter()
-                .map(|p| p.to_lowercase())
-                .collect();
-            // The old agent's folder was <its own folder>/LOG_DIR: find LOG_DIR in the
-            // first entry; every entry must then start with the same folder.
-            let first = entries.first().map(|e| parts(e)).unwrap_or_default();
-            let lower: Vec<String> = first.iter().map(|p| p.to_lowercase()).collect();
-            match lower.windows(name.len()).position(|w| w == name.as_slice()) {
-                Some(at) => lower[..at + name.len()].to_vec(),
-                None if entries.is_empty() => Vec::new(),
-                None => bail!(
-                    "cannot find LOG_DIR \"{}\" in the record's first path \"{}\": give --old-log-dir",
-                    old.log_dir.value,
-                    entries[0]
-                ),
-            }
-        }
-    };
+    let prefix = record_prefix(
+        &old.log_dir.value,
+        args.old_log_dir.as_deref(),
+        entries.first().map(String::as_str),
+    )?;
     let mut outcome = Outcome::default();
     let mut seen = HashSet::new();
     let mut files = Vec::new();
     for entry in entries {
-        let all = parts(entry);
-        let lower: Vec<String> = all.iter().map(|p| p.to_lowercase()).collect();
-        let drive_free = |v: &[String]| -> Vec<String> {
-            v.iter().skip_while(|p| p.ends_with(':')).cloned().collect()
-        };
-        // Compare without drive letters (`c:` and `C:` name the same drive).
-        let (prefix_cmp, lower_cmp) = (drive_free(&prefix), drive_free(&lower));
-        if !lower_cmp.starts_with(&prefix_cmp) || lower_cmp.len() == prefix_cmp.len() {
+        let Some(rel) = relative_parts(entry, &prefix) else {
             outcome.skipped.push(format!("{entry}: outside LOG_DIR"));
             continue;
-        }
-        let rel = &all[all.len() - (lower_cmp.len() - prefix_cmp.len())..];
-        let local = match find_case_insensitive(log_dir, rel) {
+        };
+        let local = match find_case_insensitive(log_dir, &rel) {
             Ok(local) => local,
             Err(why) => {
                 outcome.skipped.push(format!("{entry}: {why}"));
@@ -550,6 +568,34 @@ mod tests {
             .unwrap()
             .compile_matcher();
         assert!(glob.is_match("app[1].LOG"));
+    }
+
+    #[test]
+    fn record_paths_are_mapped_below_the_old_folder() {
+        // A Windows agent with a relative LOG_DIR: the folder is found by its name.
+        let first = "c:\\Works\\logArchiver\\AgentLogFolder\\a.txt";
+        let prefix = record_prefix("AgentLogFolder", None, Some(first)).unwrap();
+        assert_eq!(prefix, vec!["works", "logarchiver", "agentlogfolder"]);
+        let rel = |entry: &'static str| relative_parts(entry, &prefix);
+        assert_eq!(
+            rel("C:\\works\\LOGARCHIVER\\AgentLogFolder\\Logs\\x.txt"),
+            Some(vec!["Logs", "x.txt"])
+        );
+        assert_eq!(rel("c:\\Works\\other\\x.txt"), None);
+        assert_eq!(rel("c:\\Works\\logArchiver\\AgentLogFolder"), None);
+        // A Linux agent with an absolute LOG_DIR, and --old-log-dir.
+        let prefix = record_prefix("/var/log/app", None, None).unwrap();
+        assert_eq!(
+            relative_parts("/var/log/app/2024/x.log", &prefix),
+            Some(vec!["2024", "x.log"])
+        );
+        let prefix = record_prefix("logs", Some("D:\\agent\\logs"), Some("z")).unwrap();
+        assert_eq!(
+            relative_parts("d:\\Agent\\Logs\\x.log", &prefix),
+            Some(vec!["x.log"])
+        );
+        let err = record_prefix("logs", None, Some("c:\\elsewhere\\x.log")).unwrap_err();
+        assert!(err.to_string().contains("--old-log-dir"), "{err}");
     }
 
     #[test]
