@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use logarchive_common::config::agent::LoadedAgentConfig;
-use logarchive_common::config::{FolderState, probe_folder};
+use logarchive_common::config::{FolderState, probe_folder, report_check};
 
 use crate::scan::Watch;
 
@@ -93,13 +93,5 @@ pub fn run(config_file: &Path) -> anyhow::Result<()> {
             globs(&section.exclude)
         );
     }
-    if problems.is_empty() {
-        println!("OK: the configuration is valid (nothing was started)");
-        Ok(())
-    } else {
-        for problem in &problems {
-            eprintln!("error: {problem}");
-        }
-        anyhow::bail!("{} problem(s) found", problems.len())
-    }
+    Ok(report_check(&problems)?)
 }

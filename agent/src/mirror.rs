@@ -107,9 +107,9 @@ pub fn is_unchanged(record: &FileRecord, file: &LocalFile) -> bool {
         && record.remote == file.remote
 }
 
-/// The record of a file the server already holds whole, as checked by the caller with
-/// `SIZE`: what `logarchive-agent import` writes for the Python agent's uploads, so the
-/// mirror then treats the file like one it sent itself.
+/// The record of a file the server holds whole (`upload_whole` starts from it; `import`
+/// writes it for the Python agent's uploads once `SIZE` matched, so the mirror then treats
+/// such a file like one it sent itself).
 pub fn confirmed_record(file: &LocalFile) -> Result<FileRecord, MirrorError> {
     let fingerprint_len = file.size.min(FINGERPRINT_BYTES);
     Ok(FileRecord {
@@ -279,21 +279,13 @@ impl Mirror {
     ) -> Result<Outcome, MirrorError> {
         let temp = temp_name(&file.remote);
         let size = file.size;
-        let fingerprint_len = size.min(FINGERPRINT_BYTES);
         let mut record = FileRecord {
-            local: file.local.clone(),
-            remote: file.remote.clone(),
-            dev: file.dev,
-            ino: file.ino,
-            fingerprint: fingerprint(&file.local, fingerprint_len)?.unwrap_or_default(),
-            fingerprint_len,
-            size_seen: size,
-            mtime_seen: file.mtime,
             confirmed: 0,
             state: SendState::Sending {
                 temp: temp.clone(),
                 size,
             },
+            ..confirmed_record(file)?
         };
         self.record.stage(&record)?;
         remote.ensure_parent(&file.remote).await?;

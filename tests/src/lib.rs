@@ -384,13 +384,7 @@ impl TestAgent {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("agent.toml");
         std::fs::write(&config, text).expect("write agent config");
-        let mut agent = TestAgent {
-            dir,
-            config,
-            child: None,
-        };
-        agent.restart();
-        agent
+        TestAgent::start_existing(dir, config)
     }
 
     /// Starts an agent on an agent.toml written elsewhere (e.g. by `logarchive-agent

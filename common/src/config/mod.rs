@@ -165,3 +165,21 @@ pub fn probe_folder(dir: &Path) -> Result<FolderState, String> {
         FolderState::Creatable
     })
 }
+
+/// A `check-config` that found problems (they were printed).
+#[derive(Debug, thiserror::Error)]
+#[error("{0} problem(s) found")]
+pub struct ChecksFailed(pub usize);
+
+/// Ends a `check-config` of either program the same way: `OK` on stdout, or every problem
+/// on stderr and an error.
+pub fn report_check(problems: &[String]) -> Result<(), ChecksFailed> {
+    if problems.is_empty() {
+        println!("OK: the configuration is valid (nothing was started)");
+        return Ok(());
+    }
+    for problem in problems {
+        eprintln!("error: {problem}");
+    }
+    Err(ChecksFailed(problems.len()))
+}

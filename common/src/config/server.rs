@@ -230,6 +230,16 @@ pub struct SyslogConfig {
     pub host_from: HostFrom,
 }
 
+impl SyslogConfig {
+    /// The listeners that are switched on, by kind (`udp`, `tcp`, `tls`).
+    pub fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        [("udp", self.udp), ("tcp", self.tcp), ("tls", self.tls)]
+            .into_iter()
+            .filter_map(|(kind, addr)| addr.map(|addr| (kind, addr)))
+            .collect()
+    }
+}
+
 /// `[syslog] host_from`: the message's host name (else the sender's address), or always
 /// the sender's address (for networks whose senders should not name their own folders).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

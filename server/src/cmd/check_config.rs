@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use logarchive_common::config::server::{LoadedServerConfig, UsersFile};
-use logarchive_common::config::{FolderState, probe_folder};
+use logarchive_common::config::{FolderState, probe_folder, report_check};
 
 /// Runs the checks; prints the summary and every problem. Err when any check failed.
 pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
@@ -71,14 +71,11 @@ pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
     match &c.syslog {
         None => println!("syslog:    off"),
         Some(syslog) => {
-            let listeners: Vec<String> = [
-                ("udp", syslog.udp),
-                ("tcp", syslog.tcp),
-                ("tls", syslog.tls),
-            ]
-            .into_iter()
-            .filter_map(|(kind, addr)| addr.map(|addr| format!("{kind} {addr}")))
-            .collect();
+            let listeners: Vec<String> = syslog
+                .listeners()
+                .into_iter()
+                .map(|(kind, addr)| format!("{kind} {addr}"))
+                .collect();
             if syslog.tls.is_some()
                 && let Err(err) = crate::feeds::syslog::tls_acceptor(&config, syslog)
             {
@@ -148,15 +145,7 @@ pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
     }
 
     problems.extend(port_clashes(&config));
-    if problems.is_empty() {
-        println!("OK: the configuration is valid (nothing was started)");
-        Ok(())
-    } else {
-        for problem in &problems {
-            eprintln!("error: {problem}");
-        }
-        anyhow::bail!("{} problem(s) found", problems.len())
-    }
+    Ok(report_check(&problems)?)
 }
 
 /// `365d` rather than humantime's months: retention ages are written in days.
@@ -180,8 +169,13 @@ fn port_clashes(config: &LoadedServerConfig) -> Vec<String> {
     let mut tcp: Vec<(&str, SocketAddr)> = vec![("[ftp] listen", c.ftp.listen)];
     tcp.push(("[web] listen", c.web.listen));
     if let Some(syslog) = &c.syslog {
-        tcp.extend(syslog.tcp.map(|a| ("[syslog] tcp", a)));
-        tcp.extend(syslog.tls.map(|a| ("[syslog] tls", a)));
+        for (kind, addr) in syslog.listeners() {
+            match kind {
+                "tcp" => tcp.push(("[syslog] tcp", addr)),
+                "tls" => tcp.push(("[syslog] tls", addr)),
+                _ => {}
+            }
+        }
     }
     let mut clashes = Vec::new();
     for (i, (name, addr)) in tcp.iter().enumerate() {

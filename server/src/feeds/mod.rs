@@ -501,14 +501,11 @@ pub fn peer_ip(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> 
 /// The banner lines of the feeds that are switched on.
 pub fn print_banner(config: &logarchive_common::config::server::ServerConfig) {
     if let Some(syslog) = &config.syslog {
-        let listeners: Vec<String> = [
-            ("udp", syslog.udp),
-            ("tcp", syslog.tcp),
-            ("tls", syslog.tls),
-        ]
-        .into_iter()
-        .filter_map(|(kind, addr)| addr.map(|addr| format!("{kind} {addr}")))
-        .collect();
+        let listeners: Vec<String> = syslog
+            .listeners()
+            .into_iter()
+            .map(|(kind, addr)| format!("{kind} {addr}"))
+            .collect();
         println!("  syslog:    {} -> /syslog", listeners.join(", "));
     }
     if config.logger.enabled {
