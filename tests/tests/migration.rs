@@ -146,6 +146,23 @@ fn a_bad_letter_names_the_user_and_letter_and_nothing_is_written() {
     let users = std::fs::read_to_string(&users_file).unwrap();
     assert_eq!(users.matches("name = ").count(), 4, "{users}");
 
+    // A user named "anonymous" is not turned into an account silently.
+    let anonymous = server.dir.path().join("anonymous.json");
+    std::fs::write(
+        &anonymous,
+        r#"{"anonymous": {"passwd": "x", "perm": "elr"}}"#,
+    )
+    .unwrap();
+    let before = std::fs::read(&users_file).unwrap();
+    let out = server.cli(&["import-users", anonymous.to_str().unwrap()], "");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no anonymous access"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&users_file).unwrap(), before);
+
     // --stdout prints the users and writes nothing.
     let before = std::fs::read(&users_file).unwrap();
     let out = server.cli(&["import-users", good.to_str().unwrap(), "--stdout"], "");
