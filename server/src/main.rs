@@ -8,6 +8,7 @@
 //! logarchive-server retention [--dry-run]           apply the [[retention]] policies now
 //! ```
 
+mod alerts;
 mod archive;
 mod catalog;
 mod cmd;
