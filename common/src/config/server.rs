@@ -431,7 +431,7 @@ pub struct EmailConfig {
     /// A PEM file with the SMTP server's CA (private CAs); default: the system's roots.
     pub ca_file: Option<Spanned<PathBuf>>,
     pub from: lettre::Address,
-    pub to: Vec<lettre::Address>,
+    pub to: Spanned<Vec<lettre::Address>>,
     /// How long one delivery may take.
     #[serde(default = "default_email_timeout")]
     pub timeout: Interval,
@@ -743,8 +743,11 @@ fn check_alerts(file: &Path, text: &str, alerts: &AlertsConfig) -> Result<(), Co
     if let Some(email) = &alerts.email {
         let section = text.find("[alerts.email]").unwrap_or(0);
         let whole_section = |message: &str| ConfigError::at(file, text, section..section, message);
-        if email.to.is_empty() {
-            return Err(whole_section(
+        if email.to.get_ref().is_empty() {
+            return Err(ConfigError::at(
+                file,
+                text,
+                email.to.span(),
                 "[alerts.email] to: give at least one recipient",
             ));
         }
@@ -1084,6 +1087,73 @@ mod tests {
         assert!(syslog.udp.is_some() && syslog.tcp.is_some() && syslog.tls.is_none());
         assert_eq!(syslog.allow.len(), 3);
         assert_eq!(config.retention.len(), 2);
+        // The alert channels' examples too.
+        let webhook = config.alerts.webhook.unwrap();
+        assert_eq!(webhook.url.get_ref().scheme(), "https");
+        let email = config.alerts.email.unwrap();
+        assert_eq!(email.security, SmtpSecurity::Starttls);
+        assert_eq!(email.port(), 587);
+        assert_eq!(email.to.get_ref().len(), 1);
+    }
+
+    #[test]
+    fn alerts_defaults_and_errors_name_line_and_key() {
+        let config: ServerConfig = parse_toml(Path::new("server.toml"), "").unwrap();
+        assert_eq!(*config.alerts.disk_threshold_percent.get_ref(), 90);
+        assert_eq!(config.alerts.interval.0, Duration::from_secs(30));
+        assert!(config.alerts.webhook.is_none() && config.alerts.email.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        let cases = [
+            (
+                "[alerts]\ndisk_threshold_percent = 101\n",
+                2,
+                "disk_threshold_percent",
+            ),
+            ("[alerts]\ninterval = \"0s\"\n", 1, "interval"),
+            (
+                "[alerts.webhook]\nurl = \"mailto:x@y\"\n",
+                2,
+                "[alerts.webhook] url",
+            ),
+            ("[alerts.webhook]\nurl = \"not a url\"\n", 2, "not a url"),
+            (
+                "[alerts.webhook]\nurl = \"http://h/\"\nca_file = \"nope.pem\"\n",
+                3,
+                "ca_file",
+            ),
+            (
+                "[alerts.email]\nserver = \"m\"\nfrom = \"a@b.org\"\nto = []\n",
+                4,
+                "to: give at least one recipient",
+            ),
+            (
+                "[alerts.email]\nserver = \"m\"\nfrom = \"a@b.org\"\nto = [\"c@d.org\"]\npassword_file = \"p\"\n",
+                5,
+                "user is missing",
+            ),
+            (
+                "[alerts.email]\nserver = \"m\"\nsecurity = \"ssl\"\nfrom = \"a@b.org\"\nto = [\"c@d.org\"]\n",
+                3,
+                "ssl",
+            ),
+        ];
+        for (text, line, needle) in cases {
+            std::fs::write(&file, text).unwrap();
+            let err = LoadedServerConfig::load(Some(&file))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("server.toml:{line}:")), "{err}");
+            assert!(err.contains(needle), "{err}");
+        }
+        std::fs::write(dir.path().join("token"), "t\n").unwrap();
+        std::fs::write(
+            &file,
+            "[alerts.webhook]\nurl = \"http://127.0.0.1:9/x\"\nbearer_token_file = \"token\"\n[alerts.email]\nserver = \"m\"\nsecurity = \"tls\"\nfrom = \"a@b.org\"\nto = [\"c@d.org\"]\n",
+        )
+        .unwrap();
+        let loaded = LoadedServerConfig::load(Some(&file)).unwrap();
+        assert_eq!(loaded.config.alerts.email.unwrap().port(), 465);
     }
 
     #[test]

@@ -28,7 +28,10 @@ pub fn usage(path: &Path) -> std::io::Result<Usage> {
     let stat = rustix::fs::statvfs(path)?;
     let block = stat.f_frsize.max(1);
     Ok(Usage {
-        used: stat.f_blocks.saturating_sub(stat.f_bfree).saturating_mul(block),
+        used: stat
+            .f_blocks
+            .saturating_sub(stat.f_bfree)
+            .saturating_mul(block),
         available: stat.f_bavail.saturating_mul(block),
     })
 }

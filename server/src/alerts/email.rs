@@ -41,9 +41,8 @@ impl Queue {
                 let pem = std::fs::read(&path).with_context(|| {
                     format!("[alerts.email] ca_file \"{}\": cannot read", path.display())
                 })?;
-                let cert = Certificate::from_pem(&pem).map_err(|e| {
-                    anyhow!("[alerts.email] ca_file \"{}\": {e}", path.display())
-                })?;
+                let cert = Certificate::from_pem(&pem)
+                    .map_err(|e| anyhow!("[alerts.email] ca_file \"{}\": {e}", path.display()))?;
                 params = params
                     .certificate_store(CertificateStore::None)
                     .add_root_certificate(cert);
@@ -69,6 +68,7 @@ impl Queue {
         }
         let to: Mailboxes = config
             .to
+            .get_ref()
             .iter()
             .map(|address| Mailbox::new(None, address.clone()))
             .collect();
