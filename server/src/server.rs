@@ -54,7 +54,7 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     let users = Arc::new(UserStore::open(&config.users_file)?);
     let ftp = &config.config.ftp;
     let alerts_config = &config.config.alerts;
-    // Every login check (FTP, web, the feeds' Basic auth) notes its failures here.
+    // FTP and web logins (forms and HTTP Basic) note their failures here, for the alerts.
     let failed_logins = Arc::new(crate::alerts::logins::FailedLogins::new(
         alerts_config.failed_logins_window.0,
     ));

@@ -141,7 +141,8 @@ impl Worker {
         let message = Message::builder()
             .from(self.from.clone())
             .mailbox(lettre::message::header::To::from(self.to.clone()))
-            .subject(notification.headline())
+            // Names from outside (a syslog host) never break the header.
+            .subject(notification.headline().replace(char::is_control, "?"))
             .header(ContentType::TEXT_PLAIN)
             .body(body(notification));
         let message = match message {

@@ -15,6 +15,9 @@
 //! [`LOGIN_CACHE_TTL`] as a keyed SHA-256 of the password (the key is random per process
 //! and never leaves memory), tied to the stored hash: a password change, or a restart,
 //! forgets it. SFTPGo does the same ("password caching").
+//!
+//! Every refused login (FTP, and the web UI's, which come through [`Authenticator`] too) is
+//! noted in the alerts' [`FailedLogins`] window.
 
 use std::collections::HashMap;
 use std::fmt;
