@@ -130,7 +130,9 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
             web: web.clone(),
             config: alerts_config.clone(),
             failed_logins: failed_logins.clone(),
-            archive_root: config.data_dir.join("archive"),
+            // Absolute, so the incident names the folder whatever the working directory.
+            archive_root: std::path::absolute(config.data_dir.join("archive"))
+                .unwrap_or_else(|_| config.data_dir.join("archive")),
         },
         |path| config.resolve(path),
         shutdown.clone(),

@@ -321,7 +321,7 @@ impl Alerts {
     }
 
     /// Open incidents of `kind`, by subject.
-    fn open_subjects(&self, kind: Kind) -> Vec<Incident> {
+    fn open_of(&self, kind: Kind) -> Vec<Incident> {
         self.book()
             .open
             .values()
@@ -469,7 +469,7 @@ impl Evaluator {
         }
         // Sources are counted in memory: one not heard from since a restart (or forgotten
         // among too many) is still silent, so its open incident stays open.
-        for incident in self.web.alerts.open_subjects(Kind::FeedSilent) {
+        for incident in self.web.alerts.open_of(Kind::FeedSilent) {
             if !known.contains(&incident.subject) {
                 found.push(Condition {
                     kind: Kind::FeedSilent,
