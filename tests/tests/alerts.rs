@@ -11,7 +11,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use logarchive_tests::{TestAgent, TestServer, free_port, run, wait_until};
+use logarchive_tests::{TestAgent, TestServer, free_port, run, wait_until, write_tls_files};
 use serde_json::Value;
 use web_common::PASSWORD;
 
@@ -131,16 +131,78 @@ struct Mail {
     from: String,
     to: Vec<String>,
     data: String,
+    /// Whether it came over TLS.
+    tls: bool,
 }
 
 /// An SMTP sink: accepts every mail (AUTH PLAIN and LOGIN are taken and remembered).
+/// With TLS files it offers STARTTLS, or speaks TLS from the first byte (`wrapped`).
 struct Sink {
     port: u16,
     mails: Arc<Mutex<Vec<Mail>>>,
 }
 
+/// The sink's connection: plain until STARTTLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+    Switching,
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+            Conn::Switching => Ok(0),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+            Conn::Switching => Ok(0),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+            Conn::Switching => Ok(()),
+        }
+    }
+}
+
+/// TLS settings for the sink from `write_tls_files`' cert and key.
+fn sink_tls(dir: &std::path::Path) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(dir.join("cert.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).unwrap();
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap(),
+    )
+}
+
 impl Sink {
     fn start() -> Sink {
+        Sink::start_tls(None, false)
+    }
+
+    fn start_tls(tls: Option<Arc<rustls::ServerConfig>>, wrapped: bool) -> Sink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mails = Arc::new(Mutex::new(Vec::new()));
@@ -148,7 +210,20 @@ impl Sink {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let log = log.clone();
-                std::thread::spawn(move || smtp_session(stream, &log));
+                let tls = tls.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+                    let conn = match (&tls, wrapped) {
+                        (Some(config), true) => {
+                            let Ok(server) = rustls::ServerConnection::new(config.clone()) else {
+                                return;
+                            };
+                            Conn::Tls(Box::new(rustls::StreamOwned::new(server, stream)))
+                        }
+                        _ => Conn::Plain(stream),
+                    };
+                    let _ = smtp_session(conn, tls.filter(|_| !wrapped), &log);
+                });
             }
         });
         Sink { port, mails }
@@ -159,7 +234,28 @@ impl Sink {
     }
 }
 
-fn smtp_session(stream: TcpStream, mails: &Mutex<Vec<Mail>>) -> Option<()> {
+/// One line (without CR LF), read byte by byte so nothing is buffered across STARTTLS.
+fn read_line(conn: &mut Conn) -> Option<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if conn.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&line);
+    Some(text.trim_end_matches('\r').to_owned())
+}
+
+fn smtp_session(
+    mut conn: Conn,
+    starttls: Option<Arc<rustls::ServerConfig>>,
+    mails: &Mutex<Vec<Mail>>,
+) -> Option<()> {
     use base64::Engine;
     let decode = |text: &str| {
         base64::engine::general_purpose::STANDARD
@@ -167,53 +263,59 @@ fn smtp_session(stream: TcpStream, mails: &Mutex<Vec<Mail>>) -> Option<()> {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
     };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .ok()?;
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut out = stream;
-    let mut line = String::new();
-    let mut read = |reader: &mut BufReader<TcpStream>| -> Option<String> {
-        line.clear();
-        (reader.read_line(&mut line).ok()? > 0).then(|| line.trim_end().to_owned())
-    };
-    write!(out, "220 sink ESMTP\r\n").ok()?;
+    write!(conn, "220 sink ESMTP\r\n").ok()?;
     let (mut auth, mut from, mut to) = (None, String::new(), Vec::new());
     loop {
-        let command = read(&mut reader)?;
+        let command = read_line(&mut conn)?;
         let upper = command.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
-            write!(out, "250-sink\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n").ok()?;
+            let offer = if starttls.is_some() && matches!(conn, Conn::Plain(_)) {
+                "250-STARTTLS\r\n"
+            } else {
+                ""
+            };
+            write!(
+                conn,
+                "250-sink\r\n{offer}250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n"
+            )
+            .ok()?;
+        } else if upper == "STARTTLS" && starttls.is_some() {
+            write!(conn, "220 go ahead\r\n").ok()?;
+            let Conn::Plain(tcp) = std::mem::replace(&mut conn, Conn::Switching) else {
+                return None;
+            };
+            let server = rustls::ServerConnection::new(starttls.clone()?).ok()?;
+            conn = Conn::Tls(Box::new(rustls::StreamOwned::new(server, tcp)));
         } else if upper.starts_with("HELO") {
-            write!(out, "250 sink\r\n").ok()?;
+            write!(conn, "250 sink\r\n").ok()?;
         } else if upper.starts_with("AUTH PLAIN") {
             let initial = command[10..].trim().to_owned();
             let initial = if initial.is_empty() {
-                write!(out, "334 \r\n").ok()?;
-                read(&mut reader)?
+                write!(conn, "334 \r\n").ok()?;
+                read_line(&mut conn)?
             } else {
                 initial
             };
             auth = Some(decode(&initial).replace('\0', " ").trim().to_owned());
-            write!(out, "235 ok\r\n").ok()?;
+            write!(conn, "235 ok\r\n").ok()?;
         } else if upper.starts_with("AUTH LOGIN") {
-            write!(out, "334 VXNlcm5hbWU6\r\n").ok()?;
-            let user = decode(&read(&mut reader)?);
-            write!(out, "334 UGFzc3dvcmQ6\r\n").ok()?;
-            let password = decode(&read(&mut reader)?);
+            write!(conn, "334 VXNlcm5hbWU6\r\n").ok()?;
+            let user = decode(&read_line(&mut conn)?);
+            write!(conn, "334 UGFzc3dvcmQ6\r\n").ok()?;
+            let password = decode(&read_line(&mut conn)?);
             auth = Some(format!("{user} {password}"));
-            write!(out, "235 ok\r\n").ok()?;
+            write!(conn, "235 ok\r\n").ok()?;
         } else if upper.starts_with("MAIL FROM") {
             from = command.clone();
-            write!(out, "250 ok\r\n").ok()?;
+            write!(conn, "250 ok\r\n").ok()?;
         } else if upper.starts_with("RCPT TO") {
             to.push(command.clone());
-            write!(out, "250 ok\r\n").ok()?;
+            write!(conn, "250 ok\r\n").ok()?;
         } else if upper == "DATA" {
-            write!(out, "354 go on\r\n").ok()?;
+            write!(conn, "354 go on\r\n").ok()?;
             let mut data = String::new();
             loop {
-                let text = read(&mut reader)?;
+                let text = read_line(&mut conn)?;
                 if text == "." {
                     break;
                 }
@@ -225,15 +327,16 @@ fn smtp_session(stream: TcpStream, mails: &Mutex<Vec<Mail>>) -> Option<()> {
                 from: std::mem::take(&mut from),
                 to: std::mem::take(&mut to),
                 data,
+                tls: matches!(conn, Conn::Tls(_)),
             });
-            write!(out, "250 queued\r\n").ok()?;
+            write!(conn, "250 queued\r\n").ok()?;
         } else if upper == "QUIT" {
-            write!(out, "221 bye\r\n").ok()?;
+            write!(conn, "221 bye\r\n").ok()?;
             return Some(());
         } else if upper == "RSET" || upper == "NOOP" {
-            write!(out, "250 ok\r\n").ok()?;
+            write!(conn, "250 ok\r\n").ok()?;
         } else {
-            write!(out, "502 not here\r\n").ok()?;
+            write!(conn, "502 not here\r\n").ok()?;
         }
     }
 }
@@ -484,7 +587,47 @@ fn failed_ftp_logins_past_the_threshold_send_one_mail() {
         .unwrap_or_else(|| panic!("no count: {}", mail.data));
     assert!((4..=5).contains(&counted), "{}", mail.data);
     assert!(mail.data.contains("most from 127.0.0.1"), "{}", mail.data);
+    assert!(!mail.tls);
     assert!(!server.stderr().contains("smtp-pass-word"));
+}
+
+#[test]
+fn mail_goes_over_starttls_and_tls_trusting_the_configured_ca() {
+    let tls_dir = tempfile::tempdir().unwrap();
+    let ca = write_tls_files(tls_dir.path());
+    let config = sink_tls(tls_dir.path());
+    for (security, wrapped) in [("starttls", false), ("tls", true)] {
+        let sink = Sink::start_tls(Some(config.clone()), wrapped);
+        let server = alerts_server(
+            "",
+            &format!(
+                "[alerts]\ninterval = \"300ms\"\ndisk_threshold_percent = 1\n[alerts.email]\nserver = \"127.0.0.1\"\nport = {}\nsecurity = \"{security}\"\nca_file = \"{}\"\nfrom = \"logarchive@example.org\"\nto = [\"ops@example.org\"]\n",
+                sink.port,
+                ca.display()
+            ),
+        );
+        let arrived = wait_until(Duration::from_secs(15), || !sink.mails().is_empty());
+        assert!(arrived, "{security}: no mail: {}", server.stderr());
+        let mail = &sink.mails()[0];
+        assert!(mail.tls, "{security}: not over TLS");
+        assert!(mail.data.contains("OPEN disk_full"), "{}", mail.data);
+    }
+    // A server whose certificate the CA did not sign gets nothing.
+    let other = tempfile::tempdir().unwrap();
+    let _ = write_tls_files(other.path());
+    let sink = Sink::start_tls(Some(sink_tls(other.path())), false);
+    let server = alerts_server(
+        "",
+        &format!(
+            "[alerts]\ninterval = \"300ms\"\ndisk_threshold_percent = 1\n[alerts.email]\nserver = \"127.0.0.1\"\nport = {}\nca_file = \"{}\"\nretries = 0\nfrom = \"logarchive@example.org\"\nto = [\"ops@example.org\"]\n",
+            sink.port,
+            ca.display()
+        ),
+    );
+    server.wait_for_log("alerts: mail");
+    assert!(sink.mails().is_empty(), "{:?}", sink.mails());
+    let log = server.stderr();
+    assert!(log.contains("invalid peer certificate"), "{log}");
 }
 
 #[test]
