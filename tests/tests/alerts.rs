@@ -33,6 +33,11 @@ struct Hook {
 
 impl Hook {
     fn start(first_statuses: &[u16]) -> Hook {
+        Hook::start_tls(first_statuses, None)
+    }
+
+    /// With TLS settings, the receiver speaks HTTPS.
+    fn start_tls(first_statuses: &[u16], tls: Option<Arc<rustls::ServerConfig>>) -> Hook {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -43,7 +48,17 @@ impl Hook {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let status = statuses.lock().unwrap().pop_front().unwrap_or(200);
-                if let Some(request) = serve_one(stream, status) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let request =
+                    match &tls {
+                        Some(config) => rustls::ServerConnection::new(config.clone())
+                            .ok()
+                            .and_then(|server| {
+                                serve_one(rustls::StreamOwned::new(server, stream), status)
+                            }),
+                        None => serve_one(stream, status),
+                    };
+                if let Some(request) = request {
                     log.lock().unwrap().push(request);
                 }
             }
@@ -90,11 +105,8 @@ impl Hook {
     }
 }
 
-fn serve_one(stream: TcpStream, status: u16) -> Option<Received> {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
+fn serve_one(stream: impl Read + Write, status: u16) -> Option<Received> {
+    let mut reader = BufReader::new(stream);
     let mut headers = Vec::new();
     let mut length = 0;
     loop {
@@ -111,7 +123,7 @@ fn serve_one(stream: TcpStream, status: u16) -> Option<Received> {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
-    let mut stream = stream;
+    let stream = reader.get_mut();
     write!(
         stream,
         "HTTP/1.1 {status} Whatever\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
@@ -481,6 +493,23 @@ fn a_silent_feed_source_opens_once_despite_a_500_and_clears_when_it_sends_again(
         !server.stderr().contains("s3cret-hook-token"),
         "the token was logged"
     );
+}
+
+#[test]
+fn the_webhook_speaks_https_to_a_receiver_signed_by_the_configured_ca() {
+    let tls_dir = tempfile::tempdir().unwrap();
+    let ca = write_tls_files(tls_dir.path());
+    let hook = Hook::start_tls(&[], Some(sink_tls(tls_dir.path())));
+    let url = hook.url().replace("http://", "https://");
+    let _server = alerts_server(
+        "",
+        &format!(
+            "[alerts]\ninterval = \"300ms\"\ndisk_threshold_percent = 1\n[alerts.webhook]\nurl = \"{url}\"\nca_file = \"{}\"\n",
+            ca.display()
+        ),
+    );
+    let open = hook.wait_for("disk_full", "open", Duration::from_secs(15));
+    assert!(open["detail"].as_str().unwrap().contains("threshold 1 %"));
 }
 
 #[test]
