@@ -133,6 +133,7 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
             // Absolute, so the incident names the folder whatever the working directory.
             archive_root: std::path::absolute(config.data_dir.join("archive"))
                 .unwrap_or_else(|_| config.data_dir.join("archive")),
+            started: std::time::Instant::now(),
         },
         |path| config.resolve(path),
         shutdown.clone(),

@@ -515,7 +515,7 @@ fn the_webhook_speaks_https_to_a_receiver_signed_by_the_configured_ca() {
 #[test]
 fn a_killed_agent_turns_silent_and_clears_when_it_reports_again() {
     let hook = Hook::start(&[]);
-    let server = alerts_server(
+    let mut server = alerts_server(
         "agent_silent_after = \"5s\"",
         &format!(
             "[alerts]\ninterval = \"300ms\"\ndisk_threshold_percent = 100\n[alerts.webhook]\nurl = \"{}\"\n",
@@ -561,6 +561,28 @@ fn a_killed_agent_turns_silent_and_clears_when_it_reports_again() {
     let cleared = hook.wait_for("agent_silent", "cleared", Duration::from_secs(20));
     assert_eq!(cleared["incident"], open["incident"]);
     assert_eq!(hook.accepted_of("agent_silent", "open").len(), 1);
+
+    // The server is down longer than the window: at its start the agent's report is stale,
+    // but it is not called silent before the server has been up for the window.
+    agent.kill();
+    assert!(server.stop());
+    std::thread::sleep(Duration::from_secs(6));
+    server.start();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        hook.accepted_of("agent_silent", "open").len(),
+        1,
+        "called silent at once: {:?}",
+        hook.all()
+    );
+    let seen = wait_until(Duration::from_secs(20), || {
+        hook.accepted_of("agent_silent", "open").len() == 2
+    });
+    assert!(
+        seen,
+        "never called silent after the start: {:?}",
+        hook.all()
+    );
 }
 
 #[test]

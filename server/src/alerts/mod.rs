@@ -15,7 +15,9 @@
 //! changes), so a restart neither sends them again nor forgets to clear them. Feed sources
 //! are counted in memory only: an open feed incident whose source the server has not heard
 //! from since a restart stays open until the source sends again. The failed-login count
-//! starts from zero at a restart, so an open spike clears then. The admin page
+//! starts from zero at a restart, so an open spike clears then. Agents cannot report while
+//! the server is down, so for `[web] agent_silent_after` after a start no agent is newly
+//! called silent. The admin page
 //! ([`admin`], `/admin/alerts`) lists the open incidents and the recently cleared ones.
 
 pub mod admin;
@@ -363,14 +365,26 @@ pub struct Evaluator {
     pub failed_logins: std::sync::Arc<logins::FailedLogins>,
     /// The archive's root: its filesystem is the one checked.
     pub archive_root: PathBuf,
+    /// When the server started: agents could not report while it was down, so no agent
+    /// is newly called silent before it has been up for `[web] agent_silent_after`.
+    pub started: std::time::Instant,
 }
 
 impl Evaluator {
     /// Every condition that holds now.
     pub async fn conditions(&self) -> Vec<Condition> {
         let mut found = Vec::new();
+        let grace = self.started.elapsed() < self.web.config.agent_silent_after.0;
+        let already_silent: BTreeSet<String> = self
+            .web
+            .alerts
+            .open_of(Kind::AgentSilent)
+            .into_iter()
+            .map(|i| i.subject)
+            .collect();
         for agent in crate::web::agents::agent_health(&self.web).await {
             let kind = match agent.state {
+                "silent" if grace && !already_silent.contains(&agent.id) => continue,
                 "silent" => Kind::AgentSilent,
                 "erroring" => Kind::AgentErroring,
                 _ => continue,
