@@ -61,57 +61,15 @@ pub struct Login {
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+/// A TLS setup error, named as agent.toml's key.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
-    #[error("[server] ca_file {path}: {reason}")]
-    CaFile { path: String, reason: String },
-    #[error("[server] tls = true without ca_file, and the system's certificates: {0}")]
-    SystemRoots(String),
-    #[error("TLS client setup: {0}")]
-    Rustls(#[from] rustls::Error),
-}
+#[error("[server] {0}")]
+pub struct TlsSetupError(#[from] logarchive_common::tls::ClientTlsError);
 
 /// The TLS client configuration the agent uses: the server's certificate must chain to
 /// `ca_file` (a private CA, PEM) or, without it, to the system's trusted roots.
 pub fn client_tls(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let ca_err = |reason: String| TlsSetupError::CaFile {
-                path: path.display().to_string(),
-                reason,
-            };
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| ca_err(e.to_string()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ca_err(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(ca_err("holds no PEM certificate".to_owned()));
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            if found.certs.is_empty() {
-                let why = found
-                    .errors
-                    .first()
-                    .map_or("none found".to_owned(), |e| e.to_string());
-                return Err(TlsSetupError::SystemRoots(why));
-            }
-            roots.add_parsable_certificates(found.certs);
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(logarchive_common::tls::client_config(ca_file)?)
 }
 
 pub struct Remote {

@@ -9,9 +9,11 @@
 //! - [`config`]: the server's and the agent's config files, and loading TOML with errors
 //!   that name the file, line, key and value.
 //! - [`logging`]: tracing to stderr, the same way in both binaries.
+//! - [`tls`]: TLS client settings (a CA file or the system's roots).
 
 pub mod config;
 pub mod logging;
 pub mod paths;
 pub mod perm;
 pub mod rate;
+pub mod tls;

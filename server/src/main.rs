@@ -10,6 +10,7 @@
 //! logarchive-server import-users userRecord.json    users of the Python archiver
 //! ```
 
+mod alerts;
 mod archive;
 mod catalog;
 mod cmd;

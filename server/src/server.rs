@@ -53,12 +53,18 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     let first_admin = crate::cmd::user::bootstrap_admin(&config.users_file)?;
     let users = Arc::new(UserStore::open(&config.users_file)?);
     let ftp = &config.config.ftp;
+    let alerts_config = &config.config.alerts;
+    // FTP and web logins (forms and HTTP Basic) note their failures here, for the alerts.
+    let failed_logins = Arc::new(crate::alerts::logins::FailedLogins::new(
+        alerts_config.failed_logins_window.0,
+    ));
     let feeds = crate::feeds::FeedContext::new(
         archive.clone(),
         catalog.clone(),
         Arc::new(crate::ftp::auth::PasswordAuthenticator::new(
             users.clone(),
             archive.clone(),
+            failed_logins.clone(),
         )),
     )?;
     let (trigger, shutdown) = crate::shutdown::channel();
@@ -102,7 +108,11 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         users_file: config.users_file.clone(),
         ftp_sessions: sessions.clone(),
         logins: crate::web::auth::Logins::new(
-            crate::ftp::auth::PasswordAuthenticator::new(users.clone(), guard.archive.clone()),
+            crate::ftp::auth::PasswordAuthenticator::new(
+                users.clone(),
+                guard.archive.clone(),
+                failed_logins.clone(),
+            ),
             ftp.max_failed_logins,
             ftp.failed_login_block.0,
             config.config.web.session_idle.0,
@@ -110,11 +120,28 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         config: config.config.web.clone(),
         metrics: Default::default(),
         feed_stats: feeds.stats.clone(),
+        alerts: Arc::new(crate::alerts::Alerts::load(
+            config.data_dir.join("alerts.json"),
+        )),
+        alerts_config: alerts_config.clone(),
     });
+    let alerts_task = crate::alerts::start(
+        crate::alerts::Evaluator {
+            web: web.clone(),
+            config: alerts_config.clone(),
+            failed_logins: failed_logins.clone(),
+            // Absolute, so the incident names the folder whatever the working directory.
+            archive_root: std::path::absolute(config.data_dir.join("archive"))
+                .unwrap_or_else(|_| config.data_dir.join("archive")),
+            started: std::time::Instant::now(),
+        },
+        |path| config.resolve(path),
+        shutdown.clone(),
+    )?;
     let mut ftp_service = tokio::spawn({
         let config = config.clone();
         let shutdown = shutdown.clone();
-        async move { crate::ftp::serve(&config, guard, sessions, shutdown).await }
+        async move { crate::ftp::serve(&config, guard, sessions, failed_logins, shutdown).await }
     });
     // One HTTP listener for the web UI, its API and the HTTP feeds.
     let app = crate::web::base_routes()
@@ -196,6 +223,8 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     }
     flush_trigger.trigger();
     let _ = appender.await;
+    // The alert queues send what they hold (a few seconds at most).
+    let _ = alerts_task.await;
     catalog.flush().await.context("cannot flush the catalog")?;
     tracing::info!("stopped");
     Ok(())

@@ -43,6 +43,10 @@ pub struct ServerConfig {
     /// Per-folder retention policies; nothing outside them is ever deleted.
     #[serde(default)]
     pub retention: Vec<RetentionPolicy>,
+    /// Incidents (silent agents and feeds, a full disk, failed-login spikes) and where
+    /// they are sent.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -339,6 +343,145 @@ pub struct RetentionPolicy {
     pub max_age: Interval,
 }
 
+/// `[alerts]`: when incidents open and clear, and where they are sent. Without the section
+/// incidents are still shown on the admin pages; nothing is sent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// How often conditions are evaluated.
+    #[serde(default = "default_alerts_interval")]
+    pub interval: Interval,
+    /// Names this server in notifications; default: the host name.
+    pub server_name: Option<String>,
+    /// An incident opens when the archive's filesystem is at least this full (percent of
+    /// the space available to the server, as `df` counts it).
+    #[serde(default = "default_disk_threshold")]
+    pub disk_threshold_percent: Spanned<u8>,
+    /// An incident opens when more than this many logins (FTP and web) failed within
+    /// `failed_logins_window`.
+    #[serde(default = "default_failed_logins_threshold")]
+    pub failed_logins_threshold: u32,
+    #[serde(default = "default_failed_logins_window")]
+    pub failed_logins_window: Interval,
+    pub webhook: Option<WebhookConfig>,
+    pub email: Option<EmailConfig>,
+}
+
+fn default_alerts_interval() -> Interval {
+    Interval(Duration::from_secs(30))
+}
+fn default_disk_threshold() -> Spanned<u8> {
+    Spanned::new(0..0, 90)
+}
+fn default_failed_logins_threshold() -> u32 {
+    20
+}
+fn default_failed_logins_window() -> Interval {
+    Interval(Duration::from_secs(600))
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            interval: default_alerts_interval(),
+            server_name: None,
+            disk_threshold_percent: default_disk_threshold(),
+            failed_logins_threshold: default_failed_logins_threshold(),
+            failed_logins_window: default_failed_logins_window(),
+            webhook: None,
+            email: None,
+        }
+    }
+}
+
+/// `[alerts.webhook]`: each notification is POSTed as JSON to `url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: Spanned<url::Url>,
+    /// A file holding a token sent as `Authorization: Bearer <token>` (never in server.toml).
+    pub bearer_token_file: Option<Spanned<PathBuf>>,
+    /// A PEM file with the CA of an `https` receiver with a private CA; default: the
+    /// system's trusted roots.
+    pub ca_file: Option<Spanned<PathBuf>>,
+    /// How long one attempt may take.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout: Interval,
+    /// Attempts after the first one failed (no answer, or a 5xx / 429 status).
+    #[serde(default = "default_webhook_retries")]
+    pub retries: u32,
+    /// Notifications waiting to be sent at most; more are dropped (logged).
+    #[serde(default = "default_alert_queue")]
+    pub queue: usize,
+}
+
+fn default_webhook_timeout() -> Interval {
+    Interval(Duration::from_secs(10))
+}
+fn default_webhook_retries() -> u32 {
+    5
+}
+fn default_alert_queue() -> usize {
+    256
+}
+
+/// `[alerts.email]`: each notification is mailed over SMTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The SMTP server's host name (checked against its certificate with TLS).
+    pub server: String,
+    /// Default: 587 with `starttls`, 465 with `tls`, 25 with `plain`.
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// SMTP AUTH user; needs `password_file`.
+    pub user: Option<String>,
+    pub password_file: Option<Spanned<PathBuf>>,
+    /// A PEM file with the SMTP server's CA (private CAs); default: the system's roots.
+    pub ca_file: Option<Spanned<PathBuf>>,
+    pub from: lettre::Address,
+    pub to: Spanned<Vec<lettre::Address>>,
+    /// How long one delivery may take.
+    #[serde(default = "default_email_timeout")]
+    pub timeout: Interval,
+    /// Attempts after the first one failed.
+    #[serde(default = "default_email_retries")]
+    pub retries: u32,
+    #[serde(default = "default_alert_queue")]
+    pub queue: usize,
+}
+
+fn default_email_timeout() -> Interval {
+    Interval(Duration::from_secs(30))
+}
+fn default_email_retries() -> u32 {
+    3
+}
+
+/// `[alerts.email] security`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (required: no fallback to plaintext).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+    /// No encryption (a relay on localhost).
+    Plain,
+}
+
+impl EmailConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security {
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::Plain => 25,
+        })
+    }
+}
+
 /// An amount of bytes written `"64KiB"`, `"4MiB"` or as a number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size(pub u64);
@@ -480,6 +623,7 @@ impl LoadedServerConfig {
             }
             (None, None) => {}
         }
+        check_alerts(file, &text, &config.alerts)?;
         Ok(LoadedServerConfig {
             data_dir: relative_to_file(file, &config.data_dir),
             users_file: relative_to_file(
@@ -539,6 +683,107 @@ fn check_syslog_tls(
                 ));
             }
             Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// What `[alerts]` needs beyond each value's own check: a threshold that is a percentage,
+/// a webhook that speaks HTTP, secret and CA files that exist, a mail with recipients.
+fn check_alerts(file: &Path, text: &str, alerts: &AlertsConfig) -> Result<(), ConfigError> {
+    let percent = &alerts.disk_threshold_percent;
+    if *percent.get_ref() > 100 {
+        return Err(ConfigError::at(
+            file,
+            text,
+            percent.span(),
+            format!(
+                "[alerts] disk_threshold_percent: {} is not a percentage (0 to 100)",
+                percent.get_ref()
+            ),
+        ));
+    }
+    if alerts.interval.0.is_zero() {
+        let at = text.find("[alerts]").unwrap_or(0);
+        return Err(ConfigError::at(
+            file,
+            text,
+            at..at,
+            "[alerts] interval must be above 0",
+        ));
+    }
+    let must_exist = |section: &str, key: &str, path: &Spanned<PathBuf>| {
+        let resolved = relative_to_file(file, path.get_ref());
+        if resolved.is_file() {
+            Ok(())
+        } else {
+            Err(ConfigError::at(
+                file,
+                text,
+                path.span(),
+                format!(
+                    "[{section}] {key}: file \"{}\" does not exist",
+                    resolved.display()
+                ),
+            ))
+        }
+    };
+    if let Some(webhook) = &alerts.webhook {
+        let url = &webhook.url;
+        if !matches!(url.get_ref().scheme(), "http" | "https") || !url.get_ref().has_host() {
+            return Err(ConfigError::at(
+                file,
+                text,
+                url.span(),
+                format!(
+                    "[alerts.webhook] url: \"{}\" is not an http:// or https:// address",
+                    url.get_ref()
+                ),
+            ));
+        }
+        for (key, path) in [
+            ("bearer_token_file", &webhook.bearer_token_file),
+            ("ca_file", &webhook.ca_file),
+        ] {
+            if let Some(path) = path {
+                must_exist("alerts.webhook", key, path)?;
+            }
+        }
+    }
+    if let Some(email) = &alerts.email {
+        let section = text.find("[alerts.email]").unwrap_or(0);
+        let whole_section = |message: &str| ConfigError::at(file, text, section..section, message);
+        if email.to.get_ref().is_empty() {
+            return Err(ConfigError::at(
+                file,
+                text,
+                email.to.span(),
+                "[alerts.email] to: give at least one recipient",
+            ));
+        }
+        match (&email.user, &email.password_file) {
+            (Some(_), None) => {
+                return Err(whole_section(
+                    "[alerts.email] user is set but password_file is missing",
+                ));
+            }
+            (None, Some(path)) => {
+                return Err(ConfigError::at(
+                    file,
+                    text,
+                    path.span(),
+                    "[alerts.email] password_file is set but user is missing",
+                ));
+            }
+            _ => {}
+        }
+        for (key, path) in [
+            ("password_file", &email.password_file),
+            ("ca_file", &email.ca_file),
+        ] {
+            if let Some(path) = path {
+                must_exist("alerts.email", key, path)?;
+            }
         }
     }
     Ok(())
@@ -852,6 +1097,73 @@ mod tests {
         assert!(syslog.udp.is_some() && syslog.tcp.is_some() && syslog.tls.is_none());
         assert_eq!(syslog.allow.len(), 3);
         assert_eq!(config.retention.len(), 2);
+        // The alert channels' examples too.
+        let webhook = config.alerts.webhook.unwrap();
+        assert_eq!(webhook.url.get_ref().scheme(), "https");
+        let email = config.alerts.email.unwrap();
+        assert_eq!(email.security, SmtpSecurity::Starttls);
+        assert_eq!(email.port(), 587);
+        assert_eq!(email.to.get_ref().len(), 1);
+    }
+
+    #[test]
+    fn alerts_defaults_and_errors_name_line_and_key() {
+        let config: ServerConfig = parse_toml(Path::new("server.toml"), "").unwrap();
+        assert_eq!(*config.alerts.disk_threshold_percent.get_ref(), 90);
+        assert_eq!(config.alerts.interval.0, Duration::from_secs(30));
+        assert!(config.alerts.webhook.is_none() && config.alerts.email.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        let cases = [
+            (
+                "[alerts]\ndisk_threshold_percent = 101\n",
+                2,
+                "disk_threshold_percent",
+            ),
+            ("[alerts]\ninterval = \"0s\"\n", 1, "interval"),
+            (
+                "[alerts.webhook]\nurl = \"mailto:x@y\"\n",
+                2,
+                "[alerts.webhook] url",
+            ),
+            ("[alerts.webhook]\nurl = \"not a url\"\n", 2, "not a url"),
+            (
+                "[alerts.webhook]\nurl = \"http://h/\"\nca_file = \"nope.pem\"\n",
+                3,
+                "ca_file",
+            ),
+            (
+                "[alerts.email]\nserver = \"m\"\nfrom = \"a@b.org\"\nto = []\n",
+                4,
+                "to: give at least one recipient",
+            ),
+            (
+                "[alerts.email]\nserver = \"m\"\nfrom = \"a@b.org\"\nto = [\"c@d.org\"]\npassword_file = \"p\"\n",
+                5,
+                "user is missing",
+            ),
+            (
+                "[alerts.email]\nserver = \"m\"\nsecurity = \"ssl\"\nfrom = \"a@b.org\"\nto = [\"c@d.org\"]\n",
+                3,
+                "ssl",
+            ),
+        ];
+        for (text, line, needle) in cases {
+            std::fs::write(&file, text).unwrap();
+            let err = LoadedServerConfig::load(Some(&file))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("server.toml:{line}:")), "{err}");
+            assert!(err.contains(needle), "{err}");
+        }
+        std::fs::write(dir.path().join("token"), "t\n").unwrap();
+        std::fs::write(
+            &file,
+            "[alerts.webhook]\nurl = \"http://127.0.0.1:9/x\"\nbearer_token_file = \"token\"\n[alerts.email]\nserver = \"m\"\nsecurity = \"tls\"\nfrom = \"a@b.org\"\nto = [\"c@d.org\"]\n",
+        )
+        .unwrap();
+        let loaded = LoadedServerConfig::load(Some(&file)).unwrap();
+        assert_eq!(loaded.config.alerts.email.unwrap().port(), 465);
     }
 
     #[test]

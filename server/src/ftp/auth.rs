@@ -15,6 +15,9 @@
 //! [`LOGIN_CACHE_TTL`] as a keyed SHA-256 of the password (the key is random per process
 //! and never leaves memory), tied to the stored hash: a password change, or a restart,
 //! forgets it. SFTPGo does the same ("password caching").
+//!
+//! Every refused login (FTP, and the web UI's, which come through [`Authenticator`] too) is
+//! noted in the alerts' [`FailedLogins`] window.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -31,6 +34,7 @@ use unftp_core::auth::{
 
 use super::sessions::{SessionHandle, Sessions, TransferMark};
 use super::throttle::Direction;
+use crate::alerts::logins::FailedLogins;
 use crate::archive::Archive;
 use crate::users::{Account, UserStore, hash_password, verify_password};
 
@@ -76,6 +80,8 @@ pub const LOGIN_CACHE_TTL: Duration = Duration::from_secs(15 * 60);
 pub struct PasswordAuthenticator {
     users: Arc<UserStore>,
     archive: Arc<dyn Archive>,
+    /// Refused logins are noted here for the alerts.
+    failed_logins: Arc<FailedLogins>,
     hashing: Semaphore,
     cache: LoginCache,
 }
@@ -128,11 +134,16 @@ impl LoginCache {
 }
 
 impl PasswordAuthenticator {
-    pub fn new(users: Arc<UserStore>, archive: Arc<dyn Archive>) -> Self {
+    pub fn new(
+        users: Arc<UserStore>,
+        archive: Arc<dyn Archive>,
+        failed_logins: Arc<FailedLogins>,
+    ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         PasswordAuthenticator {
             users,
             archive,
+            failed_logins,
             hashing: Semaphore::new(cores * 2),
             cache: LoginCache::new(),
         }
@@ -214,10 +225,12 @@ impl Authenticator for PasswordAuthenticator {
                 })
             }
             Some(_) => {
+                self.failed_logins.note(creds.source_ip);
                 tracing::warn!(user = username, ip = %creds.source_ip, "login failed: wrong password");
                 Err(AuthenticationError::BadPassword)
             }
             None => {
+                self.failed_logins.note(creds.source_ip);
                 tracing::warn!(user = username, ip = %creds.source_ip, "login failed: no such user");
                 Err(AuthenticationError::BadUser)
             }

@@ -30,6 +30,7 @@ pub async fn serve(
     config: &LoadedServerConfig,
     guard: Guard,
     sessions: sessions::Sessions,
+    failed_logins: Arc<crate::alerts::logins::FailedLogins>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let ftp = &config.config.ftp;
@@ -37,6 +38,7 @@ pub async fn serve(
     let authenticator = Arc::new(PasswordAuthenticator::new(
         guard.users.clone(),
         guard.archive.clone(),
+        failed_logins,
     ));
     let grace = ftp.shutdown_grace.0;
     let factory = guard.clone();

@@ -2,7 +2,8 @@
 //! (`/.logarchive-agent/status.json`, replaced every `report_interval`); the catalog adds
 //! what the server saw (last upload, files and bytes in the last 24 h, by the agent's FTP
 //! user). An agent is `silent` when its report is older than `[web] agent_silent_after`,
-//! `erroring` when its last error is newer than its last success, else `ok`. The page
+//! `erroring` when its last error is newer than its last success, else `ok`
+//! ([`agent_health`], which the alerts evaluator uses too). The page
 //! also draws archive growth per day and source as a server-rendered SVG chart.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -125,11 +126,48 @@ async fn read_report(
     Some((serde_json::from_slice(&bytes).ok()?, sender))
 }
 
-async fn agents(state: &WebState, stats: &BTreeMap<String, SourceStats>) -> Vec<AgentRow> {
+/// One agent's health, from its report: what the agents page shows and what the alerts
+/// evaluator turns into incidents, so both call an agent silent or erroring the same way.
+#[derive(Debug, Clone)]
+pub struct AgentHealth {
+    /// The agent's id (its report's `agent_id`, else its user).
+    pub id: String,
+    /// The FTP user that sent the report (else the home's account).
+    pub user: String,
+    pub host: String,
+    pub version: String,
+    pub updated: Option<OffsetDateTime>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<OffsetDateTime>,
+    pub backlog_files: u64,
+    pub backlog_bytes: u64,
+    /// `ok`, `silent` or `erroring` ([`agent_state`]).
+    pub state: &'static str,
+}
+
+/// `silent` when the report is missing a time or older than `silent_after`, else
+/// `erroring` when the last error is newer than the last success, else `ok`.
+pub fn agent_state(
+    now: OffsetDateTime,
+    silent_after: std::time::Duration,
+    updated: Option<OffsetDateTime>,
+    last_success: Option<OffsetDateTime>,
+    last_error: Option<OffsetDateTime>,
+) -> &'static str {
+    let silent_after = time::Duration::try_from(silent_after).unwrap_or(time::Duration::MAX);
+    if updated.is_none_or(|t| now - t > silent_after) {
+        "silent"
+    } else if last_error.is_some_and(|e| last_success.is_none_or(|s| e > s)) {
+        "erroring"
+    } else {
+        "ok"
+    }
+}
+
+/// Every agent that left a report in a home, with its state now.
+pub async fn agent_health(state: &WebState) -> Vec<AgentHealth> {
     let now = OffsetDateTime::now_utc();
-    let silent_after = time::Duration::try_from(state.config.agent_silent_after.0)
-        .unwrap_or(time::Duration::minutes(10));
-    let mut rows = Vec::new();
+    let mut agents = Vec::new();
     // Users may share a home; each report is read once.
     let mut homes = BTreeSet::new();
     for account in state.users.current().all() {
@@ -143,31 +181,51 @@ async fn agents(state: &WebState, stats: &BTreeMap<String, SourceStats>) -> Vec<
         let updated = parse(report["updated"].as_str());
         let success = parse(report["last_success"]["at"].as_str());
         let error_at = parse(report["last_error"]["at"].as_str());
-        let state_name = if updated.is_none_or(|t| now - t > silent_after) {
-            "silent"
-        } else if error_at.is_some_and(|e| success.is_none_or(|s| e > s)) {
-            "erroring"
-        } else {
-            "ok"
-        };
-        let own = stats.get(&user);
-        rows.push(AgentRow {
+        agents.push(AgentHealth {
             id: text(&report["agent_id"]).unwrap_or_else(|| user.clone()),
             user,
             host: text(&report["host"]).unwrap_or_default(),
             version: text(&report["version"]).unwrap_or_default(),
-            last_seen: updated.map(format::rfc3339),
-            last_upload: own.and_then(|s| s.last_upload).map(format::rfc3339),
-            files_24h: own.map_or(0, |s| s.files_24h),
-            bytes_24h: own.map_or(0, |s| s.bytes_24h),
+            updated,
+            last_error: text(&report["last_error"]["message"]),
+            last_error_at: error_at,
             backlog_files: report["backlog_files"].as_u64().unwrap_or(0),
             backlog_bytes: report["backlog_bytes"].as_u64().unwrap_or(0),
-            last_error: text(&report["last_error"]["message"]),
-            last_error_at: error_at.map(format::rfc3339),
-            state: state_name,
+            state: agent_state(
+                now,
+                state.config.agent_silent_after.0,
+                updated,
+                success,
+                error_at,
+            ),
         });
     }
-    rows
+    agents
+}
+
+async fn agents(state: &WebState, stats: &BTreeMap<String, SourceStats>) -> Vec<AgentRow> {
+    agent_health(state)
+        .await
+        .into_iter()
+        .map(|agent| {
+            let own = stats.get(&agent.user);
+            AgentRow {
+                id: agent.id,
+                host: agent.host,
+                version: agent.version,
+                last_seen: agent.updated.map(format::rfc3339),
+                last_upload: own.and_then(|s| s.last_upload).map(format::rfc3339),
+                files_24h: own.map_or(0, |s| s.files_24h),
+                bytes_24h: own.map_or(0, |s| s.bytes_24h),
+                backlog_files: agent.backlog_files,
+                backlog_bytes: agent.backlog_bytes,
+                last_error: agent.last_error,
+                last_error_at: agent.last_error_at.map(format::rfc3339),
+                state: agent.state,
+                user: agent.user,
+            }
+        })
+        .collect()
 }
 
 pub async fn api_agents(

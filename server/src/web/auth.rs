@@ -213,6 +213,8 @@ pub enum Via {
 pub struct CurrentUser {
     pub account: Arc<Account>,
     pub via: Via,
+    /// Open alert incidents, for the navigation's badge (admins only; 0 for others).
+    pub open_incidents: usize,
 }
 
 impl CurrentUser {
@@ -286,6 +288,7 @@ where
                 return Err(refuse());
             };
             let user = CurrentUser {
+                open_incidents: open_incidents(state, &account),
                 account,
                 via: Via::Session { csrf },
             };
@@ -310,12 +313,21 @@ where
                 && let Some(account) = live(&name)
             {
                 return Ok(CurrentUser {
+                    open_incidents: open_incidents(state, &account),
                     account,
                     via: Via::Basic,
                 });
             }
         }
         Err(refuse())
+    }
+}
+
+fn open_incidents(state: &WebState, account: &Account) -> usize {
+    if account.admin {
+        state.alerts.open_count()
+    } else {
+        0
     }
 }
 

@@ -1,6 +1,7 @@
 //! `/metrics` in Prometheus text format: uploads and bytes (from the catalog), FTP and web
 //! sessions, failed web logins, HTTP responses by class and server errors, catalog size,
-//! and the feeds' messages by feed and outcome (received, stored, unparsed, refused, ...).
+//! the feeds' messages by feed and outcome (received, stored, unparsed, refused, ...), and
+//! open alert incidents by kind and alert notifications by channel and outcome.
 //! Like every other page it needs a login (scrapers use HTTP Basic).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -191,6 +192,42 @@ pub async fn get(State(state): State<WebState>, _user: CurrentUser) -> Result<Re
         "counter",
         "Feed messages (syslog, F-TICKS lines, OTT posts, telemetry records) by outcome.",
         &feed_values,
+    );
+    let open: Vec<(String, u64)> = state
+        .alerts
+        .open_by_kind()
+        .into_iter()
+        .map(|(kind, n)| (format!("{{kind=\"{}\"}}", kind.as_str()), n as u64))
+        .collect();
+    let open: Vec<(&str, u64)> = open.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    metric(
+        "logarchive_alerts_open",
+        "gauge",
+        "Open alert incidents by kind.",
+        &open,
+    );
+    let mut deliveries = Vec::new();
+    for (channel, counts) in [
+        ("webhook", &state.alerts.webhook),
+        ("email", &state.alerts.email),
+    ] {
+        for (outcome, counter) in [
+            ("sent", &counts.sent),
+            ("failed", &counts.failed),
+            ("dropped", &counts.dropped),
+        ] {
+            deliveries.push((
+                format!("{{channel=\"{channel}\",outcome=\"{outcome}\"}}"),
+                counter.load(Ordering::Relaxed),
+            ));
+        }
+    }
+    let deliveries: Vec<(&str, u64)> = deliveries.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    metric(
+        "logarchive_alert_notifications_total",
+        "counter",
+        "Alert notifications by channel and outcome (failed: given up or refused; dropped: queue full).",
+        &deliveries,
     );
     Ok((
         [(

@@ -9,7 +9,7 @@
 //!   confined and permission letters checked), [`browse`] (folders, `/api/list`),
 //!   [`view`] (text view, `/api/view`), [`download`] (files, `.zip` / `.tar.gz`
 //!   folders), [`search`], [`users`] (admin: users.toml), [`agents`] and [`sessions`]
-//!   (admin pages), [`metrics`] (Prometheus text), [`error`] (status codes and error
+//!   (admin pages; `/admin/alerts` is [`crate::alerts::admin`]), [`metrics`] (Prometheus text), [`error`] (status codes and error
 //!   pages). `app` has the fallback (a 404 page): routers merged beside it must not.
 
 pub mod access;
@@ -72,6 +72,9 @@ pub struct WebParts {
     pub metrics: metrics::Counters,
     /// The feeds' counters, for `/metrics`.
     pub feed_stats: Arc<crate::feeds::FeedStats>,
+    /// Alert incidents, for the admin pages and `/metrics`.
+    pub alerts: Arc<crate::alerts::Alerts>,
+    pub alerts_config: logarchive_common::config::server::AlertsConfig,
 }
 
 impl std::ops::Deref for WebState {
@@ -94,6 +97,7 @@ pub fn app(state: WebState) -> Router {
         .route("/api/search", get(search::api_search))
         .route("/api/view", get(view::api_view))
         .route("/api/agents", get(agents::api_agents))
+        .route("/api/alerts", get(crate::alerts::admin::api))
         .route("/api/sessions", get(sessions::api_sessions))
         .route("/api/users", get(users::api_list).post(users::api_add))
         .route(
@@ -122,6 +126,7 @@ pub fn app(state: WebState) -> Router {
         )
         .route("/admin/sessions", get(sessions::page))
         .route("/admin/agents", get(agents::page))
+        .route("/admin/alerts", get(crate::alerts::admin::page))
         .route("/metrics", get(metrics::get))
         .route("/assets/style.css", get(style))
         .route("/assets/app.js", get(script))
