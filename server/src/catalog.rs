@@ -6,6 +6,11 @@
 //! the archive's reserved folder, so `reindex` rebuilds the catalog from the archive alone.
 //!
 //! Invariant: an entry is flushed to disk before the upload is acknowledged to its sender.
+//! Its SHA-256 may follow: an FTP upload is recorded with an empty hash and a place in the
+//! `unhashed` tree (in the same flush), and [`run_hasher`] fills the hash in soon after, at
+//! the next start if the server stopped first. Hashing inline would cost the sender about
+//! 0.7 s per GiB on the server's critical path, and every append would re-hash the whole
+//! file before its reply (docs/BENCHMARKS.md).
 //!
 //! Searches are answered from an in-memory table of every file's path, size, time and
 //! source ([`index`]), built when the catalog opens and kept in step by the private
@@ -94,6 +99,11 @@ const JOURNAL_PREFIX: &str = "uploads-";
 pub struct Catalog {
     db: sled::Db,
     files: sled::Tree,
+    /// Files recorded without their SHA-256 yet: path -> a generation, new each time the
+    /// file is recorded, so a hash of older content is never taken for the newer.
+    unhashed: sled::Tree,
+    /// Woken when `unhashed` gains an entry.
+    hash_wanted: Arc<tokio::sync::Notify>,
     /// Derived from `files`; changed only together with it, under its write lock.
     table: Arc<RwLock<index::Table>>,
     archive: Arc<dyn Archive>,
@@ -122,6 +132,7 @@ impl Catalog {
             .cache_capacity(32 * 1024 * 1024)
             .open()?;
         let files = db.open_tree("files")?;
+        let unhashed = db.open_tree("unhashed")?;
         let mut table = index::Table::default();
         for item in files.iter() {
             let (key, value) = item?;
@@ -136,6 +147,8 @@ impl Catalog {
         Ok(Catalog {
             db,
             files,
+            unhashed,
+            hash_wanted: Arc::new(tokio::sync::Notify::new()),
             table: Arc::new(RwLock::new(table)),
             archive,
         })
@@ -162,11 +175,11 @@ impl Catalog {
     }
 
     /// Records a committed upload: journal first (the archive's own record), then the index,
-    /// flushed before returning.
+    /// flushed before returning. Without `sha256` the hash is computed in the background.
     pub async fn record_upload(
         &self,
         entry: &Entry,
-        sha256: String,
+        sha256: Option<String>,
         uploader: &str,
     ) -> Result<CatalogEntry, CatalogError> {
         let received = whole_seconds(OffsetDateTime::now_utc());
@@ -179,25 +192,105 @@ impl Catalog {
         self.index(entry, sha256, uploader, received).await
     }
 
-    /// Writes and flushes the index entry of a stored file.
+    /// Writes and flushes the index entry of a stored file (queued for hashing when
+    /// `sha256` is `None`).
     async fn index(
         &self,
         entry: &Entry,
-        sha256: String,
+        sha256: Option<String>,
         uploader: &str,
         received: OffsetDateTime,
     ) -> Result<CatalogEntry, CatalogError> {
+        let pending = sha256.is_none();
         let item = CatalogEntry {
             path: entry.path.clone(),
             size: entry.size,
             modified: whole_seconds(to_datetime(entry.modified)),
-            sha256,
+            sha256: sha256.unwrap_or_default(),
             uploader: Some(uploader.to_owned()),
             received,
         };
+        if pending {
+            let generation = self.db.generate_id()?;
+            self.unhashed
+                .insert(item.path.as_str(), &generation.to_be_bytes())?;
+        } else {
+            self.unhashed.remove(item.path.as_str())?;
+        }
         self.put(&item)?;
         self.flush().await?;
+        if pending {
+            self.hash_wanted.notify_one();
+        }
         Ok(item)
+    }
+
+    /// Files still waiting for their hash.
+    pub fn unhashed_len(&self) -> usize {
+        self.unhashed.len()
+    }
+
+    /// Computes the SHA-256 of every file recorded without one; returns how many got it.
+    /// A file recorded again while it was being hashed keeps its place for the next round.
+    pub async fn hash_pending(&self) -> Result<usize, CatalogError> {
+        let queued = self.unhashed.iter().collect::<Result<Vec<_>, _>>()?;
+        let mut hashed = 0;
+        for (key, generation) in queued {
+            let path = String::from_utf8_lossy(&key).into_owned();
+            let hash = match ArchivePath::parse(&path) {
+                Ok(archive_path) => self.hash_file(&archive_path).await,
+                Err(_) => Err(CatalogError::Decode {
+                    path: path.clone(),
+                    source: serde::de::Error::custom("not an archive path"),
+                }),
+            };
+            let (sha256, length) = match hash {
+                Ok(hash) => hash,
+                // Removed since: nothing to hash.
+                Err(CatalogError::Archive(ArchiveError::NotFound(_))) => {
+                    let _ =
+                        self.unhashed
+                            .compare_and_swap(&key, Some(&generation), None::<&[u8]>)?;
+                    continue;
+                }
+                Err(err) => {
+                    tracing::error!(
+                        path,
+                        "catalog: cannot hash the upload (retried at the next upload or start): {err}"
+                    );
+                    continue;
+                }
+            };
+            // Under the table's lock no writer of `files` runs, so the entry and the queue
+            // are read and changed as one.
+            let _table = self.write_table();
+            if self.unhashed.get(&key)?.as_ref() != Some(&generation) {
+                continue;
+            }
+            self.unhashed.remove(&key)?;
+            let Some(value) = self.files.get(&key)? else {
+                continue;
+            };
+            let mut entry = decode(&path, &value)?;
+            if entry.size != length {
+                tracing::warn!(
+                    path,
+                    "catalog: file changed outside the server since it was recorded; its hash waits for a reindex"
+                );
+                continue;
+            }
+            entry.sha256 = sha256;
+            let value = serde_json::to_vec(&entry).map_err(|source| CatalogError::Decode {
+                path: path.clone(),
+                source,
+            })?;
+            self.files.insert(&key, value)?;
+            hashed += 1;
+        }
+        if hashed > 0 {
+            self.flush().await?;
+        }
+        Ok(hashed)
     }
 
     /// Records a file a feed grew in place, with the hash the feed kept up to date: the
@@ -214,10 +307,10 @@ impl Catalog {
             None => None,
         };
         if known.as_deref() != Some(uploader) {
-            return self.record_upload(entry, sha256, uploader).await;
+            return self.record_upload(entry, Some(sha256), uploader).await;
         }
         let received = whole_seconds(OffsetDateTime::now_utc());
-        self.index(entry, sha256, uploader, received).await
+        self.index(entry, Some(sha256), uploader, received).await
     }
 
     /// A sled tree of the catalog's database for a feed's own index (F-TICKS, telemetry
@@ -243,6 +336,9 @@ impl Catalog {
         .await?;
         for item in self.under(from)? {
             if let Some(moved) = item.path.rebase(from, to) {
+                if let Some(generation) = self.unhashed.remove(item.path.as_str())? {
+                    self.unhashed.insert(moved.as_str(), generation)?;
+                }
                 self.delete(&item.path)?;
                 self.put(&CatalogEntry {
                     path: moved,
@@ -256,19 +352,20 @@ impl Catalog {
 
     /// Follows a deletion of a file (or an empty folder: nothing to do).
     pub async fn record_removal(&self, path: &ArchivePath) -> Result<(), CatalogError> {
+        self.unhashed.remove(path.as_str())?;
         self.delete(path)?;
         self.flush().await?;
         Ok(())
     }
 
-    /// Refreshes the size, time and hash of a file changed in place (append, resume).
+    /// Refreshes the size and time of a file changed in place (append, resume); its hash
+    /// follows in the background.
     pub async fn refresh(
         &self,
         entry: &Entry,
         uploader: &str,
     ) -> Result<CatalogEntry, CatalogError> {
-        let sha256 = self.hash_file(&entry.path).await?;
-        self.record_upload(entry, sha256, uploader).await
+        self.record_upload(entry, None, uploader).await
     }
 
     /// Every entry at or below `dir`, in path order.
@@ -430,7 +527,7 @@ impl Catalog {
         for file in &files {
             // One unreadable file is reported, not allowed to stop the whole rebuild.
             let sha256 = match self.hash_file(&file.path).await {
-                Ok(sha256) => sha256,
+                Ok((sha256, _)) => sha256,
                 Err(err) => {
                     tracing::error!(path = %file.path, "not indexed: {err}");
                     continue;
@@ -514,10 +611,12 @@ impl Catalog {
         Ok(())
     }
 
-    async fn hash_file(&self, path: &ArchivePath) -> Result<String, CatalogError> {
+    /// The SHA-256 (hex) of a stored file and the number of bytes it covers.
+    async fn hash_file(&self, path: &ArchivePath) -> Result<(String, u64), CatalogError> {
         let mut reader = self.archive.open(path, 0).await?;
         let mut hasher = Sha256::new();
         let mut buffer = vec![0u8; 256 * 1024];
+        let mut length = 0u64;
         loop {
             let n = reader
                 .read(&mut buffer)
@@ -529,9 +628,10 @@ impl Catalog {
             if n == 0 {
                 break;
             }
+            length += n as u64;
             hasher.update(&buffer[..n]);
         }
-        Ok(hex::encode(hasher.finalize()))
+        Ok((hex::encode(hasher.finalize()), length))
     }
 
     // The only writers of `files`: each holds the table's write lock across the sled
@@ -562,9 +662,26 @@ impl Catalog {
 
     fn clear_files(&self) -> Result<(), CatalogError> {
         let mut table = self.write_table();
+        self.unhashed.clear()?;
         self.files.clear()?;
         table.clear();
         Ok(())
+    }
+}
+
+/// The background task that fills in the hashes of uploads: once at start (what a stopped
+/// or crashed server left), then whenever an upload is recorded without one, until
+/// shutdown. The server drains the queue once more after its services have stopped.
+pub async fn run_hasher(catalog: Catalog, shutdown: crate::shutdown::Shutdown) {
+    let mut stop = std::pin::pin!(shutdown.wait());
+    loop {
+        if let Err(err) = catalog.hash_pending().await {
+            tracing::error!("catalog: hashing uploads: {err}");
+        }
+        tokio::select! {
+            _ = catalog.hash_wanted.notified() => {}
+            _ = &mut stop => return,
+        }
     }
 }
 
@@ -597,6 +714,81 @@ mod tests {
                 .unwrap();
         }
         (dir, catalog)
+    }
+
+    fn sha256_hex(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    #[tokio::test]
+    async fn uploads_recorded_without_a_hash_get_it_in_the_background() {
+        let (dir, catalog) = catalog_with(&[]);
+        let root = dir.path().join("archive");
+        std::fs::create_dir_all(root.join("n1")).unwrap();
+        let path = |p: &str| ArchivePath::parse(p).unwrap();
+        for (name, bytes) in [
+            ("a.log", &b"alpha\n"[..]),
+            ("b.log", b"beta\n"),
+            ("c.log", b"c\n"),
+        ] {
+            std::fs::write(root.join("n1").join(name), bytes).unwrap();
+            let entry = catalog
+                .archive
+                .stat(&path(&format!("/n1/{name}")))
+                .await
+                .unwrap();
+            let recorded = catalog.record_upload(&entry, None, "n1").await.unwrap();
+            assert_eq!(recorded.sha256, "", "recorded before its hash");
+        }
+        assert_eq!(catalog.unhashed_len(), 3);
+        // Renamed and removed before the hasher ran: it follows the one, skips the other.
+        std::fs::rename(root.join("n1/b.log"), root.join("n1/renamed.log")).unwrap();
+        catalog
+            .record_rename(&path("/n1/b.log"), &path("/n1/renamed.log"))
+            .await
+            .unwrap();
+        std::fs::remove_file(root.join("n1/c.log")).unwrap();
+        catalog.record_removal(&path("/n1/c.log")).await.unwrap();
+
+        assert_eq!(catalog.hash_pending().await.unwrap(), 2);
+        assert_eq!(catalog.unhashed_len(), 0);
+        let a = catalog.get(&path("/n1/a.log")).unwrap().unwrap();
+        assert_eq!(a.sha256, sha256_hex(b"alpha\n"));
+        let renamed = catalog.get(&path("/n1/renamed.log")).unwrap().unwrap();
+        assert_eq!(renamed.sha256, sha256_hex(b"beta\n"));
+        assert_eq!(catalog.get(&path("/n1/c.log")).unwrap(), None);
+
+        // An append recorded while an older hash was pending: the newer content wins.
+        std::fs::write(root.join("n1/a.log"), b"alpha\nmore\n").unwrap();
+        let grown = catalog.archive.stat(&path("/n1/a.log")).await.unwrap();
+        catalog.refresh(&grown, "n1").await.unwrap();
+        assert_eq!(catalog.get(&path("/n1/a.log")).unwrap().unwrap().sha256, "");
+        assert_eq!(catalog.hash_pending().await.unwrap(), 1);
+        let a = catalog.get(&path("/n1/a.log")).unwrap().unwrap();
+        assert_eq!((a.size, a.sha256), (11, sha256_hex(b"alpha\nmore\n")));
+    }
+
+    #[tokio::test]
+    async fn a_hash_of_content_recorded_over_is_not_kept() {
+        let (dir, catalog) = catalog_with(&[]);
+        let root = dir.path().join("archive");
+        let path = ArchivePath::parse("/x.log").unwrap();
+        std::fs::write(root.join("x.log"), b"one\n").unwrap();
+        let entry = catalog.archive.stat(&path).await.unwrap();
+        catalog.record_upload(&entry, None, "u").await.unwrap();
+        // The file grows behind the catalog's back (an upload committed, not yet recorded):
+        // the hash covers other bytes than the entry's size, so it is not written.
+        std::fs::write(root.join("x.log"), b"one\ntwo\n").unwrap();
+        assert_eq!(catalog.hash_pending().await.unwrap(), 0);
+        assert_eq!(catalog.get(&path).unwrap().unwrap().sha256, "");
+        // The upload's own record then queues it again, and it gets its hash.
+        let entry = catalog.archive.stat(&path).await.unwrap();
+        catalog.record_upload(&entry, None, "u").await.unwrap();
+        assert_eq!(catalog.hash_pending().await.unwrap(), 1);
+        assert_eq!(
+            catalog.get(&path).unwrap().unwrap().sha256,
+            sha256_hex(b"one\ntwo\n")
+        );
     }
 
     fn names(page: &Page<Child>) -> Vec<String> {

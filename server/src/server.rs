@@ -68,6 +68,10 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         )),
     )?;
     let (trigger, shutdown) = crate::shutdown::channel();
+    let hasher = tokio::spawn(crate::catalog::run_hasher(
+        catalog.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(crate::retention::run_job(
         archive.clone(),
         catalog.clone(),
@@ -225,6 +229,11 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     let _ = appender.await;
     // The alert queues send what they hold (a few seconds at most).
     let _ = alerts_task.await;
+    // Hash what the last uploads left, so a stopped server's catalog is complete.
+    let _ = hasher.await;
+    if let Err(err) = catalog.hash_pending().await {
+        tracing::error!("catalog: hashing the last uploads (done at the next start): {err}");
+    }
     catalog.flush().await.context("cannot flush the catalog")?;
     tracing::info!("stopped");
     Ok(())

@@ -335,8 +335,7 @@ impl Archive for FsArchive {
             ))
         })
         .await?;
-        let hash = mode == UploadMode::Replace;
-        Ok(Box::new(FsUpload::start(file, target, durable, hash)))
+        Ok(Box::new(FsUpload::start(file, target, durable)))
     }
 
     async fn create_dir(&self, path: &ArchivePath) -> Result<()> {
@@ -552,41 +551,34 @@ impl Target {
     }
 }
 
-/// What the writer hands back: the file, and its SHA-256 when it hashed.
-type Written = (fs::File, Option<String>);
-
 /// Chunks queued between the receiver and the writer thread.
 const QUEUED_CHUNKS: usize = 4;
 
-/// An upload whose chunks are written (and hashed) by a blocking task of its own, so that
-/// receiving the next chunk overlaps with storing the last one.
+/// An upload whose chunks are written by a blocking task of its own, so that receiving the
+/// next chunk overlaps with storing the last one. It is not hashed here: the catalog hashes
+/// it after the sender has its reply (`catalog::run_hasher`).
 struct FsUpload {
     chunks: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
     recycled: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    writer: Option<tokio::task::JoinHandle<io::Result<Written>>>,
+    writer: Option<tokio::task::JoinHandle<io::Result<fs::File>>>,
     target: Target,
     durable: bool,
 }
 
 impl FsUpload {
-    fn start(mut file: fs::File, target: Target, durable: bool, hash: bool) -> FsUpload {
-        use sha2::Digest;
+    fn start(mut file: fs::File, target: Target, durable: bool) -> FsUpload {
         use std::io::Write;
         let (chunks, mut incoming) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUED_CHUNKS);
         let (give_back, recycled) = tokio::sync::mpsc::channel(QUEUED_CHUNKS + 1);
         let writer = tokio::task::spawn_blocking(move || {
-            let mut hasher = hash.then(sha2::Sha256::new);
             while let Some(chunk) = incoming.blocking_recv() {
-                if let Some(hasher) = hasher.as_mut() {
-                    hasher.update(&chunk);
-                }
                 file.write_all(&chunk)?;
                 let _ = give_back.try_send(chunk);
             }
             if durable {
                 file.sync_data()?;
             }
-            Ok((file, hasher.map(|h| hex::encode(h.finalize()))))
+            Ok(file)
         });
         FsUpload {
             chunks: Some(chunks),
@@ -598,7 +590,7 @@ impl FsUpload {
     }
 
     /// Stops the writer and returns what it reports.
-    async fn finish_writer(&mut self) -> io::Result<Written> {
+    async fn finish_writer(&mut self) -> io::Result<fs::File> {
         self.chunks = None;
         match self.writer.take() {
             Some(writer) => writer
@@ -635,7 +627,7 @@ impl Upload for FsUpload {
     async fn commit(mut self: Box<Self>) -> Result<Committed> {
         let path = self.target.path().clone();
         let durable = self.durable;
-        let (file, sha256) = self.finish_writer().await.map_err(|e| map_err(&path, e))?;
+        let file = self.finish_writer().await.map_err(|e| map_err(&path, e))?;
         drop(file);
         let target = std::mem::replace(
             &mut self.target,
@@ -665,7 +657,7 @@ impl Upload for FsUpload {
             let meta = fs::metadata(&local).map_err(|e| map_err(&path, e))?;
             Ok(Committed {
                 entry: entry(path, &meta),
-                sha256,
+                sha256: None,
             })
         })
         .await
@@ -738,7 +730,7 @@ mod speed {
             }
             let committed = upload.commit().await.expect("commit");
             let took = start.elapsed();
-            assert!(committed.sha256.is_some());
+            assert_eq!(committed.entry.size, 1 << 30);
             println!(
                 "writer: 1 GiB in {took:?}: {:.0} MiB/s",
                 1024.0 / took.as_secs_f64()

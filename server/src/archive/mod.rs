@@ -113,8 +113,8 @@ impl ChunkReader for ReaderChunks {
 #[derive(Debug, Clone)]
 pub struct Committed {
     pub entry: Entry,
-    /// SHA-256 (hex) of the whole file, when the upload wrote the whole file (mode
-    /// `Replace`); `None` after an append or resume, whose hash needs the stored prefix.
+    /// SHA-256 (hex) of the whole file when the back-end had it at no extra cost (e.g.
+    /// `store_new`, which holds the bytes); `None` leaves it to the catalog's hasher.
     pub sha256: Option<String>,
 }
 

@@ -385,7 +385,7 @@ async fn store(
                 let sha256 = committed.sha256.unwrap_or_default();
                 if let Err(err) = ctx
                     .catalog
-                    .record_upload(&committed.entry, sha256, "logger")
+                    .record_upload(&committed.entry, Some(sha256), "logger")
                     .await
                 {
                     tracing::error!(%path, "stored but not cataloged: {err}");

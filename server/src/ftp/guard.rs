@@ -416,14 +416,10 @@ impl StorageBackend<FtpUser> for Guard {
         let mark = user.transfer(path.as_str(), Direction::Upload);
         let (Committed { entry, sha256 }, bytes) =
             self.receive(&account, input, &path, mode, mark).await?;
-        let recorded = match sha256 {
-            Some(sha256) => {
-                self.catalog
-                    .record_upload(&entry, sha256, &account.name)
-                    .await
-            }
-            None => self.catalog.refresh(&entry, &account.name).await,
-        };
+        let recorded = self
+            .catalog
+            .record_upload(&entry, sha256, &account.name)
+            .await;
         if let Err(err) = recorded {
             // The file is stored and durable; `reindex` will catch the catalog up.
             tracing::error!(path = %path, "upload stored but not cataloged: {err}");

@@ -117,6 +117,12 @@ pub async fn get(State(state): State<WebState>, _user: CurrentUser) -> Result<Re
         &[("", index_bytes as u64)],
     );
     metric(
+        "logarchive_catalog_unhashed_files",
+        "gauge",
+        "Uploads whose SHA-256 the catalog has yet to compute.",
+        &[("", state.catalog.unhashed_len() as u64)],
+    );
+    metric(
         "logarchive_uploads_24h",
         "gauge",
         "Files received in the last 24 hours.",
