@@ -138,8 +138,15 @@ impl Mirror {
         if is_unchanged(&record, file) {
             return Ok(Outcome::Unchanged);
         }
-        // Only an interrupted whole upload can have left a temporary file of ours.
-        let resume = matches!(record.state, SendState::Sending { .. });
+        // Only an interrupted whole upload can have left a temporary file of ours, and it
+        // may be continued only if the file still starts as it did: after a truncation or
+        // copytruncate the temporary file holds the old content, and resuming would glue
+        // the new content's tail onto the old content's head (found by the soak).
+        let resume = matches!(record.state, SendState::Sending { .. })
+            && record.dev == file.dev
+            && record.ino == file.ino
+            && fingerprint(&file.local, record.fingerprint_len)?.as_deref()
+                == Some(&record.fingerprint);
         record = self.recover(remote, record, file).await?;
         let same_file = record.dev == file.dev && record.ino == file.ino;
         let same_start = same_file
