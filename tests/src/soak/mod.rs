@@ -117,6 +117,7 @@ fn agent_config(name: &str, proxy_port: u16, tree: &Path) -> String {
 pub fn run(config: &SoakConfig) -> anyhow::Result<SoakOutcome> {
     std::fs::create_dir_all(&config.dir)?;
     let start = Instant::now();
+    let start_wall = std::time::SystemTime::now();
     // Room for everything the writers make (about 25 KiB/s per node at pace 1), twice.
     let expected_mib =
         (config.duration.as_secs_f64() * config.pace * 60.0 / 1024.0 * config.agents as f64) as u64;
@@ -356,12 +357,21 @@ pub fn run(config: &SoakConfig) -> anyhow::Result<SoakOutcome> {
     // A difference on a path the server logged as stored but not cataloged is the
     // documented lag (reindex catches up); it is reported, not hidden. Others are bugs.
     let uncataloged = verify::uncataloged_paths(&server.stderr());
+    let reindexed_modified = verify::modified_times(&String::from_utf8_lossy(&reindexed.stdout));
     for difference in verify::catalog_differences(
         &String::from_utf8_lossy(&catalog.stdout),
         &String::from_utf8_lossy(&reindexed.stdout),
     ) {
         let path = difference.split(": ").next().unwrap_or_default();
-        if verify::explained_by_log(path, &uncataloged) {
+        // Stored just before a SIGKILL of the server, whose catalog step never ran.
+        let in_crash_window = reindexed_modified.get(path).is_some_and(|modified| {
+            crash_windows.iter().any(|(from, to)| {
+                let from = start_wall + *from - Duration::from_secs(1);
+                let to = start_wall + *to + Duration::from_secs(1);
+                *modified >= from && *modified <= to
+            })
+        });
+        if verify::explained_by_log(path, &uncataloged) || in_crash_window {
             outcome.catalog_lag.push(difference);
         } else {
             outcome.catalog_differences.push(difference);

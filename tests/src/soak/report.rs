@@ -30,7 +30,8 @@ pub struct SoakOutcome {
     pub unhealthy_agents: Vec<String>,
     pub server_stopped_cleanly: bool,
     pub catalog_entries: u64,
-    /// Differences from the reindex on paths the server logged as not cataloged.
+    /// Differences from the reindex on paths the server logged as not cataloged, or
+    /// stored within a second of a server SIGKILL.
     pub catalog_lag: Vec<String>,
     /// Paths the server logged as stored but not cataloged.
     pub uncataloged_logged: u64,
@@ -251,7 +252,7 @@ impl SoakOutcome {
         );
         let _ = writeln!(
             out,
-            "| of which on paths the server logged as \"stored but not cataloged\" ({} logged) | {} |",
+            "| of which on paths the server logged as \"stored but not cataloged\" ({} logged) or stored as it was killed | {} |",
             self.uncataloged_logged,
             self.catalog_lag.len()
         );

@@ -247,6 +247,23 @@ pub fn catalog_differences(before: &str, after: &str) -> Vec<String> {
     differences
 }
 
+/// Each entry's modification time from `catalog --json` output, by path.
+pub fn modified_times(catalog: &str) -> BTreeMap<String, std::time::SystemTime> {
+    catalog
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|entry| {
+            let path = entry["path"].as_str()?.to_owned();
+            let modified = time::OffsetDateTime::parse(
+                entry["modified"].as_str()?,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()?;
+            Some((path, std::time::SystemTime::from(modified)))
+        })
+        .collect()
+}
+
 /// The archive paths the server's log says it stored without cataloging (or renamed
 /// without following in the catalog): the documented case where `reindex` catches up.
 pub fn uncataloged_paths(server_log: &str) -> BTreeSet<String> {
