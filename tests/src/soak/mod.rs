@@ -378,6 +378,18 @@ pub fn run(config: &SoakConfig) -> anyhow::Result<SoakOutcome> {
         }
     }
     outcome.uncataloged_logged = uncataloged.len() as u64;
+    // The web search reads the catalog: a temporary name it shows because the server
+    // logged that the rename was not cataloged is the same lag.
+    let (lagging, visible): (Vec<String>, Vec<String>) =
+        std::mem::take(&mut outcome.visibility_problems)
+            .into_iter()
+            .partition(|problem| {
+                problem
+                    .strip_prefix("web search shows ")
+                    .is_some_and(|path| verify::explained_by_log(path, &uncataloged))
+            });
+    outcome.visibility_problems = visible;
+    outcome.catalog_lag.extend(lagging);
     outcome.server_log_tail = tail(&server.stderr(), 30);
     let _ = std::fs::write(config.dir.join("server.log"), server.stderr());
     drop(server);

@@ -277,16 +277,20 @@ pub fn uncataloged_paths(server_log: &str) -> BTreeSet<String> {
         .lines()
         .filter(|line| SIGNS.iter().any(|sign| line.contains(sign)))
         .filter_map(|line| line.rsplit_once(" path=").map(|(_, path)| path.trim()))
-        .map(|path| {
-            // A temporary name stands for the name it is renamed to.
-            match path.rsplit_once('/') {
+        .flat_map(|path| {
+            // A temporary name also stands for the name it is renamed to.
+            let renamed = match path.rsplit_once('/') {
                 Some((dir, name))
                     if name.starts_with('.') && name.ends_with(".logarchive-part") =>
                 {
-                    format!("{dir}/{}", &name[1..name.len() - ".logarchive-part".len()])
+                    Some(format!(
+                        "{dir}/{}",
+                        &name[1..name.len() - ".logarchive-part".len()]
+                    ))
                 }
-                _ => path.to_owned(),
-            }
+                _ => None,
+            };
+            std::iter::once(path.to_owned()).chain(renamed)
         })
         .collect()
 }
@@ -320,7 +324,11 @@ mod tests {
         let paths = uncataloged_paths(log);
         assert_eq!(
             paths.into_iter().collect::<Vec<_>>(),
-            ["/n/a/b.log", "/syslog/h/22.log"]
+            [
+                "/n/a/.b.log.logarchive-part",
+                "/n/a/b.log",
+                "/syslog/h/22.log"
+            ]
         );
         let logged = BTreeSet::from(["/n/a/b.log".to_owned()]);
         assert!(explained_by_log("/n/a/b.log.20261122T213501Z", &logged));
