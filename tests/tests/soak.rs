@@ -2,7 +2,8 @@
 //! `logarchive_tests::soak`), for 100 s with 6 agents, so a 2-core CI machine can hold it
 //! beside the rest of the suite. Every fault kind happens at least once: agents and the
 //! server killed with SIGKILL and restarted, the proxy cutting, stalling and trickling,
-//! the server's disk filled and freed. Needs root (the small disk); it says so otherwise.
+//! the server's disk filled and freed. The disk-full fault needs root (a loop device or
+//! tmpfs); without root the rest runs and the test says that fault was left out.
 
 use std::time::Duration;
 

@@ -107,7 +107,8 @@ pub struct Targets<'a> {
     pub server: &'a mut TestServer,
     pub agents: &'a mut [&'a mut TestAgent],
     pub proxy: &'a ProxyState,
-    pub disk: &'a SmallDisk,
+    /// The server's own disk, when it could be mounted.
+    pub disk: Option<&'a SmallDisk>,
 }
 
 /// Does `fault`; a server kill adds its window (from 2 s before the kill, the appender's
@@ -149,15 +150,19 @@ pub fn apply(
             counts.trickles += 1;
         }
         Fault::ClearNetwork => targets.proxy.set_mode(NetMode::Clear),
-        Fault::FillDisk => match targets.disk.fill(64 * 1024) {
-            Ok(bytes) => {
+        Fault::FillDisk => match targets.disk.map(|disk| disk.fill(64 * 1024)) {
+            Some(Ok(bytes)) => {
                 counts.disk_fills += 1;
                 counts.filled_bytes += bytes;
             }
-            Err(err) => counts.notes.push(format!("cannot fill the disk: {err:#}")),
+            Some(Err(err)) => counts.notes.push(format!("cannot fill the disk: {err:#}")),
+            None => {}
         },
         Fault::FreeDisk => {
-            if let Err(err) = targets.disk.free() {
+            let Some(disk) = targets.disk else {
+                return;
+            };
+            if let Err(err) = disk.free() {
                 counts.notes.push(format!("cannot free the disk: {err:#}"));
             }
             if !targets.server.healthy() {

@@ -80,10 +80,12 @@ struct AgentSlot {
 /// Starts the server on its small disk, with users for every agent, the OTT logger and an
 /// admin, the syslog, OTT and telemetry feeds, and the passive ports advertised on
 /// 127.0.0.2 (where the proxy listens).
-fn start_server(config: &SoakConfig, disk: &SmallDisk, syslog_port: u16) -> TestServer {
+fn start_server(config: &SoakConfig, disk: Option<&SmallDisk>, syslog_port: u16) -> TestServer {
     let passive = (config.agents as u16) * 3 + 10;
     let mut server = TestServer::prepare_in(&config.dir, "passive_host = \"127.0.0.2\"", passive);
-    server.set_data_dir(&disk.mount_point.join("data"));
+    if let Some(disk) = disk {
+        server.set_data_dir(&disk.mount_point.join("data"));
+    }
     let sections = format!(
         "[syslog]\nudp = \"127.0.0.1:{syslog_port}\"\ntcp = \"127.0.0.1:{syslog_port}\"\n[logger]\nenabled = true\n[telemetry]\nenabled = true\n"
     );
@@ -121,10 +123,18 @@ pub fn run(config: &SoakConfig) -> anyhow::Result<SoakOutcome> {
     // Room for everything the writers make (about 25 KiB/s per node at pace 1), twice.
     let expected_mib =
         (config.duration.as_secs_f64() * config.pace * 60.0 / 1024.0 * config.agents as f64) as u64;
-    let mut disk = SmallDisk::mount(&config.dir, (expected_mib * 2).max(512))?;
-    disk.keep_image = config.keep_disk;
+    // Without root there is no filesystem of our own: the run goes on without the
+    // disk-full fault, and the report says why.
+    let (disk, disk_unavailable) = match SmallDisk::mount(&config.dir, (expected_mib * 2).max(512))
+    {
+        Ok(mut disk) => {
+            disk.keep_image = config.keep_disk;
+            (Some(disk), None)
+        }
+        Err(err) => (None, Some(format!("{err:#}"))),
+    };
     let syslog_port = free_port();
-    let mut server = start_server(config, &disk, syslog_port);
+    let mut server = start_server(config, disk.as_ref(), syslog_port);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -222,7 +232,7 @@ pub fn run(config: &SoakConfig) -> anyhow::Result<SoakOutcome> {
                 server: &mut server,
                 agents: &mut agents,
                 proxy: &proxy_state,
-                disk: &disk,
+                disk: disk.as_ref(),
             },
             &mut counts,
             &mut rng,
@@ -251,7 +261,9 @@ pub fn run(config: &SoakConfig) -> anyhow::Result<SoakOutcome> {
         sent.push(runtime.block_on(task)?);
     }
     proxy_state.set_mode(NetMode::Clear);
-    disk.free()?;
+    if let Some(disk) = &disk {
+        disk.free()?;
+    }
     for slot in &mut slots {
         if !slot.agent.is_running() {
             slot.agent.restart();
@@ -275,7 +287,8 @@ pub fn run(config: &SoakConfig) -> anyhow::Result<SoakOutcome> {
 
     let mut outcome = SoakOutcome {
         config: config.clone(),
-        disk_kind: disk.kind,
+        disk_kind: disk.as_ref().map_or("none", |d| d.kind),
+        disk_unavailable,
         load_time,
         catch_up,
         caught_up,

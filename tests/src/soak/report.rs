@@ -13,6 +13,8 @@ use super::verify::{FeedCheck, NodeCheck};
 pub struct SoakOutcome {
     pub config: SoakConfig,
     pub disk_kind: &'static str,
+    /// Why the server's disk could not be mounted (no disk-full fault then).
+    pub disk_unavailable: Option<String>,
     pub load_time: Duration,
     pub catch_up: Duration,
     pub caught_up: bool,
@@ -212,6 +214,9 @@ impl SoakOutcome {
             f.disk_fills,
             f.filled_bytes / (1 << 20)
         );
+        if let Some(why) = &self.disk_unavailable {
+            let _ = writeln!(out, "The disk-full fault did not run: {why}\n");
+        }
         let finals: u64 = self.nodes.iter().map(|(_, n)| n.final_files).sum();
         let final_bytes: u64 = self.nodes.iter().map(|(_, n)| n.final_bytes).sum();
         let kept: u64 = self.nodes.iter().map(|(_, n)| n.kept_versions).sum();
