@@ -294,7 +294,7 @@ impl Mirror {
             false => 0,
         };
         remote
-            .store(&file.local, &temp, offset, size, &self.limiters)
+            .store(file, &temp, offset, size, &self.limiters)
             .await?;
         let stored = remote.size(&temp).await?.unwrap_or(0);
         if stored != size {
@@ -333,7 +333,7 @@ impl Mirror {
         record.state = SendState::Appending { from, to };
         self.record.put(&record)?;
         remote
-            .append(&file.local, &record.remote, from, to, &self.limiters)
+            .append(file, &record.remote, from, to, &self.limiters)
             .await?;
         let stored = remote.size(&record.remote).await?.unwrap_or(0);
         if stored != to {

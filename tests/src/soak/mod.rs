@@ -370,21 +370,28 @@ pub fn run(config: &SoakConfig) -> anyhow::Result<SoakOutcome> {
     // A difference on a path the server logged as stored but not cataloged is the
     // documented lag (reindex catches up); it is reported, not hidden. Others are bugs.
     let uncataloged = verify::uncataloged_paths(&server.stderr());
-    let reindexed_modified = verify::modified_times(&String::from_utf8_lossy(&reindexed.stdout));
-    for difference in verify::catalog_differences(
-        &String::from_utf8_lossy(&catalog.stdout),
-        &String::from_utf8_lossy(&reindexed.stdout),
-    ) {
-        let path = difference.split(": ").next().unwrap_or_default();
-        // Stored just before a SIGKILL of the server, whose catalog step never ran.
-        let in_crash_window = reindexed_modified.get(path).is_some_and(|modified| {
+    // When each entry's file was last written: the reindex's, else the catalog's own (an
+    // entry the reindex no longer has, e.g. a temporary name renamed as the server died).
+    let mut modified = verify::modified_times(&String::from_utf8_lossy(&catalog.stdout));
+    modified.extend(verify::modified_times(&String::from_utf8_lossy(
+        &reindexed.stdout,
+    )));
+    // Stored within a second of a server SIGKILL, whose catalog step never ran.
+    let in_crash_window = |path: &str| {
+        modified.get(path).is_some_and(|modified| {
             crash_windows.iter().any(|(from, to)| {
                 let from = start_wall + *from - Duration::from_secs(1);
                 let to = start_wall + *to + Duration::from_secs(1);
                 *modified >= from && *modified <= to
             })
-        });
-        if verify::explained_by_log(path, &uncataloged) || in_crash_window {
+        })
+    };
+    for difference in verify::catalog_differences(
+        &String::from_utf8_lossy(&catalog.stdout),
+        &String::from_utf8_lossy(&reindexed.stdout),
+    ) {
+        let path = difference.split(": ").next().unwrap_or_default();
+        if verify::explained_by_log(path, &uncataloged) || in_crash_window(path) {
             outcome.catalog_lag.push(difference);
         } else {
             outcome.catalog_differences.push(difference);
@@ -399,7 +406,9 @@ pub fn run(config: &SoakConfig) -> anyhow::Result<SoakOutcome> {
             .partition(|problem| {
                 problem
                     .strip_prefix("web search shows ")
-                    .is_some_and(|path| verify::explained_by_log(path, &uncataloged))
+                    .is_some_and(|path| {
+                        verify::explained_by_log(path, &uncataloged) || in_crash_window(path)
+                    })
             });
     outcome.visibility_problems = visible;
     outcome.catalog_lag.extend(lagging);
