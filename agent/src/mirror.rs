@@ -157,9 +157,16 @@ impl Mirror {
         if is_unchanged(&record, file) {
             return Ok(Outcome::Unchanged);
         }
-        // Only an interrupted whole upload can have left a temporary file of ours.
-        let resume = matches!(record.state, SendState::Sending { .. });
-        record = self.recover(remote, record, file).await?;
+        // Only an interrupted whole upload can have left a temporary file of ours, and it
+        // may be continued only if the file still starts as it did: after a truncation or
+        // copytruncate the temporary file holds the old content, and resuming would glue
+        // the new content's tail onto the old content's head (found by the soak).
+        let resume = matches!(record.state, SendState::Sending { .. })
+            && record.dev == file.dev
+            && record.ino == file.ino
+            && fingerprint(&file.local, record.fingerprint_len)?.as_deref()
+                == Some(&record.fingerprint);
+        record = self.recover(remote, record).await?;
         let same_file = record.dev == file.dev && record.ino == file.ino;
         let same_start = same_file
             && record.confirmed <= file.size
@@ -228,7 +235,6 @@ impl Mirror {
         &self,
         remote: &mut Remote,
         mut record: FileRecord,
-        file: &LocalFile,
     ) -> Result<FileRecord, MirrorError> {
         match record.state.clone() {
             SendState::Confirmed => return Ok(record),
@@ -256,9 +262,10 @@ impl Mirror {
         }
         record.state = SendState::Confirmed;
         if record.dev != u64::MAX {
-            record.fingerprint_len = record.confirmed.min(FINGERPRINT_BYTES);
-            record.fingerprint =
-                fingerprint(&file.local, record.fingerprint_len)?.unwrap_or_default();
+            // The fingerprint stays the one taken before the interrupted step, from the
+            // content that was sent: taking it now from the local file would vouch for
+            // whatever the file holds now (after a copytruncate, other content), and the
+            // next append would glue that onto the server's copy (found by the soak).
             self.record.put(&record)?;
         }
         Ok(record)
@@ -298,7 +305,7 @@ impl Mirror {
             false => 0,
         };
         remote
-            .store(&file.local, &temp, offset, size, &self.limiters)
+            .store(file, &temp, offset, size, &self.limiters)
             .await?;
         let stored = remote.size(&temp).await?.unwrap_or(0);
         if stored != size {
@@ -325,10 +332,19 @@ impl Mirror {
         mut record: FileRecord,
     ) -> Result<Outcome, MirrorError> {
         let (from, to) = (record.confirmed, file.size);
+        // Extend a short fingerprint before sending, from the bytes about to be sent, so
+        // that it always describes what the server has (see `recover`).
+        if record.fingerprint_len < FINGERPRINT_BYTES {
+            let len = to.min(FINGERPRINT_BYTES);
+            if let Some(longer) = fingerprint(&file.local, len)? {
+                record.fingerprint_len = len;
+                record.fingerprint = longer;
+            }
+        }
         record.state = SendState::Appending { from, to };
         self.record.put(&record)?;
         remote
-            .append(&file.local, &record.remote, from, to, &self.limiters)
+            .append(file, &record.remote, from, to, &self.limiters)
             .await?;
         let stored = remote.size(&record.remote).await?.unwrap_or(0);
         if stored != to {
@@ -342,11 +358,6 @@ impl Mirror {
         record.size_seen = to;
         record.mtime_seen = file.mtime;
         record.state = SendState::Confirmed;
-        if record.fingerprint_len < FINGERPRINT_BYTES {
-            record.fingerprint_len = to.min(FINGERPRINT_BYTES);
-            record.fingerprint =
-                fingerprint(&file.local, record.fingerprint_len)?.unwrap_or_default();
-        }
         // Losing this in a crash is safe: `recover` finds the append complete.
         self.record.stage(&record)?;
         tracing::info!(local = %file.local.display(), remote = %record.remote, bytes = to - from, "appended");

@@ -13,6 +13,8 @@ use suppaftp::types::FileType;
 use suppaftp::{FtpError, Status};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use crate::scan::LocalFile;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     /// The connection failed or broke: reconnect and retry.
@@ -151,7 +153,7 @@ impl Remote {
     /// Sends bytes `offset..end` of `local` to `remote`: STOR, after REST when resuming.
     pub async fn store(
         &mut self,
-        local: &Path,
+        local: &LocalFile,
         remote: &str,
         offset: u64,
         end: u64,
@@ -183,7 +185,7 @@ impl Remote {
     /// Sends bytes `from..to` of `local` to the end of `remote` (APPE).
     pub async fn append(
         &mut self,
-        local: &Path,
+        local: &LocalFile,
         remote: &str,
         from: u64,
         to: u64,
@@ -205,18 +207,27 @@ impl Remote {
     }
 }
 
-/// A throttled reader of bytes `from..to` of a local file.
+/// A throttled reader of bytes `from..to` of a local file, if the file at its path is
+/// still the one the scan found: a log rotated since (renamed, and a new file under the
+/// name) must not lend its successor's bytes to the old file's copy (found by the soak).
 async fn open_range(
-    local: &Path,
+    local: &LocalFile,
     from: u64,
     to: u64,
     limiters: &[Arc<RateLimiter>],
 ) -> Result<ThrottledReader<tokio::io::Take<tokio::io::BufReader<tokio::fs::File>>>, RemoteError> {
+    use std::os::unix::fs::MetadataExt;
     let err = |source| RemoteError::Local {
-        path: local.display().to_string(),
+        path: local.local.display().to_string(),
         source,
     };
-    let mut file = tokio::fs::File::open(local).await.map_err(err)?;
+    let mut file = tokio::fs::File::open(&local.local).await.map_err(err)?;
+    let meta = file.metadata().await.map_err(err)?;
+    if (meta.dev(), meta.ino()) != (local.dev, local.ino) {
+        return Err(err(std::io::Error::other(
+            "replaced by another file since the scan (rotated); sent at the next pass",
+        )));
+    }
     file.seek(std::io::SeekFrom::Start(from))
         .await
         .map_err(err)?;

@@ -303,14 +303,18 @@ impl Catalog {
         uploader: &str,
     ) -> Result<CatalogEntry, CatalogError> {
         let known = match self.files.get(entry.path.as_str())? {
-            Some(value) => decode(entry.path.as_str(), &value)?.uploader,
+            Some(value) => Some(decode(entry.path.as_str(), &value)?),
             None => None,
         };
-        if known.as_deref() != Some(uploader) {
-            return self.record_upload(entry, Some(sha256), uploader).await;
+        match known {
+            // Only the first append is journaled, so `received` stays that first time:
+            // what `reindex` derives from the journal.
+            Some(known) if known.uploader.as_deref() == Some(uploader) => {
+                self.index(entry, Some(sha256), uploader, known.received)
+                    .await
+            }
+            _ => self.record_upload(entry, Some(sha256), uploader).await,
         }
-        let received = whole_seconds(OffsetDateTime::now_utc());
-        self.index(entry, Some(sha256), uploader, received).await
     }
 
     /// A sled tree of the catalog's database for a feed's own index (F-TICKS, telemetry

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use suppaftp::tokio::AsyncFtpStream;
 use suppaftp::types::FileType;
 
+pub mod soak;
+
 /// The folder holding the workspace's binaries (`target/debug` or `target/release`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -103,6 +105,10 @@ pub struct TestServer {
     pub config: PathBuf,
     pub ftp_port: u16,
     pub web_port: u16,
+    /// The passive port range, first and last.
+    pub passive: (u16, u16),
+    /// The server's `data_dir` (archive and catalog): `<dir>/data` unless moved.
+    pub data_dir: PathBuf,
     child: Option<Child>,
 }
 
@@ -130,13 +136,44 @@ impl TestServer {
             "data_dir = \"data\"\nusers_file = \"users.toml\"\n[web]\nlisten = \"127.0.0.1:{web_port}\"\n[ftp]\nlisten = \"127.0.0.1:{ftp_port}\"\npassive_ports = \"{low}-{high}\"\n{extra_ftp}\n"
         );
         std::fs::write(&config, text).expect("write config");
+        let data_dir = dir.path().join("data");
         TestServer {
             dir,
             config,
             ftp_port,
             web_port,
+            passive: (low, high),
+            data_dir,
             child: None,
         }
+    }
+
+    /// Moves the data dir (archive and catalog) to `path`, e.g. a small filesystem of the
+    /// test's own; call before the server starts.
+    pub fn set_data_dir(&mut self, path: &Path) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let moved = text.replacen(
+            "data_dir = \"data\"",
+            &format!("data_dir = {:?}", path.display().to_string()),
+            1,
+        );
+        std::fs::write(&self.config, moved).expect("write config");
+        self.data_dir = path.to_owned();
+    }
+
+    /// GET `/healthz`: whether the server answers `ok`.
+    pub fn healthy(&self) -> bool {
+        use std::io::Read;
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.web_port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let request = "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        let mut reply = String::new();
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut reply).is_ok()
+            && reply.split_whitespace().nth(1) == Some("200")
+            && reply.ends_with("ok\n")
     }
 
     /// Like [`TestServer::prepare`], with `sections` (top-level tables such as `[syslog]`)
@@ -233,9 +270,8 @@ impl TestServer {
 
     /// A path in the archive tree on disk.
     pub fn archive(&self, path: &str) -> PathBuf {
-        self.dir
-            .path()
-            .join("data/archive")
+        self.data_dir
+            .join("archive")
             .join(path.trim_start_matches('/'))
     }
 
@@ -381,7 +417,12 @@ impl TestAgent {
 
     /// Starts an agent with exactly this agent.toml (relative paths: its own temp dir).
     pub fn start_with_config(text: &str) -> TestAgent {
-        let dir = tempfile::tempdir().expect("temp dir");
+        TestAgent::start_in(&std::env::temp_dir(), text)
+    }
+
+    /// Like [`TestAgent::start_with_config`], with its temporary folder under `base`.
+    pub fn start_in(base: &Path, text: &str) -> TestAgent {
+        let dir = tempfile::tempdir_in(base).expect("temp dir");
         let config = dir.path().join("agent.toml");
         std::fs::write(&config, text).expect("write agent config");
         TestAgent::start_existing(dir, config)
@@ -441,6 +482,22 @@ impl TestAgent {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// `logarchive-agent status --json`: the running agent's report (backlog, last
+    /// success and error).
+    pub fn status_json(&self) -> anyhow::Result<serde_json::Value> {
+        let out = Command::new(agent_bin())
+            .args(["status", "--json", "--config"])
+            .arg(&self.config)
+            .current_dir(self.dir.path())
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "agent status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
     }
 }
 

@@ -276,9 +276,13 @@ impl Archive for FsArchive {
             let local = this.local(&owned)?;
             let existing = match fs::metadata(&local) {
                 Ok(meta) if meta.is_dir() => return Err(ArchiveError::IsADir(owned)),
-                Ok(meta) => Some(meta.len()),
+                Ok(meta) => Some((meta.len(), meta.modified().ok())),
                 Err(err) if err.kind() == io::ErrorKind::NotFound => None,
                 Err(err) => return Err(map_err(&owned, err)),
+            };
+            let (existing, old_modified) = match existing {
+                Some((len, modified)) => (Some(len), modified),
+                None => (None, None),
             };
             let in_place = match (mode, existing) {
                 (UploadMode::Append, _) => true,
@@ -304,6 +308,7 @@ impl Archive for FsArchive {
                     path: owned,
                     local,
                     old_len: existing,
+                    old_modified,
                 };
                 return Ok((file, target, this.durable));
             }
@@ -535,11 +540,13 @@ enum Target {
         partial: PathBuf,
         local: PathBuf,
     },
-    /// Appended to `local`; on abort cut back to `old_len` (or removed if it was new).
+    /// Appended to `local`; on abort cut back to `old_len` with its old modification
+    /// time (so the catalog's entry stays true), or removed if it was new.
     InPlace {
         path: ArchivePath,
         local: PathBuf,
         old_len: Option<u64>,
+        old_modified: Option<std::time::SystemTime>,
     },
 }
 
@@ -627,16 +634,31 @@ impl Upload for FsUpload {
     async fn commit(mut self: Box<Self>) -> Result<Committed> {
         let path = self.target.path().clone();
         let durable = self.durable;
-        let file = self.finish_writer().await.map_err(|e| map_err(&path, e))?;
-        drop(file);
+        let written = self.finish_writer().await;
         let target = std::mem::replace(
             &mut self.target,
             Target::InPlace {
                 path: path.clone(),
                 local: PathBuf::new(),
                 old_len: None,
+                old_modified: None,
             },
         );
+        let file = match written {
+            Ok(file) => file,
+            Err(err) => {
+                // The last chunk or the fsync failed (a full disk reports ENOSPC as late as
+                // the fsync): undo like an abort, so a retry does not duplicate what part
+                // of this upload reached the file.
+                let _ = blocking(&ArchivePath::root(), move || {
+                    discard(target);
+                    Ok(())
+                })
+                .await;
+                return Err(map_err(&path, err));
+            }
+        };
+        drop(file);
         blocking(&path.clone(), move || {
             let local = match target {
                 Target::Replace { partial, local, .. } => {
@@ -671,34 +693,45 @@ impl Upload for FsUpload {
                 path: ArchivePath::root(),
                 local: PathBuf::new(),
                 old_len: None,
+                old_modified: None,
             },
         );
         let path = ArchivePath::root();
         let _ = blocking(&path, move || {
-            match target {
-                Target::Replace { partial, .. } => {
-                    let _ = fs::remove_file(partial);
-                }
-                Target::InPlace {
-                    local,
-                    old_len: Some(len),
-                    ..
-                } => {
-                    if let Ok(file) = fs::OpenOptions::new().write(true).open(&local) {
-                        let _ = file.set_len(len);
-                    }
-                }
-                Target::InPlace {
-                    local,
-                    old_len: None,
-                    ..
-                } => {
-                    let _ = fs::remove_file(local);
-                }
-            }
+            discard(target);
             Ok(())
         })
         .await;
+    }
+}
+
+/// Undoes an upload that will not be committed: removes the partial file, cuts an append
+/// back to its old length, or removes a file the append created. Blocking.
+fn discard(target: Target) {
+    match target {
+        Target::Replace { partial, .. } => {
+            let _ = fs::remove_file(partial);
+        }
+        Target::InPlace {
+            local,
+            old_len: Some(len),
+            old_modified,
+            ..
+        } => {
+            if let Ok(file) = fs::OpenOptions::new().write(true).open(&local) {
+                let _ = file.set_len(len);
+                if let Some(modified) = old_modified {
+                    let _ = file.set_modified(modified);
+                }
+            }
+        }
+        Target::InPlace {
+            local,
+            old_len: None,
+            ..
+        } => {
+            let _ = fs::remove_file(local);
+        }
     }
 }
 
