@@ -1,8 +1,9 @@
 //! The archive: the one storage interface every part of the server goes through.
 //!
-//! FTP, the catalog (and later the web UI, the feeds and retention) never touch files
-//! directly; they call an [`Archive`]. Today the only back-end is the local filesystem
-//! ([`fs::FsArchive`]); an object-store back-end implements the same trait.
+//! FTP, the catalog, the web UI, the feeds and retention never touch files directly; they
+//! call an [`Archive`]. Two back-ends implement it: the local filesystem
+//! ([`fs::FsArchive`], the default) and an S3 bucket ([`s3::S3Archive`]); [`open`] picks the
+//! one `[storage] kind` names.
 //!
 //! Invariants every back-end keeps:
 //! - Paths are [`ArchivePath`]s, so nothing can name a place outside the archive, and a
@@ -14,13 +15,43 @@
 
 pub mod fs;
 mod group_commit;
+pub mod s3;
 
+use std::collections::HashSet;
 use std::io;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use logarchive_common::config::server::{LoadedServerConfig, Storage};
 use logarchive_common::paths::ArchivePath;
 use tokio::io::AsyncRead;
+
+/// Opens the archive `server.toml` names: `<data_dir>/archive`, or the `[storage]` bucket.
+pub async fn open(config: &LoadedServerConfig, durable: bool) -> io::Result<Arc<dyn Archive>> {
+    match &config.storage {
+        Storage::Fs => {
+            let root = config.data_dir.join("archive");
+            let archive = fs::FsArchive::open(&root, durable).map_err(|err| {
+                io::Error::new(
+                    err.kind(),
+                    format!("cannot open the archive at {}: {err}", root.display()),
+                )
+            })?;
+            Ok(Arc::new(archive))
+        }
+        Storage::S3(settings) => Ok(Arc::new(s3::S3Archive::open(settings).await?)),
+    }
+}
+
+/// What [`Archive::follow_records`] remembers between calls, and what it found.
+#[derive(Debug, Default)]
+pub struct RecordBatch {
+    /// Record objects already read (the back-end's own bookkeeping).
+    pub cursor: HashSet<String>,
+    /// The records found by the last call that other servers wrote.
+    pub records: Vec<u8>,
+}
 
 /// The server's own top-level folder inside the archive.
 pub const RESERVED: &str = ".logarchive";
@@ -166,4 +197,15 @@ pub trait Archive: Send + Sync + std::fmt::Debug + 'static {
     async fn append_record(&self, name: &str, record: &[u8]) -> Result<()>;
     /// Reads the server-owned logs whose names start with `prefix`, oldest name first.
     async fn read_records(&self, prefix: &str) -> Result<Vec<u8>>;
+    /// For archives several servers share: puts into `batch.records` the records (names
+    /// starting with `prefix`) that other servers wrote since the last call with this
+    /// `batch`, and returns true. False: nobody else writes here (the default).
+    async fn follow_records(&self, _prefix: &str, _batch: &mut RecordBatch) -> Result<bool> {
+        Ok(false)
+    }
+    /// Removes uploads an earlier run left unfinished; how many. Only `run` calls this, once
+    /// it holds the catalog lock.
+    async fn discard_partials(&self) -> Result<usize> {
+        Ok(0)
+    }
 }
