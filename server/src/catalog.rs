@@ -12,6 +12,7 @@
 //! write helpers (`put`, `delete`, `clear_files`): every writer of the `files` tree,
 //! uploads, renames, removals, reindex and any later one, must go through them.
 
+pub mod follow;
 mod index;
 
 use std::collections::HashMap;
@@ -51,10 +52,20 @@ enum JournalRecord {
         uploader: String,
         #[serde(with = "time::serde::rfc3339")]
         received: OffsetDateTime,
+        /// Size and hash at the upload, so other servers sharing the archive need not read
+        /// the file again (absent in journals written before they were added).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
     },
     Rename {
         from: ArchivePath,
         to: ArchivePath,
+    },
+    /// A file removed (DELE, retention): other servers sharing the archive follow it.
+    Remove {
+        path: ArchivePath,
     },
 }
 
@@ -174,6 +185,8 @@ impl Catalog {
             path: entry.path.clone(),
             uploader: uploader.to_owned(),
             received,
+            size: Some(entry.size),
+            sha256: Some(sha256.clone()),
         };
         self.journal(&record, received).await?;
         self.index(entry, sha256, uploader, received).await
@@ -256,6 +269,9 @@ impl Catalog {
 
     /// Follows a deletion of a file (or an empty folder: nothing to do).
     pub async fn record_removal(&self, path: &ArchivePath) -> Result<(), CatalogError> {
+        let now = OffsetDateTime::now_utc();
+        self.journal(&JournalRecord::Remove { path: path.clone() }, now)
+            .await?;
         self.delete(path)?;
         self.flush().await?;
         Ok(())
@@ -472,8 +488,12 @@ impl Catalog {
                     path,
                     uploader,
                     received,
+                    ..
                 } => {
                     origins.insert(path, (uploader, received));
+                }
+                JournalRecord::Remove { path } => {
+                    origins.remove(&path);
                 }
                 JournalRecord::Rename { from, to } => {
                     let moved: Vec<ArchivePath> = origins

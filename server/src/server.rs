@@ -20,13 +20,12 @@ pub async fn open_store(
 ) -> anyhow::Result<(Arc<dyn Archive>, Catalog)> {
     let archive = crate::archive::open(config, config.config.durable_writes).await?;
     let catalog_dir = config.data_dir.join("catalog");
-    let catalog =
-        Catalog::open(&catalog_dir, archive.clone()).with_context(|| {
-            format!(
-                "cannot open the catalog at {} (is another logarchive-server using this data dir?)",
-                catalog_dir.display()
-            )
-        })?;
+    let catalog = Catalog::open(&catalog_dir, archive.clone()).with_context(|| {
+        format!(
+            "cannot open the catalog at {} (is another logarchive-server using this data dir?)",
+            catalog_dir.display()
+        )
+    })?;
     Ok((archive, catalog))
 }
 
@@ -65,6 +64,13 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         config.config.retention.clone(),
         shutdown.clone(),
     ));
+    if let logarchive_common::config::server::Storage::S3(s3) = &config.storage {
+        tokio::spawn(crate::catalog::follow::run_job(
+            catalog.clone(),
+            s3.follow_interval,
+            shutdown.clone(),
+        ));
+    }
     let guard = Guard {
         archive,
         catalog: catalog.clone(),

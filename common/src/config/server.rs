@@ -604,7 +604,12 @@ fn load_storage(file: &Path, text: &str, storage: &StorageConfig) -> Result<Stor
     };
     let fail = |key: &str, message: String| ConfigError::at(file, text, span(key), message);
     let endpoint = match &storage.endpoint {
-        None => return Err(fail("kind", "[storage] kind = \"s3\" needs `endpoint`".into())),
+        None => {
+            return Err(fail(
+                "kind",
+                "[storage] kind = \"s3\" needs `endpoint`".into(),
+            ));
+        }
         Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
             return Err(fail(
                 "endpoint",
@@ -621,13 +626,21 @@ fn load_storage(file: &Path, text: &str, storage: &StorageConfig) -> Result<Stor
                 format!("[storage] bucket: \"{bucket}\" is not a bucket name"),
             ));
         }
-        None => return Err(fail("kind", "[storage] kind = \"s3\" needs `bucket`".into())),
+        None => {
+            return Err(fail(
+                "kind",
+                "[storage] kind = \"s3\" needs `bucket`".into(),
+            ));
+        }
     };
     let prefix = storage.prefix.trim_matches('/');
     if prefix.split('/').any(|part| part == "." || part == "..") || prefix.contains("//") {
         return Err(fail(
             "prefix",
-            format!("[storage] prefix: \"{}\" has an empty, . or .. component", storage.prefix),
+            format!(
+                "[storage] prefix: \"{}\" has an empty, . or .. component",
+                storage.prefix
+            ),
         ));
     }
     let prefix = if prefix.is_empty() {

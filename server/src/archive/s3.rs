@@ -74,6 +74,9 @@ pub struct S3Archive {
     /// Tells this server's record objects from the others'.
     server: u64,
     records: Arc<Records>,
+    /// One upload at a time per key on this server: an append composes the stored object
+    /// with new bytes, so two at once would lose one of them.
+    writing: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// Group commit of record objects: callers queue, the first to get the turn writes every
@@ -114,6 +117,7 @@ impl S3Archive {
             op,
             server: rand::random(),
             records: Arc::default(),
+            writing: Arc::default(),
         };
         archive
             .op
@@ -129,6 +133,16 @@ impl S3Archive {
                 ))
             })?;
         Ok(archive)
+    }
+
+    /// Waits for this server's other uploads to `key` to end.
+    async fn lock_key(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+            writing.retain(|_, lock| Arc::strong_count(lock) > 1);
+            writing.entry(key.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 
     /// Whether a folder exists: its marker, or any key below it.
@@ -189,10 +203,7 @@ impl S3Archive {
     /// Copies one object to another key, keeping its user metadata.
     async fn copy_object(&self, from: &str, to: &str, size: u64, path: &ArchivePath) -> Result<()> {
         if size <= MAX_COPY {
-            self.op
-                .copy(from, to)
-                .await
-                .map_err(|e| map_err(path, e))?;
+            self.op.copy(from, to).await.map_err(|e| map_err(path, e))?;
             return Ok(());
         }
         let meta = self.op.stat(from).await.map_err(|e| map_err(path, e))?;
@@ -552,6 +563,7 @@ impl Archive for S3Archive {
     }
 
     async fn begin_upload(&self, path: &ArchivePath, mode: UploadMode) -> Result<Box<dyn Upload>> {
+        let turn = self.lock_key(&key(path)).await;
         self.require_parent(path).await?;
         let existing = self.head(path).await?;
         if existing.is_none() && self.dir_exists(path).await? {
@@ -564,7 +576,9 @@ impl Archive for S3Archive {
             UploadMode::ResumeAt(n) if n > stored => {
                 return Err(ArchiveError::Refused {
                     path: path.clone(),
-                    reason: format!("cannot resume at byte {n}: the stored file has {stored} bytes"),
+                    reason: format!(
+                        "cannot resume at byte {n}: the stored file has {stored} bytes"
+                    ),
                 });
             }
             UploadMode::ResumeAt(n) => n,
@@ -594,6 +608,7 @@ impl Archive for S3Archive {
             path: path.clone(),
             writer,
             hasher: (mode == UploadMode::Replace).then(sha2::Sha256::new),
+            _turn: turn,
         }))
     }
 
@@ -836,7 +851,12 @@ impl Archive for S3Archive {
     }
 
     async fn follow_records(&self, prefix: &str, batch: &mut RecordBatch) -> Result<bool> {
-        let newest = batch.cursor.iter().map(|k| record_time(k)).max().unwrap_or(0);
+        let newest = batch
+            .cursor
+            .iter()
+            .map(|k| record_time(k))
+            .max()
+            .unwrap_or(0);
         let after = if newest == 0 {
             String::new()
         } else {
@@ -877,6 +897,8 @@ struct S3Upload {
     path: ArchivePath,
     writer: opendal::Writer,
     hasher: Option<sha2::Sha256>,
+    /// Held until commit or abort.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 #[async_trait]
