@@ -108,8 +108,8 @@ EOF
     sleep 0.2
   done
   local key_id secret_key
-  key_id=$(awk -F'\t' '/^Key ID:/ {print $2}' "$dir/key.txt" | tr -d ' ')
-  secret_key=$(awk -F'\t' '/^Secret key:/ {print $2}' "$dir/key.txt" | tr -d ' ')
+  key_id=$(awk '$1 == "Key" && $2 == "ID:" {print $3}' "$dir/key.txt")
+  secret_key=$(awk '$1 == "Secret" && $2 == "key:" {print $3}' "$dir/key.txt")
   [ -n "$key_id" ] && [ -n "$secret_key" ] || { echo "no key: $(cat "$dir/key.txt")" >&2; exit 1; }
   printf '%s\n%s\n' "$key_id" "$secret_key" >"$dir/s3.credentials"
   chmod 600 "$dir/s3.credentials" "$dir/key.txt"

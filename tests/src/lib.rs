@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use suppaftp::tokio::AsyncFtpStream;
 use suppaftp::types::FileType;
 
+pub mod garage;
+
 /// The folder holding the workspace's binaries (`target/debug` or `target/release`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
