@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use logarchive_common::config::server::LoadedServerConfig;
+use logarchive_common::config::server::{LoadedServerConfig, Storage};
 
 use crate::archive::Archive;
 use crate::catalog::Catalog;
@@ -46,6 +46,11 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     if discarded > 0 {
         tracing::info!(discarded, "removed partial uploads of an earlier run");
     }
+    if matches!(&config.storage, Storage::S3(_)) {
+        crate::users::shared::adopt(archive.as_ref(), &config.users_file)
+            .await
+            .context("cannot share users.toml through the archive")?;
+    }
     let first_admin = crate::cmd::user::bootstrap_admin(&config.users_file)?;
     let users = Arc::new(UserStore::open(&config.users_file)?);
     let ftp = &config.config.ftp;
@@ -64,10 +69,16 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         config.config.retention.clone(),
         shutdown.clone(),
     ));
-    if let logarchive_common::config::server::Storage::S3(s3) = &config.storage {
+    if let Storage::S3(s3) = &config.storage {
         tokio::spawn(crate::catalog::follow::run_job(
             catalog.clone(),
             s3.follow_interval,
+            shutdown.clone(),
+        ));
+        tokio::spawn(crate::users::shared::run_job(
+            archive.clone(),
+            config.users_file.clone(),
+            Duration::from_secs(1),
             shutdown.clone(),
         ));
     }

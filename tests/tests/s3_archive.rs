@@ -26,18 +26,27 @@ use logarchive_tests::{
 
 const PW: &str = "correct horse battery";
 
-/// A server on the cluster (through node `node`), with `node01` (home /node01, most
-/// letters), `reader` (home /node01, `elr`) and `admin` (home /, admin).
-fn s3_server(cluster: &GarageCluster, prefix: &str, node: usize, sections: &str) -> TestServer {
+/// A server on the cluster (through node `node`); with `users`, it gets `node01` (home
+/// /node01, most letters), `reader` (home /node01, `elr`) and `admin` (home /, admin),
+/// else it takes the users the bucket shares.
+fn s3_server(
+    cluster: &GarageCluster,
+    prefix: &str,
+    node: usize,
+    sections: &str,
+    users: bool,
+) -> TestServer {
     let storage = cluster.storage_section("archive", prefix, node);
     let mut server = TestServer::prepare_with_sections("", &format!("{storage}{sections}"));
-    server.add_user("node01", PW, &["--perm", "elradfmwMT"]);
-    server.add_user("reader", PW, &["--home", "/node01", "--perm", "elr"]);
-    server.add_user(
-        "admin",
-        PW,
-        &["--admin", "--home", "/", "--perm", "elradfmwMT"],
-    );
+    if users {
+        server.add_user("node01", PW, &["--perm", "elradfmwMT"]);
+        server.add_user("reader", PW, &["--home", "/node01", "--perm", "elr"]);
+        server.add_user(
+            "admin",
+            PW,
+            &["--admin", "--home", "/", "--perm", "elradfmwMT"],
+        );
+    }
     server.start();
     server
 }
@@ -106,6 +115,7 @@ async fn s3_archive_on_a_garage_cluster() {
         "one",
         0,
         &format!("[syslog]\ntcp = \"127.0.0.1:{syslog_port}\"\nflush_interval = \"300ms\"\n"),
+        true,
     );
 
     // 1. Upload and download, folders, rename, delete.
@@ -362,9 +372,16 @@ async fn s3_archive_on_a_garage_cluster() {
     let _ = ftp.quit().await;
     drop(agent);
 
-    // 8. A second server on the same bucket and prefix (through node 1) sees what the first
-    //    stored, and follows new uploads within a bounded delay.
-    let two = s3_server(&cluster, "one", 1, "");
+    // 8. A second server on the same bucket and prefix (through node 1), with no users of
+    //    its own, takes the shared users.toml, sees what the first stored, and follows new
+    //    uploads within a bounded delay.
+    let two = s3_server(&cluster, "one", 1, "", false);
+    assert!(
+        two.stderr()
+            .contains("users.toml taken from the shared archive"),
+        "{}",
+        two.stderr()
+    );
     let late = data(50_000, 7);
     let mut ftp = ftp_login(&one.addr(), "node01", PW).await.unwrap();
     ftp.put_file("logs/through-one.bin", &mut &late[..])
@@ -409,6 +426,33 @@ async fn s3_archive_on_a_garage_cluster() {
     );
     let _ = ftp.quit().await;
     let _ = ftp_two.quit().await;
+    // A user added on server 1 can log in on server 2 (an agent may use either).
+    one.add_user("node02", PW, &["--perm", "elrw"]);
+    let added = Instant::now();
+    // Logins are tried only once the file arrived: failed logins count towards a block.
+    let users_two = two.dir.path().join("users.toml");
+    let arrived = wait_until(Duration::from_secs(15), || {
+        std::fs::read_to_string(&users_two).is_ok_and(|text| text.contains("node02"))
+    });
+    assert!(
+        arrived,
+        "users.toml never reached server 2: {}",
+        two.stderr()
+    );
+    let mut shared = false;
+    for _ in 0..4 {
+        // The UserStore re-reads the file within a second.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        if ftp_login(&two.addr(), "node02", PW).await.is_ok() {
+            shared = true;
+            break;
+        }
+    }
+    assert!(shared, "server 2 never accepted the user added on server 1");
+    eprintln!(
+        "server 2 accepted server 1's new user after {:?}",
+        added.elapsed()
+    );
     // `reindex` rebuilds server 2's catalog from the bucket alone.
     let mut two = two;
     assert!(two.stop());

@@ -203,6 +203,15 @@ pub trait Archive: Send + Sync + std::fmt::Debug + 'static {
     async fn follow_records(&self, _prefix: &str, _batch: &mut RecordBatch) -> Result<bool> {
         Ok(false)
     }
+    /// A server-owned file that every server sharing the archive sees (users.toml):
+    /// `Ok(None)` when it is not there. Back-ends that are never shared keep none.
+    async fn read_shared(&self, _name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    /// Replaces a shared server-owned file (see [`Archive::read_shared`]).
+    async fn write_shared(&self, _name: &str, _bytes: Vec<u8>) -> Result<()> {
+        Ok(())
+    }
     /// Removes uploads an earlier run left unfinished; how many. Only `run` calls this, once
     /// it holds the catalog lock.
     async fn discard_partials(&self) -> Result<usize> {

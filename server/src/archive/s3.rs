@@ -35,6 +35,7 @@
 //!   `.logarchive/journal/<time>-<server>-<n>-<name>`, written by whichever caller arrives
 //!   first while others wait (group commit); readers list the keys, which sort by time, and
 //!   [`Archive::follow_records`] lets every server read what the others wrote.
+//! - **Shared files** (users.toml) are objects under `.logarchive/shared/`.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -64,6 +65,8 @@ const MAX_COPY: u64 = 5 << 30;
 const MODE_KEY: &str = "logarchive-mode";
 const MTIME_KEY: &str = "logarchive-mtime";
 const JOURNAL: &str = ".logarchive/journal/";
+/// Server-owned files every server reads (users.toml).
+const SHARED: &str = ".logarchive/shared/";
 /// How far back a follower lists again, for records written (by a server whose clock is
 /// behind, or whose PUT was slow) with a time before the newest one it has read.
 const FOLLOW_LOOKBACK: Duration = Duration::from_secs(120);
@@ -79,11 +82,14 @@ pub struct S3Archive {
     writing: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
+/// A record waiting to be written: its name, bytes, and who to tell whether it was.
+type QueuedRecord = (String, Vec<u8>, tokio::sync::oneshot::Sender<bool>);
+
 /// Group commit of record objects: callers queue, the first to get the turn writes every
 /// queued record (one object per record name) and hands each caller its result.
 #[derive(Debug, Default)]
 struct Records {
-    queued: std::sync::Mutex<Vec<(String, Vec<u8>, tokio::sync::oneshot::Sender<bool>)>>,
+    queued: std::sync::Mutex<Vec<QueuedRecord>>,
     turn: tokio::sync::Mutex<()>,
     sequence: AtomicU64,
 }
@@ -848,6 +854,22 @@ impl Archive for S3Archive {
             all.extend(self.read_object(&key).await?);
         }
         Ok(all)
+    }
+
+    async fn read_shared(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.op.read(&format!("{SHARED}{name}")).await {
+            Ok(buffer) => Ok(Some(buffer.to_vec())),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(map_err(&ArchivePath::root(), err)),
+        }
+    }
+
+    async fn write_shared(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        self.op
+            .write(&format!("{SHARED}{name}"), bytes)
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err(&ArchivePath::root(), e))
     }
 
     async fn follow_records(&self, prefix: &str, batch: &mut RecordBatch) -> Result<bool> {
