@@ -1024,6 +1024,52 @@ mod tests {
     }
 
     #[test]
+    fn storage_errors_name_the_line_and_key_and_hide_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            LoadedServerConfig::load(Some(&file))
+        };
+        let base = "[storage]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:3900\"\n";
+        let err = load(&format!("{base}credentials_file = \"c\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":2:") && err.contains("needs `bucket`"),
+            "{err}"
+        );
+        let err = load(&format!(
+            "{base}bucket = \"b\"\ncredentials_file = \"missing\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(":5:") && err.contains("credentials_file"),
+            "{err}"
+        );
+        let err = load("[storage]\nkind = \"s3\"\nendpoint = \"ftp://x\"\nbucket = \"b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":3:") && err.contains("ftp://x"), "{err}");
+        let err = load("[storage]\nkind = \"gcs\"\n").unwrap_err().to_string();
+        assert!(err.contains(":2:") && err.contains("gcs"), "{err}");
+        std::fs::write(dir.path().join("c"), "GKid\ntopsecret\n").unwrap();
+        let loaded = load(&format!(
+            "{base}bucket = \"b\"\nprefix = \"/p/\"\ncredentials_file = \"c\"\n"
+        ))
+        .unwrap();
+        let Storage::S3(s3) = &loaded.storage else {
+            panic!("not s3")
+        };
+        assert_eq!(
+            (s3.prefix.as_str(), s3.access_key_id.as_str()),
+            ("p/", "GKid")
+        );
+        assert!(!format!("{loaded:?}").contains("topsecret"));
+    }
+
+    #[test]
     fn the_template_parses_with_its_feed_examples_switched_on() {
         let template = include_str!("../../../config-templates/server.toml");
         parse_toml::<ServerConfig>(Path::new("server.toml"), template).unwrap();
