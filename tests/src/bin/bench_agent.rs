@@ -13,7 +13,9 @@
 //!   cargo build --release --workspace && target/release/bench-agent [--dir /tmp]
 //!       [--parallel 2,4] [--small 10000] [--big 20] [--latency-files 500]
 //!       [--settle 1s] [--interval 100ms] [--idle-files 100000] [--idle-seconds 130]
-//!       [--only backlog|latency|idle]
+//!       [--only backlog|latency|idle] [--storage FILE]
+//! `--storage FILE` appends FILE (a `[storage]` section, e.g. S3 on the Garage cluster of
+//! `scripts/garage.sh`) to the server's config.
 //! lftp comes from Debian (`apt-get install lftp`).
 
 use std::collections::HashMap;
@@ -37,6 +39,7 @@ struct Args {
     idle_files: usize,
     idle_seconds: u64,
     only: Option<String>,
+    storage: Option<PathBuf>,
 }
 
 fn millis(value: &str) -> anyhow::Result<u64> {
@@ -61,6 +64,7 @@ fn parse_args() -> anyhow::Result<Args> {
         idle_files: 100_000,
         idle_seconds: 130,
         only: None,
+        storage: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -78,6 +82,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--idle-files" => args.idle_files = value.parse()?,
             "--idle-seconds" => args.idle_seconds = value.parse()?,
             "--only" => args.only = Some(value),
+            "--storage" => args.storage = Some(value.into()),
             _ => bail!("unknown option {flag}"),
         }
     }
@@ -461,10 +466,19 @@ fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let base = tempfile::tempdir_in(&args.dir)?;
     let mut server = TestServer::prepare_in(base.path(), "", 100);
+    let mut storage = "fs".to_owned();
+    if let Some(file) = &args.storage {
+        let section = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let mut config = std::fs::read_to_string(&server.config)?;
+        config.push_str(&section);
+        std::fs::write(&server.config, config)?;
+        storage = format!("[storage] from {}", file.display());
+    }
     server.start();
     let when = time_now();
     println!(
-        "# bench-agent, {when}, data in {} (logarchive-server and agent: release build)\n",
+        "# bench-agent, {when}, data in {}, storage {storage} (logarchive-server and agent: release build)\n",
         args.dir.display()
     );
     let wanted = |name: &str| args.only.as_deref().is_none_or(|only| only == name);
