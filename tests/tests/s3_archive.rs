@@ -8,16 +8,19 @@
 //! 2. REST resume and APPE (append to a file larger than a part: server-side part copy).
 //! 3. A client killed mid-STOR: nothing under the final name, ever.
 //! 4. Web download with Range, and search.
-//! 5. An agent mirroring a tree, then growth appended.
+//! 5. An agent mirroring a tree, then growth appended; the folder streamed as a zip.
 //! 6. Syslog over TCP: many lines, one file, each line once.
 //! 7. One Garage node killed: uploads, downloads and search keep working, nothing lost.
 //! 8. Two servers on one bucket: a file uploaded through server 1 is found (search) and
 //!    downloaded through server 2 within a bounded delay; `reindex` rebuilds server 2's
-//!    catalog from the bucket alone.
+//!    catalog from the bucket alone; users added on server 1 log in on server 2.
+//! 9. Retention on S3: a policy removes old files below it, nothing outside.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod web_common;
 
 use logarchive_tests::garage::GarageCluster;
 use logarchive_tests::{
@@ -314,6 +317,21 @@ async fn s3_archive_on_a_garage_cluster() {
         "growth not appended: {}",
         agent.stderr()
     );
+
+    // A folder streamed as a zip: every mirrored file, byte-identical.
+    let (status, zip) = web_get(&one, "node01", "/download/node01/mirror?format=zip", &[]);
+    assert_eq!(status, 200);
+    let zip_file = one.dir.path().join("mirror.zip");
+    std::fs::write(&zip_file, zip).unwrap();
+    let zipped = web_common::zip_hashes(&zip_file);
+    let final_local = tree_hashes(tree.path());
+    for (name, hash) in &final_local {
+        assert_eq!(
+            zipped.get(&format!("mirror/{name}")),
+            Some(hash),
+            "{name} in the zip: {zipped:?}"
+        );
+    }
 
     // 6. Syslog over TCP: 300 lines into one day file, each once, in order.
     let mut sender = std::net::TcpStream::connect(("127.0.0.1", syslog_port)).unwrap();
