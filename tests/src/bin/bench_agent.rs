@@ -231,6 +231,42 @@ fn tree_size(root: &Path) -> (usize, u64) {
     (files, bytes)
 }
 
+/// Files and bytes in `user`'s home (hidden names aside): read from the archive folder, or,
+/// when the archive is not on this disk (`--storage`), listed over FTP with lftp.
+fn stored_size(args: &Args, server: &TestServer, user: &str) -> (usize, u64) {
+    if args.storage.is_none() {
+        return tree_size(&server.archive(user));
+    }
+    let script = format!(
+        "open -u {user},{PASSWORD} ftp://{}; find -l /",
+        server.addr()
+    );
+    let out = command_output("lftp", &["-c", &script]);
+    let (mut files, mut bytes) = (0, 0);
+    for line in out.lines().filter(|l| l.starts_with('-')) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(size), Some(path)) = (fields.get(2), fields.last()) else {
+            continue;
+        };
+        if path.split('/').any(|part| part.starts_with('.')) {
+            continue;
+        }
+        files += 1;
+        bytes += size.parse::<u64>().unwrap_or(0);
+    }
+    (files, bytes)
+}
+
+/// Removes `user`'s files after a round, when they are on this disk.
+fn remove_stored(args: &Args, server: &TestServer, user: &str) -> std::io::Result<()> {
+    if args.storage.is_none() {
+        std::fs::remove_dir_all(server.archive(user))?;
+        return Ok(());
+    }
+    // In a bucket they stay (the users have no 'd'); each round has users of its own.
+    Ok(())
+}
+
 fn backlog(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()> {
     let tree = base.join("backlog-tree");
     let total = write_backlog(&tree, args.small, args.big)?;
@@ -260,11 +296,11 @@ fn backlog(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<
         });
         let agent_secs = started.elapsed().as_secs_f64();
         drop(agent);
-        let stored = tree_size(&server.archive(&agent_user));
+        let stored = stored_size(args, server, &agent_user);
         if !done || stored != (files, total) {
             bail!("agent did not send everything: {stored:?} of ({files}, {total})");
         }
-        std::fs::remove_dir_all(server.archive(&agent_user))?;
+        remove_stored(args, server, &agent_user)?;
         let _ = Command::new("sync").status();
 
         let started = Instant::now();
@@ -278,11 +314,11 @@ fn backlog(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<
         if !out.status.success() {
             bail!("lftp failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let stored = tree_size(&server.archive(&lftp_user));
+        let stored = stored_size(args, server, &lftp_user);
         if stored != (files, total) {
             bail!("lftp did not send everything: {stored:?}");
         }
-        std::fs::remove_dir_all(server.archive(&lftp_user))?;
+        remove_stored(args, server, &lftp_user)?;
         println!(
             "| {parallel} | {agent_secs:.1} | {lftp_secs:.1} | {:.2}x |",
             agent_secs / lftp_secs
