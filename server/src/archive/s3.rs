@@ -214,19 +214,35 @@ impl S3Archive {
         }
         let meta = self.op.stat(from).await.map_err(|e| map_err(path, e))?;
         let mut writer = self
+            .writer_from(path, to, user_metadata(&meta), from, size)
+            .await?;
+        writer.close().await.map_err(|e| map_err(path, e))?;
+        Ok(())
+    }
+
+    /// A writer (multipart upload) on `to` with `metadata`, holding already the first
+    /// `keep` bytes of `from` (copied server-side where the store can).
+    async fn writer_from(
+        &self,
+        path: &ArchivePath,
+        to: &str,
+        metadata: HashMap<String, String>,
+        from: &str,
+        keep: u64,
+    ) -> Result<opendal::Writer> {
+        let mut writer = self
             .op
             .writer_with(to)
             .chunk(PART_SIZE)
             .concurrent(CONCURRENT_PARTS)
-            .user_metadata(user_metadata(&meta))
+            .user_metadata(metadata)
             .await
             .map_err(|e| map_err(path, e))?;
-        if let Err(err) = copy_range(&mut writer, from, 0, size).await {
+        if let Err(err) = copy_range(&mut writer, from, 0, keep).await {
             let _ = writer.abort().await;
             return Err(map_err(path, err));
         }
-        writer.close().await.map_err(|e| map_err(path, e))?;
-        Ok(())
+        Ok(writer)
     }
 
     /// Rewrites a file's user metadata by composing the object onto itself.
@@ -243,17 +259,8 @@ impl S3Archive {
         metadata.insert(name.to_owned(), value);
         let key = key(path);
         let mut writer = self
-            .op
-            .writer_with(&key)
-            .chunk(PART_SIZE)
-            .concurrent(CONCURRENT_PARTS)
-            .user_metadata(metadata)
-            .await
-            .map_err(|e| map_err(path, e))?;
-        if let Err(err) = copy_range(&mut writer, &key, 0, meta.content_length()).await {
-            let _ = writer.abort().await;
-            return Err(map_err(path, err));
-        }
+            .writer_from(path, &key, metadata, &key, meta.content_length())
+            .await?;
         writer.close().await.map_err(|e| map_err(path, e))?;
         Ok(())
     }
@@ -595,20 +602,7 @@ impl Archive for S3Archive {
             _ => HashMap::new(),
         };
         let key = key(path);
-        let mut writer = self
-            .op
-            .writer_with(&key)
-            .chunk(PART_SIZE)
-            .concurrent(CONCURRENT_PARTS)
-            .user_metadata(metadata)
-            .await
-            .map_err(|e| map_err(path, e))?;
-        if keep > 0
-            && let Err(err) = copy_range(&mut writer, &key, 0, keep).await
-        {
-            let _ = writer.abort().await;
-            return Err(map_err(path, err));
-        }
+        let writer = self.writer_from(path, &key, metadata, &key, keep).await?;
         Ok(Box::new(S3Upload {
             archive: self.clone(),
             path: path.clone(),
