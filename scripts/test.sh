@@ -22,6 +22,8 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# The end-to-end tests run the binaries built here.
+# The end-to-end tests run the binaries built here, and the S3 tests a Garage cluster
+# (built once per machine, then copied from its cache: scripts/garage.sh).
 cargo build --workspace --locked
+bash scripts/garage.sh build
 cargo test --workspace --locked

@@ -17,6 +17,7 @@
 //! write helpers (`put`, `delete`, `clear_files`): every writer of the `files` tree,
 //! uploads, renames, removals, reindex and any later one, must go through them.
 
+pub mod follow;
 mod index;
 
 use std::collections::HashMap;
@@ -56,10 +57,20 @@ enum JournalRecord {
         uploader: String,
         #[serde(with = "time::serde::rfc3339")]
         received: OffsetDateTime,
+        /// Size and hash at the upload, so other servers sharing the archive need not read
+        /// the file again (absent in journals written before they were added).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
     },
     Rename {
         from: ArchivePath,
         to: ArchivePath,
+    },
+    /// A file removed (DELE, retention): other servers sharing the archive follow it.
+    Remove {
+        path: ArchivePath,
     },
 }
 
@@ -187,6 +198,8 @@ impl Catalog {
             path: entry.path.clone(),
             uploader: uploader.to_owned(),
             received,
+            size: Some(entry.size),
+            sha256: sha256.clone(),
         };
         self.journal(&record, received).await?;
         self.index(entry, sha256, uploader, received).await
@@ -356,6 +369,9 @@ impl Catalog {
 
     /// Follows a deletion of a file (or an empty folder: nothing to do).
     pub async fn record_removal(&self, path: &ArchivePath) -> Result<(), CatalogError> {
+        let now = OffsetDateTime::now_utc();
+        self.journal(&JournalRecord::Remove { path: path.clone() }, now)
+            .await?;
         self.unhashed.remove(path.as_str())?;
         self.delete(path)?;
         self.flush().await?;
@@ -573,8 +589,12 @@ impl Catalog {
                     path,
                     uploader,
                     received,
+                    ..
                 } => {
                     origins.insert(path, (uploader, received));
+                }
+                JournalRecord::Remove { path } => {
+                    origins.remove(&path);
                 }
                 JournalRecord::Rename { from, to } => {
                     let moved: Vec<ArchivePath> = origins

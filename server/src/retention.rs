@@ -217,10 +217,8 @@ pub fn command(config_file: Option<&Path>, dry_run: bool) -> anyhow::Result<()> 
     runtime.block_on(async {
         if dry_run {
             // The archive alone: works while the server runs (it holds the catalog).
-            let root = config.data_dir.join("archive");
-            let archive = crate::archive::fs::FsArchive::open(&root, false)
-                .with_context(|| format!("cannot open the archive at {}", root.display()))?;
-            let expired = expired(&archive, &policies, SystemTime::now()).await?;
+            let archive = crate::archive::open(&config, false).await?;
+            let expired = expired(archive.as_ref(), &policies, SystemTime::now()).await?;
             for item in &expired {
                 let modified = OffsetDateTime::from(item.entry.modified)
                     .format(&Rfc3339)
@@ -232,7 +230,7 @@ pub fn command(config_file: Option<&Path>, dry_run: bool) -> anyhow::Result<()> 
             }
             println!("{} files would be removed (dry run)", expired.len());
         } else {
-            let (archive, catalog) = crate::server::open_store(&config)?;
+            let (archive, catalog) = crate::server::open_store(&config).await?;
             let removed = enforce(archive.as_ref(), &catalog, &policies).await?;
             let records = prune_telemetry(&catalog, &policies)?;
             let fticks = prune_fticks(&catalog, &policies)?;

@@ -6,30 +6,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use logarchive_common::config::server::LoadedServerConfig;
+use logarchive_common::config::server::{LoadedServerConfig, Storage};
 
 use crate::archive::Archive;
-use crate::archive::fs::FsArchive;
 use crate::catalog::Catalog;
 use crate::ftp::guard::{Guard, Transfers};
 use crate::ftp::throttle::Throttles;
 use crate::users::UserStore;
 
 /// The archive and catalog of a data dir, as every command that needs them opens them.
-pub fn open_store(config: &LoadedServerConfig) -> anyhow::Result<(Arc<FsArchive>, Catalog)> {
-    let root = config.data_dir.join("archive");
-    let archive = Arc::new(
-        FsArchive::open(&root, config.config.durable_writes)
-            .with_context(|| format!("cannot open the archive at {}", root.display()))?,
-    );
+pub async fn open_store(
+    config: &LoadedServerConfig,
+) -> anyhow::Result<(Arc<dyn Archive>, Catalog)> {
+    let archive = crate::archive::open(config, config.config.durable_writes).await?;
     let catalog_dir = config.data_dir.join("catalog");
-    let catalog =
-        Catalog::open(&catalog_dir, archive.clone() as Arc<dyn Archive>).with_context(|| {
-            format!(
-                "cannot open the catalog at {} (is another logarchive-server using this data dir?)",
-                catalog_dir.display()
-            )
-        })?;
+    let catalog = Catalog::open(&catalog_dir, archive.clone()).with_context(|| {
+        format!(
+            "cannot open the catalog at {} (is another logarchive-server using this data dir?)",
+            catalog_dir.display()
+        )
+    })?;
     Ok((archive, catalog))
 }
 
@@ -42,14 +38,19 @@ pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
 async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
-    let (archive, catalog) = open_store(&config)?;
+    let (archive, catalog) = open_store(&config).await?;
     let discarded = archive
         .discard_partials()
+        .await
         .context("cannot clean up partial uploads")?;
     if discarded > 0 {
         tracing::info!(discarded, "removed partial uploads of an earlier run");
     }
-    let archive: Arc<dyn Archive> = archive;
+    if matches!(&config.storage, Storage::S3(_)) {
+        crate::users::shared::adopt(archive.as_ref(), &config.users_file)
+            .await
+            .context("cannot share users.toml through the archive")?;
+    }
     let first_admin = crate::cmd::user::bootstrap_admin(&config.users_file)?;
     let users = Arc::new(UserStore::open(&config.users_file)?);
     let ftp = &config.config.ftp;
@@ -78,6 +79,19 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         config.config.retention.clone(),
         shutdown.clone(),
     ));
+    if let Storage::S3(s3) = &config.storage {
+        tokio::spawn(crate::catalog::follow::run_job(
+            catalog.clone(),
+            s3.follow_interval,
+            shutdown.clone(),
+        ));
+        tokio::spawn(crate::users::shared::run_job(
+            archive.clone(),
+            config.users_file.clone(),
+            Duration::from_secs(1),
+            shutdown.clone(),
+        ));
+    }
     let guard = Guard {
         archive,
         catalog: catalog.clone(),

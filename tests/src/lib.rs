@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use suppaftp::tokio::AsyncFtpStream;
 use suppaftp::types::FileType;
 
+pub mod garage;
 pub mod soak;
 
 /// The folder holding the workspace's binaries (`target/debug` or `target/release`).

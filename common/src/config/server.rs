@@ -47,6 +47,99 @@ pub struct ServerConfig {
     /// they are sent.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// Where the archive lives: `<data_dir>/archive` (default) or an S3 bucket.
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: the archive's back-end.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(default)]
+    pub kind: StorageKind,
+    /// S3 endpoint URL, e.g. `http://127.0.0.1:3900`.
+    pub endpoint: Option<String>,
+    pub bucket: Option<String>,
+    /// S3 region name (Garage's default is `garage`).
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Key prefix inside the bucket (several archives can share one bucket).
+    #[serde(default)]
+    pub prefix: String,
+    /// Two lines: access key id, secret key. Without it, `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` from the environment.
+    pub credentials_file: Option<PathBuf>,
+    /// How often each server reads the journal records other servers wrote to the bucket,
+    /// so their uploads appear in its catalog (web UI, search).
+    #[serde(default = "default_follow_interval")]
+    pub follow_interval: Interval,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// A local directory, `<data_dir>/archive`.
+    #[default]
+    Fs,
+    /// An S3-compatible object store.
+    S3,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            kind: StorageKind::Fs,
+            endpoint: None,
+            bucket: None,
+            region: default_region(),
+            prefix: String::new(),
+            credentials_file: None,
+            follow_interval: default_follow_interval(),
+        }
+    }
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+fn default_follow_interval() -> Interval {
+    Interval(Duration::from_secs(2))
+}
+
+/// The S3 settings of a loaded `[storage]`, credentials read.
+#[derive(Clone)]
+pub struct S3Settings {
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    /// Empty, or ends with `/`.
+    pub prefix: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub follow_interval: Duration,
+}
+
+// The secret never reaches a log line through `{:?}`.
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<hidden>")
+            .finish()
+    }
+}
+
+/// The archive's back-end as `run`, `reindex` and `retention` open it.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    Fs,
+    S3(S3Settings),
 }
 
 fn default_data_dir() -> PathBuf {
@@ -555,6 +648,7 @@ pub struct LoadedServerConfig {
     pub file: Option<PathBuf>,
     pub users_file: PathBuf,
     pub data_dir: PathBuf,
+    pub storage: Storage,
 }
 
 impl LoadedServerConfig {
@@ -568,10 +662,12 @@ impl LoadedServerConfig {
                 data_dir,
                 config,
                 file: None,
+                storage: Storage::Fs,
             });
         };
         let (config, text) = load_toml::<ServerConfig>(file)?;
         check_syslog_tls(file, &text, config.syslog.as_ref())?;
+        let storage = load_storage(file, &text, &config.storage)?;
         if let Some(tls) = &config.ftp.tls {
             for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
                 let path = relative_to_file(file, path);
@@ -635,6 +731,7 @@ impl LoadedServerConfig {
             ),
             config,
             file: Some(file.to_owned()),
+            storage,
         })
     }
 
@@ -645,6 +742,111 @@ impl LoadedServerConfig {
             None => path.to_owned(),
         }
     }
+}
+
+/// Checks `[storage]` and reads the S3 credentials (file, else environment).
+fn load_storage(file: &Path, text: &str, storage: &StorageConfig) -> Result<Storage, ConfigError> {
+    if storage.kind == StorageKind::Fs {
+        return Ok(Storage::Fs);
+    }
+    let section = text.find("[storage]").unwrap_or(0);
+    let span = |key: &str| {
+        let at = text[section..]
+            .find(&format!("{key} ="))
+            .map_or(section, |at| section + at);
+        at..at
+    };
+    let fail = |key: &str, message: String| ConfigError::at(file, text, span(key), message);
+    let endpoint = match &storage.endpoint {
+        None => {
+            return Err(fail(
+                "kind",
+                "[storage] kind = \"s3\" needs `endpoint`".into(),
+            ));
+        }
+        Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+            return Err(fail(
+                "endpoint",
+                format!("[storage] endpoint: \"{url}\" is not an http:// or https:// URL"),
+            ));
+        }
+        Some(url) => url.trim_end_matches('/').to_owned(),
+    };
+    let bucket = match &storage.bucket {
+        Some(bucket) if !bucket.is_empty() && !bucket.contains('/') => bucket.clone(),
+        Some(bucket) => {
+            return Err(fail(
+                "bucket",
+                format!("[storage] bucket: \"{bucket}\" is not a bucket name"),
+            ));
+        }
+        None => {
+            return Err(fail(
+                "kind",
+                "[storage] kind = \"s3\" needs `bucket`".into(),
+            ));
+        }
+    };
+    let prefix = storage.prefix.trim_matches('/');
+    if prefix.split('/').any(|part| part == "." || part == "..") || prefix.contains("//") {
+        return Err(fail(
+            "prefix",
+            format!(
+                "[storage] prefix: \"{}\" has an empty, . or .. component",
+                storage.prefix
+            ),
+        ));
+    }
+    let prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    let (access_key_id, secret_access_key) = match &storage.credentials_file {
+        Some(path) => {
+            let path = relative_to_file(file, path);
+            let content = std::fs::read_to_string(&path).map_err(|err| {
+                fail(
+                    "credentials_file",
+                    format!("[storage] credentials_file \"{}\": {err}", path.display()),
+                )
+            })?;
+            let mut lines = content.lines().map(str::trim).filter(|l| !l.is_empty());
+            match (lines.next(), lines.next()) {
+                (Some(id), Some(secret)) => (id.to_owned(), secret.to_owned()),
+                _ => {
+                    return Err(fail(
+                        "credentials_file",
+                        format!(
+                            "[storage] credentials_file \"{}\" must hold two lines: the access key id, then the secret key",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        None => match (
+            std::env::var("AWS_ACCESS_KEY_ID"),
+            std::env::var("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            (Ok(id), Ok(secret)) if !id.is_empty() && !secret.is_empty() => (id, secret),
+            _ => {
+                return Err(fail(
+                    "kind",
+                    "[storage] kind = \"s3\" needs `credentials_file`, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment".into(),
+                ));
+            }
+        },
+    };
+    Ok(Storage::S3(S3Settings {
+        endpoint,
+        bucket,
+        region: storage.region.clone(),
+        prefix,
+        access_key_id,
+        secret_access_key,
+        follow_interval: storage.follow_interval.0.max(Duration::from_millis(100)),
+    }))
 }
 
 /// `[syslog] tls` needs a cert and key that exist.
@@ -1074,6 +1276,52 @@ mod tests {
             err.starts_with("server.toml:2:") && err.contains("60000-50000"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn storage_errors_name_the_line_and_key_and_hide_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            LoadedServerConfig::load(Some(&file))
+        };
+        let base = "[storage]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:3900\"\n";
+        let err = load(&format!("{base}credentials_file = \"c\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":2:") && err.contains("needs `bucket`"),
+            "{err}"
+        );
+        let err = load(&format!(
+            "{base}bucket = \"b\"\ncredentials_file = \"missing\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(":5:") && err.contains("credentials_file"),
+            "{err}"
+        );
+        let err = load("[storage]\nkind = \"s3\"\nendpoint = \"ftp://x\"\nbucket = \"b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":3:") && err.contains("ftp://x"), "{err}");
+        let err = load("[storage]\nkind = \"gcs\"\n").unwrap_err().to_string();
+        assert!(err.contains(":2:") && err.contains("gcs"), "{err}");
+        std::fs::write(dir.path().join("c"), "GKid\ntopsecret\n").unwrap();
+        let loaded = load(&format!(
+            "{base}bucket = \"b\"\nprefix = \"/p/\"\ncredentials_file = \"c\"\n"
+        ))
+        .unwrap();
+        let Storage::S3(s3) = &loaded.storage else {
+            panic!("not s3")
+        };
+        assert_eq!(
+            (s3.prefix.as_str(), s3.access_key_id.as_str()),
+            ("p/", "GKid")
+        );
+        assert!(!format!("{loaded:?}").contains("topsecret"));
     }
 
     #[test]

@@ -47,7 +47,7 @@ impl FsArchive {
     /// Removes partial uploads left by an earlier run: they were never committed, so nobody
     /// waits for them. Only the server calls this, at start, once it holds the catalog lock
     /// (so no other server is writing here).
-    pub fn discard_partials(&self) -> io::Result<usize> {
+    fn discard_partial_files(&self) -> io::Result<usize> {
         let mut removed = 0;
         for entry in fs::read_dir(self.root.join(RESERVED).join("partial"))? {
             if fs::remove_file(entry?.path()).is_ok() {
@@ -492,6 +492,15 @@ impl Archive for FsArchive {
                 entry: entry(path, &meta),
                 sha256: Some(hex::encode(sha2::Sha256::digest(&bytes))),
             })
+        })
+        .await
+    }
+
+    async fn discard_partials(&self) -> Result<usize> {
+        let this = self.clone();
+        let path = ArchivePath::root();
+        blocking(&path.clone(), move || {
+            this.discard_partial_files().map_err(|e| map_err(&path, e))
         })
         .await
     }

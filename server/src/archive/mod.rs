@@ -1,8 +1,9 @@
 //! The archive: the one storage interface every part of the server goes through.
 //!
-//! FTP, the catalog (and later the web UI, the feeds and retention) never touch files
-//! directly; they call an [`Archive`]. Today the only back-end is the local filesystem
-//! ([`fs::FsArchive`]); an object-store back-end implements the same trait.
+//! FTP, the catalog, the web UI, the feeds and retention never touch files directly; they
+//! call an [`Archive`]. Two back-ends implement it: the local filesystem
+//! ([`fs::FsArchive`], the default) and an S3 bucket ([`s3::S3Archive`]); [`open`] picks the
+//! one `[storage] kind` names.
 //!
 //! Invariants every back-end keeps:
 //! - Paths are [`ArchivePath`]s, so nothing can name a place outside the archive, and a
@@ -14,13 +15,43 @@
 
 pub mod fs;
 mod group_commit;
+pub mod s3;
 
+use std::collections::HashSet;
 use std::io;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use logarchive_common::config::server::{LoadedServerConfig, Storage};
 use logarchive_common::paths::ArchivePath;
 use tokio::io::AsyncRead;
+
+/// Opens the archive `server.toml` names: `<data_dir>/archive`, or the `[storage]` bucket.
+pub async fn open(config: &LoadedServerConfig, durable: bool) -> io::Result<Arc<dyn Archive>> {
+    match &config.storage {
+        Storage::Fs => {
+            let root = config.data_dir.join("archive");
+            let archive = fs::FsArchive::open(&root, durable).map_err(|err| {
+                io::Error::new(
+                    err.kind(),
+                    format!("cannot open the archive at {}: {err}", root.display()),
+                )
+            })?;
+            Ok(Arc::new(archive))
+        }
+        Storage::S3(settings) => Ok(Arc::new(s3::S3Archive::open(settings).await?)),
+    }
+}
+
+/// What [`Archive::follow_records`] remembers between calls, and what it found.
+#[derive(Debug, Default)]
+pub struct RecordBatch {
+    /// Record objects already read (the back-end's own bookkeeping).
+    pub cursor: HashSet<String>,
+    /// The records found by the last call that other servers wrote.
+    pub records: Vec<u8>,
+}
 
 /// The server's own top-level folder inside the archive.
 pub const RESERVED: &str = ".logarchive";
@@ -113,8 +144,9 @@ impl ChunkReader for ReaderChunks {
 #[derive(Debug, Clone)]
 pub struct Committed {
     pub entry: Entry,
-    /// SHA-256 (hex) of the whole file when the back-end had it at no extra cost (e.g.
-    /// `store_new`, which holds the bytes); `None` leaves it to the catalog's hasher.
+    /// SHA-256 (hex) of the whole file when the back-end computes it as it stores
+    /// (`store_new`, which holds the bytes; S3 uploads, where reading the object back
+    /// would cost a second transfer); `None` leaves it to the catalog's hasher.
     pub sha256: Option<String>,
 }
 
@@ -166,4 +198,24 @@ pub trait Archive: Send + Sync + std::fmt::Debug + 'static {
     async fn append_record(&self, name: &str, record: &[u8]) -> Result<()>;
     /// Reads the server-owned logs whose names start with `prefix`, oldest name first.
     async fn read_records(&self, prefix: &str) -> Result<Vec<u8>>;
+    /// For archives several servers share: puts into `batch.records` the records (names
+    /// starting with `prefix`) that other servers wrote since the last call with this
+    /// `batch`, and returns true. False: nobody else writes here (the default).
+    async fn follow_records(&self, _prefix: &str, _batch: &mut RecordBatch) -> Result<bool> {
+        Ok(false)
+    }
+    /// A server-owned file that every server sharing the archive sees (users.toml):
+    /// `Ok(None)` when it is not there. Back-ends that are never shared keep none.
+    async fn read_shared(&self, _name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    /// Replaces a shared server-owned file (see [`Archive::read_shared`]).
+    async fn write_shared(&self, _name: &str, _bytes: Vec<u8>) -> Result<()> {
+        Ok(())
+    }
+    /// Removes uploads an earlier run left unfinished; how many. Only `run` calls this, once
+    /// it holds the catalog lock.
+    async fn discard_partials(&self) -> Result<usize> {
+        Ok(0)
+    }
 }

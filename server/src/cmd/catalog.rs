@@ -10,18 +10,19 @@ use crate::server::open_store;
 
 pub fn reindex(config_file: Option<&Path>) -> anyhow::Result<()> {
     let config = LoadedServerConfig::load(config_file)?;
-    let (_, catalog) = open_store(&config)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let files = runtime
-        .block_on(catalog.reindex())
-        .context("reindex failed")?;
+    let files = runtime.block_on(async {
+        let (_, catalog) = open_store(&config).await?;
+        catalog.reindex().await.context("reindex failed")
+    })?;
     println!("reindexed {files} files");
     Ok(())
 }
 
 pub fn print(config_file: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let config = LoadedServerConfig::load(config_file)?;
-    let (_, catalog) = open_store(&config)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (_, catalog) = runtime.block_on(open_store(&config))?;
     for entry in catalog.under(&ArchivePath::root())? {
         if json {
             println!("{}", serde_json::to_string(&entry)?);

@@ -7,6 +7,7 @@
 //! the server down.
 
 pub mod edit;
+pub mod shared;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -13,7 +13,9 @@
 //!   cargo build --release --workspace && target/release/bench-agent [--dir /tmp]
 //!       [--parallel 2,4] [--small 10000] [--big 20] [--latency-files 500]
 //!       [--settle 1s] [--interval 100ms] [--idle-files 100000] [--idle-seconds 130]
-//!       [--only backlog|latency|idle]
+//!       [--only backlog|latency|idle] [--storage FILE]
+//! `--storage FILE` appends FILE (a `[storage]` section, e.g. S3 on the Garage cluster of
+//! `scripts/garage.sh`) to the server's config.
 //! lftp comes from Debian (`apt-get install lftp`).
 
 use std::collections::HashMap;
@@ -37,6 +39,7 @@ struct Args {
     idle_files: usize,
     idle_seconds: u64,
     only: Option<String>,
+    storage: Option<PathBuf>,
 }
 
 fn millis(value: &str) -> anyhow::Result<u64> {
@@ -61,6 +64,7 @@ fn parse_args() -> anyhow::Result<Args> {
         idle_files: 100_000,
         idle_seconds: 130,
         only: None,
+        storage: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -78,6 +82,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--idle-files" => args.idle_files = value.parse()?,
             "--idle-seconds" => args.idle_seconds = value.parse()?,
             "--only" => args.only = Some(value),
+            "--storage" => args.storage = Some(value.into()),
             _ => bail!("unknown option {flag}"),
         }
     }
@@ -226,6 +231,42 @@ fn tree_size(root: &Path) -> (usize, u64) {
     (files, bytes)
 }
 
+/// Files and bytes in `user`'s home (hidden names aside): read from the archive folder, or,
+/// when the archive is not on this disk (`--storage`), listed over FTP with lftp.
+fn stored_size(args: &Args, server: &TestServer, user: &str) -> (usize, u64) {
+    if args.storage.is_none() {
+        return tree_size(&server.archive(user));
+    }
+    let script = format!(
+        "open -u {user},{PASSWORD} ftp://{}; find -l /",
+        server.addr()
+    );
+    let out = command_output("lftp", &["-c", &script]);
+    let (mut files, mut bytes) = (0, 0);
+    for line in out.lines().filter(|l| l.starts_with('-')) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(size), Some(path)) = (fields.get(2), fields.last()) else {
+            continue;
+        };
+        if path.split('/').any(|part| part.starts_with('.')) {
+            continue;
+        }
+        files += 1;
+        bytes += size.parse::<u64>().unwrap_or(0);
+    }
+    (files, bytes)
+}
+
+/// Removes `user`'s files after a round, when they are on this disk.
+fn remove_stored(args: &Args, server: &TestServer, user: &str) -> std::io::Result<()> {
+    if args.storage.is_none() {
+        std::fs::remove_dir_all(server.archive(user))?;
+        return Ok(());
+    }
+    // In a bucket they stay (the users have no 'd'); each round has users of its own.
+    Ok(())
+}
+
 fn backlog(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()> {
     let tree = base.join("backlog-tree");
     let total = write_backlog(&tree, args.small, args.big)?;
@@ -255,11 +296,11 @@ fn backlog(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<
         });
         let agent_secs = started.elapsed().as_secs_f64();
         drop(agent);
-        let stored = tree_size(&server.archive(&agent_user));
+        let stored = stored_size(args, server, &agent_user);
         if !done || stored != (files, total) {
             bail!("agent did not send everything: {stored:?} of ({files}, {total})");
         }
-        std::fs::remove_dir_all(server.archive(&agent_user))?;
+        remove_stored(args, server, &agent_user)?;
         let _ = Command::new("sync").status();
 
         let started = Instant::now();
@@ -273,11 +314,11 @@ fn backlog(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<
         if !out.status.success() {
             bail!("lftp failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let stored = tree_size(&server.archive(&lftp_user));
+        let stored = stored_size(args, server, &lftp_user);
         if stored != (files, total) {
             bail!("lftp did not send everything: {stored:?}");
         }
-        std::fs::remove_dir_all(server.archive(&lftp_user))?;
+        remove_stored(args, server, &lftp_user)?;
         println!(
             "| {parallel} | {agent_secs:.1} | {lftp_secs:.1} | {:.2}x |",
             agent_secs / lftp_secs
@@ -461,10 +502,19 @@ fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let base = tempfile::tempdir_in(&args.dir)?;
     let mut server = TestServer::prepare_in(base.path(), "", 100);
+    let mut storage = "fs".to_owned();
+    if let Some(file) = &args.storage {
+        let section = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let mut config = std::fs::read_to_string(&server.config)?;
+        config.push_str(&section);
+        std::fs::write(&server.config, config)?;
+        storage = format!("[storage] from {}", file.display());
+    }
     server.start();
     let when = time_now();
     println!(
-        "# bench-agent, {when}, data in {} (logarchive-server and agent: release build)\n",
+        "# bench-agent, {when}, data in {}, storage {storage} (logarchive-server and agent: release build)\n",
         args.dir.display()
     );
     let wanted = |name: &str| args.only.as_deref().is_none_or(|only| only == name);

@@ -1,0 +1,188 @@
+//! Following an archive that several servers share (`[storage] kind = "s3"`): each server
+//! keeps its own catalog, and applies the journal records the other servers write to the
+//! bucket (uploads, renames, removals), so that a file uploaded through any server is
+//! listed and found by every server's web UI within `[storage] follow_interval` plus the
+//! time to read the new records.
+//!
+//! Where a server got to is kept in the catalog (tree `follow`), so a restarted server
+//! reads only what is new; a new server, or one whose catalog was lost, reads the whole
+//! journal (as `reindex` does, without hashing files whose record carries the hash).
+
+use logarchive_common::paths::ArchivePath;
+
+use super::{Catalog, CatalogEntry, CatalogError, JOURNAL_PREFIX, JournalRecord, whole_seconds};
+use crate::archive::{ArchiveError, EntryKind, RecordBatch};
+
+const FOLLOW_TREE: &str = "follow";
+const CURSOR_KEY: &str = "cursor";
+
+impl Catalog {
+    /// Applies what other servers recorded since the last call; how many records.
+    /// `Ok(None)`: the archive is not shared (nothing to follow).
+    pub async fn follow(&self, batch: &mut RecordBatch) -> Result<Option<usize>, CatalogError> {
+        let saved = self.db.open_tree(FOLLOW_TREE)?;
+        if batch.cursor.is_empty()
+            && let Some(cursor) = saved.get(CURSOR_KEY)?
+        {
+            batch
+                .cursor
+                .insert(String::from_utf8_lossy(&cursor).into_owned());
+        }
+        if !self.archive.follow_records(JOURNAL_PREFIX, batch).await? {
+            return Ok(None);
+        }
+        let records = std::mem::take(&mut batch.records);
+        let mut gone = Gone::new();
+        let mut applied = 0;
+        for line in records.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(record) = serde_json::from_slice::<JournalRecord>(line) else {
+                tracing::warn!("skipping an unreadable journal record of another server");
+                continue;
+            };
+            self.apply(record, &mut gone).await?;
+            applied += 1;
+        }
+        if let Some(newest) = batch.cursor.iter().max() {
+            saved.insert(CURSOR_KEY, newest.as_bytes())?;
+        }
+        if applied > 0 {
+            self.flush().await?;
+        }
+        Ok(Some(applied))
+    }
+
+    async fn apply(&self, record: JournalRecord, gone: &mut Gone) -> Result<(), CatalogError> {
+        match record {
+            JournalRecord::Upload {
+                path,
+                uploader,
+                received,
+                size,
+                sha256,
+            } => {
+                self.index_upload(
+                    path,
+                    Origin {
+                        uploader: Some(uploader),
+                        received,
+                        size,
+                        sha256,
+                    },
+                    gone,
+                )
+                .await?;
+            }
+            JournalRecord::Rename { from, to } => {
+                // An upload to a temporary name that was renamed before this server read
+                // its record (the agent's STOR then RNFR/RNTO): index it under its new name.
+                if let Some(origin) = gone.remove(&from) {
+                    return self.index_upload(to, origin, gone).await;
+                }
+                let known = self.under(&from)?;
+                if known.is_empty() {
+                    let origin = Origin {
+                        uploader: None,
+                        received: time::OffsetDateTime::now_utc(),
+                        size: None,
+                        sha256: None,
+                    };
+                    return self.index_upload(to, origin, gone).await;
+                }
+                for item in known {
+                    if let Some(moved) = item.path.rebase(&from, &to) {
+                        self.delete(&item.path)?;
+                        self.put(&CatalogEntry {
+                            path: moved,
+                            ..item
+                        })?;
+                    }
+                }
+            }
+            JournalRecord::Remove { path } => {
+                gone.remove(&path);
+                self.delete(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Indexes a file another server stored, as it is now; one that is gone already is
+    /// remembered in `gone`, in case a rename of it follows.
+    async fn index_upload(
+        &self,
+        path: ArchivePath,
+        origin: Origin,
+        gone: &mut Gone,
+    ) -> Result<(), CatalogError> {
+        let entry = match self.archive.stat(&path).await {
+            Ok(entry) if entry.kind == EntryKind::File => entry,
+            Ok(_) => return Ok(()),
+            Err(ArchiveError::NotFound(_)) => {
+                gone.insert(path, origin);
+                return Ok(());
+            }
+            Err(err) => return Err(err.into()),
+        };
+        // Without the uploader's hash (an append, or a file grown since), this server's
+        // hasher computes it, as for its own uploads.
+        let sha256 = match origin.sha256 {
+            Some(sha256) if origin.size == Some(entry.size) => Some(sha256),
+            _ => None,
+        };
+        if sha256.is_none() {
+            let generation = self.db.generate_id()?;
+            self.unhashed
+                .insert(path.as_str(), &generation.to_be_bytes())?;
+        }
+        let modified = whole_seconds(time::OffsetDateTime::from(entry.modified));
+        self.put(&CatalogEntry {
+            path,
+            size: entry.size,
+            modified,
+            sha256: sha256.clone().unwrap_or_default(),
+            uploader: origin.uploader,
+            received: origin.received,
+        })?;
+        if sha256.is_none() {
+            self.hash_wanted.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// What an upload record says about a file.
+struct Origin {
+    uploader: Option<String>,
+    received: time::OffsetDateTime,
+    size: Option<u64>,
+    sha256: Option<String>,
+}
+
+/// Uploads whose file had gone (renamed or removed) when their record was read.
+type Gone = std::collections::HashMap<ArchivePath, Origin>;
+
+/// Follows the shared archive every `interval` until shutdown (nothing to do for an archive
+/// only this server writes).
+pub async fn run_job(
+    catalog: Catalog,
+    interval: std::time::Duration,
+    shutdown: crate::shutdown::Shutdown,
+) {
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = RecordBatch::default();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
+        match catalog.follow(&mut batch).await {
+            Ok(None) => return,
+            Ok(Some(0)) => {}
+            Ok(Some(applied)) => tracing::debug!(applied, "catalog: followed other servers"),
+            Err(err) => tracing::warn!("catalog: cannot follow the shared archive: {err}"),
+        }
+    }
+}
