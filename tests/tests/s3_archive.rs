@@ -290,8 +290,9 @@ async fn s3_archive_on_a_garage_cluster() {
         .unwrap();
     let list = ftp.list(Some("logs")).await.unwrap();
     assert!(
-        listed(&list, "attrs.log").starts_with("-rw-------"),
-        "LIST after CHMOD: {list:?}"
+        listed(&list, "attrs.log").starts_with("-rw-------")
+            && listed(&list, "attrs.log").contains(" Jan 01 2020 "),
+        "LIST after CHMOD and MFMT: {list:?}"
     );
     let mlsd = ftp.mlsd(Some("logs")).await.unwrap();
     assert!(
@@ -555,10 +556,8 @@ async fn s3_archive_on_a_garage_cluster() {
     assert_eq!(ftp_retr(&mut admin, &jsonl).await.unwrap(), in_bucket);
     let (status, body) = web_get(&one, "admin", &format!("/download{jsonl}"), &[]);
     assert_eq!((status, body == in_bucket), (200, true));
-    let names = admin
-        .nlst(Some(&format!("/telemetry/{year}/{month}")))
-        .await
-        .unwrap();
+    let month_dir = format!("/telemetry/{year}/{month}");
+    let names = admin.nlst(Some(month_dir.as_str())).await.unwrap();
     assert_eq!(names.len(), 1, "one object for the day: {names:?}");
     let (status, records) = web_get(&one, "admin", "/api/records?limit=100", &[]);
     let records: serde_json::Value = serde_json::from_slice(&records).unwrap_or_default();
@@ -572,6 +571,7 @@ async fn s3_archive_on_a_garage_cluster() {
     let message = latin1_message("0000452891");
     let body_file = one.dir.path().join("netdl.xml");
     std::fs::write(&body_file, &message).unwrap();
+    let body_arg = format!("@{}", body_file.display());
     for _ in 0..2 {
         let (status, reply) = web_get(
             &one,
@@ -581,13 +581,13 @@ async fn s3_archive_on_a_garage_cluster() {
                 "-H",
                 "Content-Type: application/xml",
                 "--data-binary",
-                &format!("@{}", body_file.display()),
+                body_arg.as_str(),
             ],
         );
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
     }
     let posts_dir = format!("/logger/senddata/{year}/{month}/{day}");
-    let posts = admin.nlst(Some(&posts_dir)).await.unwrap();
+    let posts = admin.nlst(Some(posts_dir.as_str())).await.unwrap();
     assert_eq!(posts.len(), 2, "{posts:?}");
     let mut ott = ftp_login(&one.addr(), "ott", PW).await.unwrap();
     for post in &posts {
@@ -706,14 +706,19 @@ async fn s3_archive_on_a_garage_cluster() {
     let (status, row) = agent_on_two();
     assert!(
         live,
-        "server 2's agents page ({status}): {row:?}; agent: {}",
+        "server 2's agents page ({status}): {}; agent: {}",
+        String::from_utf8_lossy(&web_get(&two, "admin", "/api/agents", &[]).1),
         agent.stderr()
     );
     let row = row.unwrap_or_default();
     assert!(row["files_24h"].as_u64() >= Some(2), "{row}");
-    assert_eq!(
-        ftp_retr(&mut ftp_two, "mirror/b.log").await.unwrap(),
-        b"line one\nline two\nline three\n"
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            web_get(&two, "node01", "/download/node01/mirror/b.log", &[]).1
+                == b"line one\nline two\nline three\n"
+        }),
+        "the growth sent to server 1 is not read through server 2: {}",
+        agent.stderr()
     );
     drop(agent);
     // A rename and a removal through server 2 reach server 1's catalog.
