@@ -125,13 +125,17 @@ fn bucket_object(cluster: &GarageCluster, key: &str) -> Option<Vec<u8>> {
             "-sS",
             "--aws-sigv4",
             "aws:amz:garage:s3",
+            // S3 wants the payload's hash signed: here, of the empty body of a GET.
+            "-H",
+            "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
             "-K",
             config.to_str()?,
             "-o",
             out_file.to_str()?,
             "-w",
             "%{http_code}",
-            &format!("{}/archive/{key}", cluster.endpoints[0]),
+            // Encoded as SigV4 signs it (a `+` in a key is `%2B`).
+            &format!("{}/archive/{}", cluster.endpoints[0], key.replace('+', "%2B")),
         ],
     );
     let _ = std::fs::remove_file(&config);
