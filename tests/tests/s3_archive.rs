@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 mod web_common;
 
 use logarchive_tests::garage::GarageCluster;
-use suppaftp::{FtpError, Status};
 use logarchive_tests::{
     TestAgent, TestServer, free_port, ftp_login, ftp_retr, run, tree_hashes, wait_until,
 };
+use suppaftp::{FtpError, Status};
 
 const PW: &str = "correct horse battery";
 
@@ -116,7 +116,10 @@ fn bucket_object(cluster: &GarageCluster, key: &str) -> Option<Vec<u8>> {
     let mut lines = credentials.lines();
     let (id, secret) = (lines.next()?, lines.next()?);
     // The key goes to curl in a config file, not on its command line.
-    let config = cluster.dir.path().join(format!("curl-{}.conf", rand_name()));
+    let config = cluster
+        .dir
+        .path()
+        .join(format!("curl-{}.conf", rand_name()));
     std::fs::write(&config, format!("user = \"{id}:{secret}\"\n")).ok()?;
     let out_file = cluster.dir.path().join(format!("object-{}", rand_name()));
     let out = run(
@@ -135,7 +138,11 @@ fn bucket_object(cluster: &GarageCluster, key: &str) -> Option<Vec<u8>> {
             "-w",
             "%{http_code}",
             // Encoded as SigV4 signs it (a `+` in a key is `%2B`).
-            &format!("{}/archive/{}", cluster.endpoints[0], key.replace('+', "%2B")),
+            &format!(
+                "{}/archive/{}",
+                cluster.endpoints[0],
+                key.replace('+', "%2B")
+            ),
         ],
     );
     let _ = std::fs::remove_file(&config);
