@@ -202,6 +202,11 @@ async fn s3_archive_on_a_garage_cluster() {
     let mut ftp = ftp_login(&one.addr(), "node01", PW).await.unwrap();
     ftp.mkdir("logs").await.unwrap();
     ftp.mkdir("empty").await.unwrap();
+    // For step 9 (retention): a file that is old by the end of the test.
+    ftp.mkdir("expire").await.unwrap();
+    ftp.put_file("expire/old.log", &mut &b"old"[..])
+        .await
+        .unwrap();
     ftp.put_file("logs/big.bin", &mut &big[..]).await.unwrap();
     assert_eq!(ftp_retr(&mut ftp, "logs/big.bin").await.unwrap(), big);
     assert_eq!(ftp.size("logs/big.bin").await.unwrap(), big.len());
@@ -775,9 +780,48 @@ async fn s3_archive_on_a_garage_cluster() {
         "server 2 accepted server 1's new user after {:?}",
         added.elapsed()
     );
-    // `reindex` rebuilds server 2's catalog from the bucket alone.
+    // 9. Retention on S3 (server 2 stopped, its CLI, a policy added to its config now so
+    //    its job at start had none): the old file below the policy goes, a fresh one below
+    //    it and everything outside stay, and the removal reaches the catalog.
     let mut two = two;
     assert!(two.stop());
+    let mut ftp = ftp_login(&one.addr(), "node01", PW).await.unwrap();
+    ftp.put_file("expire/fresh.log", &mut &b"fresh"[..])
+        .await
+        .unwrap();
+    let _ = ftp.quit().await;
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(two.dir.path().join("server.toml"))
+        .unwrap();
+    writeln!(
+        config,
+        "[[retention]]\npath = \"/node01/expire\"\nmax_age = \"8s\""
+    )
+    .unwrap();
+    drop(config);
+    let dry = two.cli(&["retention", "--dry-run"], "");
+    let dry = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(
+        dry.contains("would remove /node01/expire/old.log") && dry.contains("1 files would"),
+        "{dry}"
+    );
+    let out = two.cli(&["retention"], "");
+    assert!(
+        out.status.success(),
+        "retention: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(bucket_object(&cluster, "one/node01/expire/old.log"), None);
+    assert_eq!(
+        bucket_object(&cluster, "one/node01/expire/fresh.log").as_deref(),
+        Some(&b"fresh"[..])
+    );
+    assert!(bucket_object(&cluster, "one/node01/logs/big.bin").is_some());
+    let listing = two.cli(&["catalog"], "");
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(!listing.contains("/node01/expire/old.log"), "{listing}");
+    // `reindex` rebuilds server 2's catalog from the bucket alone.
     let out = two.cli(&["reindex"], "");
     assert!(
         out.status.success(),
@@ -791,10 +835,12 @@ async fn s3_archive_on_a_garage_cluster() {
         "/node01/logs/moved.bin",
         "/node01/logs/after-failure.bin",
         "/node01/mirror/app/a.log",
+        "/node01/expire/fresh.log",
     ] {
         assert!(listing.contains(path), "reindex lost {path}: {listing}");
     }
     assert!(!listing.contains("cut.bin"));
+    assert!(!listing.contains("/node01/expire/old.log"));
     assert!(
         one.stop(),
         "server 1 did not stop cleanly: {}",
