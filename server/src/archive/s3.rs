@@ -26,8 +26,11 @@
 //!   name (none lost), and the error is reported.
 //! - **Mode and modification time** set by `SITE CHMOD`/`MFMT` are kept in the object's
 //!   user metadata (`x-amz-meta-logarchive-mode`, `-mtime`), rewritten by composing the
-//!   object onto itself. `stat` reads them; listings (`list`, `walk`) show the store's
-//!   `LastModified` and the default mode, since S3 listings carry no user metadata.
+//!   object onto itself. `stat` reads them, and so does `list` (FTP LIST, MLSD, NLST): S3
+//!   listings carry no user metadata, so it sends a HEAD per file ([`LISTING_HEADS`] at a
+//!   time). `walk` (zip/tar, retention, reindex) shows the store's `LastModified` and the
+//!   default mode. An append keeps the mode and drops the time set by hand (the file was
+//!   modified), as on disk.
 //! - **Never replacing** (`store_new`): a HEAD, then a PUT with `If-None-Match: *`. Stores
 //!   that ignore the condition (Garage 2.x) leave a window between the two in which two
 //!   servers storing the same new name at once both succeed, the later one winning.
@@ -45,7 +48,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use logarchive_common::config::server::S3Settings;
 use logarchive_common::paths::ArchivePath;
 use opendal::{ErrorKind, Metadata, Operator};
@@ -60,6 +63,8 @@ use super::{
 pub const PART_SIZE: usize = 8 << 20;
 /// Parts uploaded at once by one upload.
 const CONCURRENT_PARTS: usize = 4;
+/// HEADs in flight at once while a listing fetches each file's mode and time.
+const LISTING_HEADS: usize = 16;
 /// The largest range one `UploadPartCopy` (and one `CopyObject`) may copy.
 const MAX_COPY: u64 = 5 << 30;
 const MODE_KEY: &str = "logarchive-mode";
@@ -558,6 +563,22 @@ impl Archive for S3Archive {
                 ArchiveError::NotFound(dir.clone())
             });
         }
+        // Listings carry no user metadata: a HEAD per file brings the mode and time set by
+        // SITE CHMOD / MFMT, so LIST and MLSD show what MDTM shows. A file gone meanwhile,
+        // or a failed HEAD, keeps what the listing said.
+        let mut entries: Vec<Entry> = futures_util::stream::iter(entries)
+            .map(|entry| async move {
+                if entry.kind != EntryKind::File {
+                    return entry;
+                }
+                match self.head(&entry.path).await {
+                    Ok(Some(meta)) => file_entry(entry.path, &meta),
+                    _ => entry,
+                }
+            })
+            .buffer_unordered(LISTING_HEADS)
+            .collect()
+            .await;
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(entries)
     }
@@ -596,9 +617,14 @@ impl Archive for S3Archive {
             }
             UploadMode::ResumeAt(n) => n,
         };
-        // Mode and time set by hand stay with the file through appends.
+        // A mode set by hand stays with the file through appends; a time set by hand does
+        // not: an append modifies the file, which then shows the store's time, as on disk.
         let metadata = match (&existing, keep) {
-            (Some(meta), 1..) => user_metadata(meta),
+            (Some(meta), 1..) => {
+                let mut kept = user_metadata(meta);
+                kept.remove(MTIME_KEY);
+                kept
+            }
             _ => HashMap::new(),
         };
         let key = key(path);
