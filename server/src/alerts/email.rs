@@ -19,84 +19,64 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use logarchive_common::config::server::{EmailConfig, SmtpSecurity};
 use tokio::sync::mpsc;
 
-use super::{Alerts, DeliveryCounts, Notification, backoff};
+use super::{Alerts, DeliveryCounts, Notification, Queue, backoff};
 
-/// The sending side of the mail queue.
-pub struct Queue(mpsc::Sender<Notification>);
-
-impl Queue {
-    /// Reads the password, sets up the transport and starts the worker.
-    pub fn start(
-        config: &EmailConfig,
-        resolve: &impl Fn(&Path) -> PathBuf,
-        alerts: Arc<Alerts>,
-    ) -> anyhow::Result<(Queue, tokio::task::JoinHandle<()>)> {
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.server)
-            .port(config.port())
-            .timeout(Some(config.timeout.0));
-        if config.security != SmtpSecurity::Plain {
-            let mut params = TlsParameters::builder(config.server.clone());
-            if let Some(ca) = &config.ca_file {
-                let path = resolve(ca.get_ref());
-                let pem = std::fs::read(&path).with_context(|| {
-                    format!("[alerts.email] ca_file \"{}\": cannot read", path.display())
-                })?;
-                let cert = Certificate::from_pem(&pem)
-                    .map_err(|e| anyhow!("[alerts.email] ca_file \"{}\": {e}", path.display()))?;
-                params = params
-                    .certificate_store(CertificateStore::None)
-                    .add_root_certificate(cert);
-            }
-            let params = params
-                .build_rustls()
-                .map_err(|e| anyhow!("[alerts.email]: TLS setup: {e}"))?;
-            builder = builder.tls(match config.security {
-                SmtpSecurity::Tls => Tls::Wrapper(params),
-                _ => Tls::Required(params),
-            });
-        }
-        if let (Some(user), Some(file)) = (&config.user, &config.password_file) {
-            let path = resolve(file.get_ref());
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!(
-                    "[alerts.email] password_file \"{}\": cannot read",
-                    path.display()
-                )
+/// Reads the password, sets up the transport and starts the worker.
+pub fn start(
+    config: &EmailConfig,
+    resolve: &impl Fn(&Path) -> PathBuf,
+    alerts: Arc<Alerts>,
+) -> anyhow::Result<(Queue, tokio::task::JoinHandle<()>)> {
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.server)
+        .port(config.port())
+        .timeout(Some(config.timeout.0));
+    if config.security != SmtpSecurity::Plain {
+        let mut params = TlsParameters::builder(config.server.clone());
+        if let Some(ca) = &config.ca_file {
+            let path = resolve(ca.get_ref());
+            let pem = std::fs::read(&path).with_context(|| {
+                format!("[alerts.email] ca_file \"{}\": cannot read", path.display())
             })?;
-            let password = text.lines().next().unwrap_or("").to_owned();
-            builder = builder.credentials(Credentials::new(user.clone(), password));
+            let cert = Certificate::from_pem(&pem)
+                .map_err(|e| anyhow!("[alerts.email] ca_file \"{}\": {e}", path.display()))?;
+            params = params
+                .certificate_store(CertificateStore::None)
+                .add_root_certificate(cert);
         }
-        let to: Mailboxes = config
-            .to
-            .get_ref()
-            .iter()
-            .map(|address| Mailbox::new(None, address.clone()))
-            .collect();
-        let worker = Worker {
-            transport: builder.build(),
-            from: Mailbox::new(Some("logarchive".to_owned()), config.from.clone()),
-            to,
-            retries: config.retries,
-            alerts,
-        };
-        let (sender, receiver) = mpsc::channel(config.queue.max(1));
-        Ok((Queue(sender), tokio::spawn(worker.run(receiver))))
+        let params = params
+            .build_rustls()
+            .map_err(|e| anyhow!("[alerts.email]: TLS setup: {e}"))?;
+        builder = builder.tls(match config.security {
+            SmtpSecurity::Tls => Tls::Wrapper(params),
+            _ => Tls::Required(params),
+        });
     }
-
-    /// Queues a notification; when the queue is full it is dropped (counted, logged).
-    pub fn push(&self, notification: Notification, counts: &DeliveryCounts) {
-        if let Err(err) = self.0.try_send(notification) {
-            DeliveryCounts::add(&counts.dropped);
-            let notification = match err {
-                mpsc::error::TrySendError::Full(n) | mpsc::error::TrySendError::Closed(n) => n,
-            };
-            tracing::error!(
-                incident = %notification.incident,
-                "alerts: mail queue full, not sent: {}",
-                notification.headline()
-            );
-        }
+    if let (Some(user), Some(file)) = (&config.user, &config.password_file) {
+        let path = resolve(file.get_ref());
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "[alerts.email] password_file \"{}\": cannot read",
+                path.display()
+            )
+        })?;
+        let password = text.lines().next().unwrap_or("").to_owned();
+        builder = builder.credentials(Credentials::new(user.clone(), password));
     }
+    let to: Mailboxes = config
+        .to
+        .get_ref()
+        .iter()
+        .map(|address| Mailbox::new(None, address.clone()))
+        .collect();
+    let worker = Worker {
+        transport: builder.build(),
+        from: Mailbox::new(Some("logarchive".to_owned()), config.from.clone()),
+        to,
+        retries: config.retries,
+        alerts,
+    };
+    let (queue, receiver) = Queue::new("mail", config.queue);
+    Ok((queue, tokio::spawn(worker.run(receiver))))
 }
 
 struct Worker {

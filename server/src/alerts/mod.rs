@@ -35,6 +35,7 @@ use std::time::Duration;
 use logarchive_common::config::server::AlertsConfig;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
 
 use crate::shutdown::Shutdown;
 use crate::web::WebState;
@@ -335,8 +336,8 @@ impl Alerts {
 
 /// Where notifications go: the configured channels' queues.
 pub struct Notifier {
-    webhook: Option<webhook::Queue>,
-    email: Option<email::Queue>,
+    webhook: Option<Queue>,
+    email: Option<Queue>,
     server: String,
 }
 
@@ -518,7 +519,7 @@ pub fn start(
     let mut workers = Vec::new();
     let webhook = match &config.webhook {
         Some(webhook) => {
-            let (queue, worker) = webhook::Queue::start(webhook, &resolve, evaluator.alerts())?;
+            let (queue, worker) = webhook::start(webhook, &resolve, evaluator.alerts())?;
             workers.push(worker);
             Some(queue)
         }
@@ -526,7 +527,7 @@ pub fn start(
     };
     let email = match &config.email {
         Some(email) => {
-            let (queue, worker) = email::Queue::start(email, &resolve, evaluator.alerts())?;
+            let (queue, worker) = email::start(email, &resolve, evaluator.alerts())?;
             workers.push(worker);
             Some(queue)
         }
@@ -581,6 +582,36 @@ async fn run(
 /// Backoff between attempts: 1 s doubling, at most 60 s.
 fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60))
+}
+
+/// The sending side of one channel's queue (webhook or mail): bounded, so a receiver that
+/// is down never holds up the evaluator.
+pub struct Queue {
+    channel: &'static str,
+    sender: mpsc::Sender<Notification>,
+}
+
+impl Queue {
+    fn new(channel: &'static str, capacity: usize) -> (Queue, mpsc::Receiver<Notification>) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        (Queue { channel, sender }, receiver)
+    }
+
+    /// Queues a notification; when the queue is full it is dropped (counted, logged).
+    pub fn push(&self, notification: Notification, counts: &DeliveryCounts) {
+        if let Err(err) = self.sender.try_send(notification) {
+            DeliveryCounts::add(&counts.dropped);
+            let notification = match err {
+                mpsc::error::TrySendError::Full(n) | mpsc::error::TrySendError::Closed(n) => n,
+            };
+            tracing::error!(
+                incident = %notification.incident,
+                "alerts: {} queue full, not sent: {}",
+                self.channel,
+                notification.headline()
+            );
+        }
+    }
 }
 
 #[cfg(test)]

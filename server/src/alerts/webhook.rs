@@ -22,76 +22,56 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use super::{Alerts, DeliveryCounts, Notification, backoff};
+use super::{Alerts, DeliveryCounts, Notification, Queue, backoff};
 
-/// The sending side of the webhook's queue.
-pub struct Queue(mpsc::Sender<Notification>);
-
-impl Queue {
-    /// Reads the token, sets up TLS and starts the worker.
-    pub fn start(
-        config: &WebhookConfig,
-        resolve: &impl Fn(&Path) -> PathBuf,
-        alerts: Arc<Alerts>,
-    ) -> anyhow::Result<(Queue, tokio::task::JoinHandle<()>)> {
-        let token = match &config.bearer_token_file {
-            Some(file) => Some(bearer(&resolve(file.get_ref()))?),
-            None => None,
-        };
-        let url = config.url.get_ref();
-        let host = match url.host() {
-            Some(url::Host::Domain(name)) => name.to_owned(),
-            Some(url::Host::Ipv4(ip)) => ip.to_string(),
-            Some(url::Host::Ipv6(ip)) => ip.to_string(),
-            None => return Err(anyhow!("[alerts.webhook] url: no host")),
-        };
-        let tls = if url.scheme() == "https" {
-            let ca = config.ca_file.as_ref().map(|f| resolve(f.get_ref()));
-            let config = logarchive_common::tls::client_config(ca.as_deref())
-                .map_err(|e| anyhow!("[alerts.webhook] {e}"))?;
-            let name = ServerName::try_from(host.clone())
-                .map_err(|e| anyhow!("[alerts.webhook] url: host \"{host}\": {e}"))?;
-            Some((tokio_rustls::TlsConnector::from(config), name))
-        } else {
-            None
-        };
-        let authority = match url.port() {
-            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_owned(),
-        };
-        let target = Target {
-            port: url.port_or_known_default().unwrap_or(80),
-            host,
-            authority: HeaderValue::from_str(&authority)
-                .context("[alerts.webhook] url: host is not a valid header")?,
-            path: url[url::Position::BeforePath..url::Position::AfterQuery].to_owned(),
-            tls,
-            token,
-            timeout: config.timeout.0,
-        };
-        let (sender, receiver) = mpsc::channel(config.queue.max(1));
-        let worker = Worker {
-            target,
-            retries: config.retries,
-            alerts,
-        };
-        Ok((Queue(sender), tokio::spawn(worker.run(receiver))))
-    }
-
-    /// Queues a notification; when the queue is full it is dropped (counted, logged).
-    pub fn push(&self, notification: Notification, counts: &DeliveryCounts) {
-        if let Err(err) = self.0.try_send(notification) {
-            DeliveryCounts::add(&counts.dropped);
-            let notification = match err {
-                mpsc::error::TrySendError::Full(n) | mpsc::error::TrySendError::Closed(n) => n,
-            };
-            tracing::error!(
-                incident = %notification.incident,
-                "alerts: webhook queue full, not sent: {}",
-                notification.headline()
-            );
-        }
-    }
+/// Reads the token, sets up TLS and starts the worker.
+pub fn start(
+    config: &WebhookConfig,
+    resolve: &impl Fn(&Path) -> PathBuf,
+    alerts: Arc<Alerts>,
+) -> anyhow::Result<(Queue, tokio::task::JoinHandle<()>)> {
+    let token = match &config.bearer_token_file {
+        Some(file) => Some(bearer(&resolve(file.get_ref()))?),
+        None => None,
+    };
+    let url = config.url.get_ref();
+    let host = match url.host() {
+        Some(url::Host::Domain(name)) => name.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        None => return Err(anyhow!("[alerts.webhook] url: no host")),
+    };
+    let tls = if url.scheme() == "https" {
+        let ca = config.ca_file.as_ref().map(|f| resolve(f.get_ref()));
+        let config = logarchive_common::tls::client_config(ca.as_deref())
+            .map_err(|e| anyhow!("[alerts.webhook] {e}"))?;
+        let name = ServerName::try_from(host.clone())
+            .map_err(|e| anyhow!("[alerts.webhook] url: host \"{host}\": {e}"))?;
+        Some((tokio_rustls::TlsConnector::from(config), name))
+    } else {
+        None
+    };
+    let authority = match url.port() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_owned(),
+    };
+    let target = Target {
+        port: url.port_or_known_default().unwrap_or(80),
+        host,
+        authority: HeaderValue::from_str(&authority)
+            .context("[alerts.webhook] url: host is not a valid header")?,
+        path: url[url::Position::BeforePath..url::Position::AfterQuery].to_owned(),
+        tls,
+        token,
+        timeout: config.timeout.0,
+    };
+    let (queue, receiver) = Queue::new("webhook", config.queue);
+    let worker = Worker {
+        target,
+        retries: config.retries,
+        alerts,
+    };
+    Ok((queue, tokio::spawn(worker.run(receiver))))
 }
 
 /// Where and how to POST.
