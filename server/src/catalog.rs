@@ -224,9 +224,7 @@ impl Catalog {
             received,
         };
         if pending {
-            let generation = self.db.generate_id()?;
-            self.unhashed
-                .insert(item.path.as_str(), &generation.to_be_bytes())?;
+            self.queue_for_hashing(&item.path)?;
         } else {
             self.unhashed.remove(item.path.as_str())?;
         }
@@ -236,6 +234,14 @@ impl Catalog {
             self.hash_wanted.notify_one();
         }
         Ok(item)
+    }
+
+    /// Puts a file in the hasher's queue with a new generation (not flushed, not woken).
+    fn queue_for_hashing(&self, path: &ArchivePath) -> Result<(), CatalogError> {
+        let generation = self.db.generate_id()?;
+        self.unhashed
+            .insert(path.as_str(), &generation.to_be_bytes())?;
+        Ok(())
     }
 
     /// Files still waiting for their hash.

@@ -604,3 +604,17 @@ impl Drop for Vsftpd {
         let _ = self.child.wait();
     }
 }
+
+/// A netDL message in ISO-8859-1 (the `é` is one byte, 0xE9), as a data logger posts
+/// it: stored byte-exact, never re-encoded.
+pub fn latin1_message(station: &str) -> Vec<u8> {
+    let mut body = format!(
+        "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?>\n<StationDataList>\n  <StationData stationId=\"{station}\">\n    <ChannelData channelId=\"0010\" name=\"Temp"
+    )
+    .into_bytes();
+    body.push(0xE9);
+    body.extend_from_slice(
+        b"rature\" unit=\"C\">\n      <Values><VT t=\"2020-10-22T00:15:00\">3.56</VT></Values>\n    </ChannelData>\n  </StationData>\n</StationDataList>\n",
+    );
+    body
+}

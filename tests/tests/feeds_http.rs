@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use logarchive_tests::{TestServer, free_port, run, tree_files, wait_until};
+use logarchive_tests::{TestServer, free_port, latin1_message, run, tree_files, wait_until};
 
 const PW: &str = "feeds-http-pw";
 
@@ -146,19 +146,6 @@ fn today(format: &str) -> String {
 fn stats(server: &TestServer) -> serde_json::Value {
     let auth = format!("admin:{PW}");
     curl(server, &["-u", &auth], "/api/feeds").json()
-}
-
-/// A netDL message in ISO-8859-1 (the `é` is one byte, 0xE9).
-fn latin1_message(station: &str) -> Vec<u8> {
-    let mut body = format!(
-        "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?>\n<StationDataList>\n  <StationData stationId=\"{station}\">\n    <ChannelData channelId=\"0010\" name=\"Temp"
-    )
-    .into_bytes();
-    body.push(0xE9);
-    body.extend_from_slice(
-        b"rature\" unit=\"C\">\n      <Values><VT t=\"2020-10-22T00:15:00\">3.56</VT></Values>\n    </ChannelData>\n  </StationData>\n</StationDataList>\n",
-    );
-    body
 }
 
 #[test]

@@ -28,7 +28,8 @@ mod web_common;
 
 use logarchive_tests::garage::GarageCluster;
 use logarchive_tests::{
-    TestAgent, TestServer, free_port, ftp_login, ftp_retr, run, tree_hashes, wait_until,
+    TestAgent, TestServer, free_port, ftp_login, ftp_retr, latin1_message, run, tree_hashes,
+    wait_until,
 };
 use suppaftp::{FtpError, Status};
 
@@ -160,19 +161,6 @@ fn listed<'a>(lines: &'a [String], name: &str) -> &'a str {
         .find(|line| line.ends_with(&format!(" {name}")) || line.ends_with(&format!(";{name}")))
         .map(String::as_str)
         .unwrap_or_else(|| panic!("{name} not listed: {lines:?}"))
-}
-
-/// A netDL message in ISO-8859-1 (the `é` is one byte, 0xE9), as a data logger posts it.
-fn latin1_message(station: &str) -> Vec<u8> {
-    let mut body = format!(
-        "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?>\n<StationDataList>\n  <StationData stationId=\"{station}\">\n    <ChannelData channelId=\"0010\" name=\"Temp"
-    )
-    .into_bytes();
-    body.push(0xE9);
-    body.extend_from_slice(
-        b"rature\" unit=\"C\">\n      <Values><VT t=\"2020-10-22T00:15:00\">3.56</VT></Values>\n    </ChannelData>\n  </StationData>\n</StationDataList>\n",
-    );
-    body
 }
 
 fn data(len: usize, seed: u32) -> Vec<u8> {

@@ -19,7 +19,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use logarchive_common::config::server::{EmailConfig, SmtpSecurity};
 use tokio::sync::mpsc;
 
-use super::{Alerts, DeliveryCounts, Notification, Queue, backoff};
+use super::{Alerts, Notification, Queue, backoff};
 
 /// Reads the password, sets up the transport and starts the worker.
 pub fn start(
@@ -106,15 +106,12 @@ fn body(n: &Notification) -> String {
 }
 
 impl Worker {
-    async fn run(self, mut queue: mpsc::Receiver<Notification>) {
-        while let Some(notification) = queue.recv().await {
-            let counts = &self.alerts.email;
-            if self.deliver(&notification).await {
-                DeliveryCounts::add(&counts.sent);
-            } else {
-                DeliveryCounts::add(&counts.failed);
-            }
-        }
+    async fn run(self, queue: mpsc::Receiver<Notification>) {
+        let worker = &self;
+        super::deliver_all(queue, &self.alerts.email, |notification| async move {
+            worker.deliver(&notification).await
+        })
+        .await
     }
 
     async fn deliver(&self, notification: &Notification) -> bool {

@@ -584,6 +584,22 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60))
 }
 
+/// Delivers each queued notification in turn (the channel's worker), counting what the
+/// receiver took and what failed after its retries.
+async fn deliver_all<F: std::future::Future<Output = bool>>(
+    mut queue: mpsc::Receiver<Notification>,
+    counts: &DeliveryCounts,
+    mut deliver: impl FnMut(Notification) -> F,
+) {
+    while let Some(notification) = queue.recv().await {
+        if deliver(notification).await {
+            DeliveryCounts::add(&counts.sent);
+        } else {
+            DeliveryCounts::add(&counts.failed);
+        }
+    }
+}
+
 /// The sending side of one channel's queue (webhook or mail): bounded, so a receiver that
 /// is down never holds up the evaluator.
 pub struct Queue {

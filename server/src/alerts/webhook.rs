@@ -22,7 +22,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use super::{Alerts, DeliveryCounts, Notification, Queue, backoff};
+use super::{Alerts, Notification, Queue, backoff};
 
 /// Reads the token, sets up TLS and starts the worker.
 pub fn start(
@@ -179,15 +179,12 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self, mut queue: mpsc::Receiver<Notification>) {
-        while let Some(notification) = queue.recv().await {
-            let counts = &self.alerts.webhook;
-            if self.deliver(&notification).await {
-                DeliveryCounts::add(&counts.sent);
-            } else {
-                DeliveryCounts::add(&counts.failed);
-            }
-        }
+    async fn run(self, queue: mpsc::Receiver<Notification>) {
+        let worker = &self;
+        super::deliver_all(queue, &self.alerts.webhook, |notification| async move {
+            worker.deliver(&notification).await
+        })
+        .await
     }
 
     /// Sends one notification with retries; whether the receiver took it.

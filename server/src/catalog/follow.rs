@@ -130,9 +130,7 @@ impl Catalog {
             _ => None,
         };
         if sha256.is_none() {
-            let generation = self.db.generate_id()?;
-            self.unhashed
-                .insert(path.as_str(), &generation.to_be_bytes())?;
+            self.queue_for_hashing(&path)?;
         }
         let modified = whole_seconds(time::OffsetDateTime::from(entry.modified));
         self.put(&CatalogEntry {
