@@ -46,24 +46,56 @@ pub fn agent_bin() -> PathBuf {
     bin
 }
 
-/// A port that was free a moment ago.
+/// A loopback port, free for TCP and UDP a moment ago, that no other caller in this
+/// process has been given.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    free_port_range(1).0
 }
 
-/// `count` consecutive ports that were free a moment ago.
+/// `count` consecutive loopback ports, free for TCP and UDP a moment ago, that no other
+/// caller in this process has been given.
+///
+/// Ports come from below the kernel's ephemeral range, so the outgoing connections that
+/// parallel tests make all the time cannot take them between this check and the
+/// server's bind (a port taken that way once failed CI with "Address already in use").
+/// A per-process counter keeps parallel tests from being handed the same port; a random
+/// start keeps concurrent test processes apart.
 pub fn free_port_range(count: u16) -> (u16, u16) {
-    for _ in 0..200 {
-        let start = 20000 + rand::random::<u16>() % 40000;
-        let all_free = (start..start + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+    use std::net::UdpSocket;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let high = ephemeral_range_start().max(LOW + 2_000);
+    let span = high - LOW;
+    let _ = NEXT.compare_exchange(
+        0,
+        rand::random::<u32>() % span + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..2_000 {
+        let offset = NEXT.fetch_add(u32::from(count), Ordering::SeqCst) % span;
+        let start = LOW + offset;
+        if start + u32::from(count) > high {
+            continue;
+        }
+        let start = start as u16;
+        let all_free = (start..start + count).all(|p| {
+            TcpListener::bind(("127.0.0.1", p)).is_ok() && UdpSocket::bind(("127.0.0.1", p)).is_ok()
+        });
         if all_free {
             return (start, start + count - 1);
         }
     }
-    panic!("no free port range of {count}");
+    panic!("no free port range of {count} below the ephemeral range");
+}
+
+/// The first port the kernel hands out for outgoing connections (32768 by default).
+fn ephemeral_range_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Polls `condition` until it holds or `timeout` passes.
