@@ -488,3 +488,88 @@ async fn passwd_changes_the_password() {
     assert!(changed);
     assert!(ftp_login(&server.addr(), "olga", PW).await.is_err());
 }
+
+/// Plain, unthrottled transfers move between the socket and the file inside the kernel
+/// (splice up, sendfile down); FTPS data goes through memory. Both are byte-identical,
+/// including a download resumed with REST, and the server's log says which path each took.
+#[test]
+fn plain_transfers_move_in_the_kernel_and_ftps_through_memory() {
+    let (server, ca) = tls_server(false);
+    let ca = ca.to_str().unwrap();
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 13 % 253) as u8).collect();
+    let source = server.dir.path().join("pattern.bin");
+    std::fs::write(&source, &data).unwrap();
+    let base = format!("ftp://{}", server.addr());
+    let transfer = |args: &[&str]| {
+        let mut all = vec!["-sS", "-u", "ivy:behaviour-password"];
+        all.extend_from_slice(args);
+        let out = run("curl", &all);
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let source = source.to_str().unwrap();
+    transfer(&["-T", source, &format!("{base}/plain.bin")]);
+    transfer(&[
+        "--ssl-reqd",
+        "--cacert",
+        ca,
+        "-T",
+        source,
+        &format!("{base}/tls.bin"),
+    ]);
+    for name in ["plain.bin", "tls.bin"] {
+        assert!(
+            std::fs::read(server.archive(&format!("ivy/{name}"))).unwrap() == data,
+            "{name} differs from what was sent"
+        );
+    }
+    let plain_copy = server.dir.path().join("plain.down");
+    let tls_copy = server.dir.path().join("tls.down");
+    let tail_copy = server.dir.path().join("tail.down");
+    transfer(&[
+        "-o",
+        plain_copy.to_str().unwrap(),
+        &format!("{base}/plain.bin"),
+    ]);
+    transfer(&[
+        "--ssl-reqd",
+        "--cacert",
+        ca,
+        "-o",
+        tls_copy.to_str().unwrap(),
+        &format!("{base}/tls.bin"),
+    ]);
+    transfer(&[
+        "-C",
+        "1234567",
+        "-o",
+        tail_copy.to_str().unwrap(),
+        &format!("{base}/plain.bin"),
+    ]);
+    assert!(
+        std::fs::read(&plain_copy).unwrap() == data,
+        "plain download differs"
+    );
+    assert!(
+        std::fs::read(&tls_copy).unwrap() == data,
+        "FTPS download differs"
+    );
+    assert!(
+        std::fs::read(&tail_copy).unwrap() == data[1_234_567..],
+        "resumed download differs"
+    );
+    // One log line per transfer, naming its path through the server.
+    let log = server.stderr();
+    let lines = |event: &str, path: &str| {
+        log.lines()
+            .filter(|l| l.contains(event) && l.contains(&format!("data_path={path}")))
+            .count()
+    };
+    assert_eq!(lines("upload", "Kernel"), 1, "{log}");
+    assert_eq!(lines("upload", "Memory"), 1, "{log}");
+    assert_eq!(lines("download", "Kernel"), 2, "{log}");
+    assert_eq!(lines("download", "Memory"), 1, "{log}");
+}

@@ -19,7 +19,7 @@ use logarchive_common::paths::ArchivePath;
 use super::group_commit::GroupCommit;
 use super::{
     Archive, ArchiveError, ArchiveReader, ChunkReader, Committed, Entry, EntryKind, RESERVED,
-    Result, Upload, UploadMode,
+    Result, Upload, UploadMode, zero_copy,
 };
 
 #[derive(Debug, Clone)]
@@ -261,6 +261,10 @@ impl Archive for FsArchive {
     async fn open(&self, path: &ArchivePath, offset: u64) -> Result<ArchiveReader> {
         let file = self.open_std(path, offset).await?;
         Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    async fn open_local(&self, path: &ArchivePath, offset: u64) -> Result<Option<fs::File>> {
+        self.open_std(path, offset).await.map(Some)
     }
 
     async fn open_chunks(&self, path: &ArchivePath, offset: u64) -> Result<Box<dyn ChunkReader>> {
@@ -570,11 +574,23 @@ impl Target {
 /// Chunks queued between the receiver and the writer thread.
 const QUEUED_CHUNKS: usize = 4;
 
+/// What the receiver hands the writer thread.
+enum Piece {
+    /// Bytes to write.
+    Bytes(Vec<u8>),
+    /// A data connection to take the rest of the upload from, inside the kernel; the
+    /// outcome goes back on `done`.
+    Socket {
+        socket: zero_copy::DataSocket,
+        done: tokio::sync::oneshot::Sender<io::Result<u64>>,
+    },
+}
+
 /// An upload whose chunks are written by a blocking task of its own, so that receiving the
 /// next chunk overlaps with storing the last one. It is not hashed here: the catalog hashes
 /// it after the sender has its reply (`catalog::run_hasher`).
 struct FsUpload {
-    chunks: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    chunks: Option<tokio::sync::mpsc::Sender<Piece>>,
     recycled: tokio::sync::mpsc::Receiver<Vec<u8>>,
     writer: Option<tokio::task::JoinHandle<io::Result<fs::File>>>,
     target: Target,
@@ -584,12 +600,19 @@ struct FsUpload {
 impl FsUpload {
     fn start(mut file: fs::File, target: Target, durable: bool) -> FsUpload {
         use std::io::Write;
-        let (chunks, mut incoming) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUED_CHUNKS);
+        let (chunks, mut incoming) = tokio::sync::mpsc::channel::<Piece>(QUEUED_CHUNKS);
         let (give_back, recycled) = tokio::sync::mpsc::channel(QUEUED_CHUNKS + 1);
         let writer = tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = incoming.blocking_recv() {
-                file.write_all(&chunk)?;
-                let _ = give_back.try_send(chunk);
+            while let Some(piece) = incoming.blocking_recv() {
+                match piece {
+                    Piece::Bytes(chunk) => {
+                        file.write_all(&chunk)?;
+                        let _ = give_back.try_send(chunk);
+                    }
+                    Piece::Socket { socket, done } => {
+                        let _ = done.send(zero_copy::receive_into_file(&socket, &file));
+                    }
+                }
             }
             if durable {
                 file.sync_data()?;
@@ -622,7 +645,7 @@ impl Upload for FsUpload {
     async fn write(&mut self, chunk: Vec<u8>) -> Result<Vec<u8>> {
         let capacity = chunk.capacity();
         let sent = match &self.chunks {
-            Some(chunks) => chunks.send(chunk).await.is_ok(),
+            Some(chunks) => chunks.send(Piece::Bytes(chunk)).await.is_ok(),
             None => false,
         };
         if !sent {
@@ -638,6 +661,27 @@ impl Upload for FsUpload {
             .recycled
             .try_recv()
             .unwrap_or_else(|_| Vec::with_capacity(capacity)))
+    }
+
+    async fn receive_from(&mut self, socket: zero_copy::DataSocket) -> Option<Result<u64>> {
+        // Linux cannot splice into a file opened for appending (an append in place).
+        if !matches!(self.target, Target::Replace { .. }) {
+            return None;
+        }
+        let chunks = self.chunks.as_ref()?;
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let path = self.target.path().clone();
+        if chunks.send(Piece::Socket { socket, done }).await.is_err() {
+            let err = match self.finish_writer().await {
+                Err(err) => err,
+                Ok(_) => io::Error::other("the upload writer stopped"),
+            };
+            return Some(Err(map_err(&path, err)));
+        }
+        let received = outcome
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("the upload writer stopped")));
+        Some(received.map_err(|e| map_err(&path, e)))
     }
 
     async fn commit(mut self: Box<Self>) -> Result<Committed> {

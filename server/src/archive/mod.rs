@@ -16,6 +16,7 @@
 pub mod fs;
 mod group_commit;
 pub mod s3;
+pub mod zero_copy;
 
 use std::collections::HashSet;
 use std::io;
@@ -158,6 +159,12 @@ pub struct Committed {
 pub trait Upload: Send + Sync {
     /// Adds `chunk` to the upload; returns an empty buffer to fill next.
     async fn write(&mut self, chunk: Vec<u8>) -> Result<Vec<u8>>;
+    /// Takes the rest of the upload straight from a plain TCP data connection, inside the
+    /// kernel (`splice`), until the peer's end of data; the bytes taken. `None`: this
+    /// back-end or this upload cannot, and the caller reads and calls [`Upload::write`].
+    async fn receive_from(&mut self, _socket: zero_copy::DataSocket) -> Option<Result<u64>> {
+        None
+    }
     /// Makes the upload durable and visible under its final name.
     async fn commit(self: Box<Self>) -> Result<Committed>;
     /// Drops what was written; the archive is left as before the upload.
@@ -172,6 +179,11 @@ pub trait Archive: Send + Sync + std::fmt::Debug + 'static {
     async fn list(&self, dir: &ArchivePath) -> Result<Vec<Entry>>;
     /// Reads a file from byte `offset`.
     async fn open(&self, path: &ArchivePath, offset: u64) -> Result<ArchiveReader>;
+    /// The local file itself, positioned at byte `offset`, for back-ends whose files are
+    /// local (so a download can `sendfile` it); `Ok(None)` for the others.
+    async fn open_local(&self, _path: &ArchivePath, _offset: u64) -> Result<Option<std::fs::File>> {
+        Ok(None)
+    }
     /// Reads a file from byte `offset` in owned chunks (web downloads).
     async fn open_chunks(&self, path: &ArchivePath, offset: u64) -> Result<Box<dyn ChunkReader>> {
         Ok(Box::new(ReaderChunks(self.open(path, offset).await?)))

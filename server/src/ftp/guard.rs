@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
-use libunftp::storage::{Reason, current_command};
+use libunftp::storage::{Reason, current_command, current_plain_data_socket};
 use logarchive_common::paths::ArchivePath;
 use logarchive_common::perm::Perm;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -38,10 +38,11 @@ use unftp_core::storage::{
 use super::auth::FtpUser;
 use super::sessions::{Counted, TransferMark};
 use super::throttle::{Direction, Throttles};
+use crate::archive::zero_copy::{self, DataSocket, StopOnDrop};
 use crate::archive::{Archive, ArchiveError, Committed, Entry, EntryKind, UploadMode, is_reserved};
 use crate::catalog::Catalog;
 use crate::users::{Account, UserStore};
-use logarchive_common::rate::ThrottledReader;
+use logarchive_common::rate::{RateLimiter, ThrottledReader};
 
 /// The chunk size of downloads: large enough that the blocking-pool hop per chunk of file
 /// I/O does not dominate.
@@ -231,15 +232,29 @@ impl Guard {
         path: &ArchivePath,
         mode: UploadMode,
         mark: TransferMark,
-    ) -> Result<(Committed, u64)> {
+    ) -> Result<(Committed, u64, DataPath)> {
         let mut upload = self
             .archive
             .begin_upload(path, mode)
             .await
             .map_err(|e| self.archive_error(account, e))?;
+        let limiters = self.throttles.limiters(account, Direction::Upload);
+        let (spliced, data_path) = match plain_data_socket(&limiters, &mark) {
+            Some((socket, _stop)) => match upload.receive_from(socket).await {
+                Some(Ok(bytes)) => (bytes, DataPath::Kernel),
+                Some(Err(err)) => {
+                    upload.abort().await;
+                    tracing::warn!(user = %account.name, path = %path, "upload not stored: {err}");
+                    return Err(self.archive_error(account, err));
+                }
+                None => (0, DataPath::Memory),
+            },
+            None => (0, DataPath::Memory),
+        };
+        // After a kernel-side receive this loop only reads the end of data, which tells a
+        // finished upload from one whose client vanished (libunftp's reader).
         let input = Counted { inner: input, mark };
-        let mut input =
-            ThrottledReader::new(input, self.throttles.limiters(account, Direction::Upload));
+        let mut input = ThrottledReader::new(input, limiters);
         let mut chunk = Vec::with_capacity(UPLOAD_CHUNK);
         loop {
             // Fill a whole chunk before handing it on: the socket gives a few dozen KiB
@@ -250,7 +265,7 @@ impl Guard {
                 Ok(_) => {}
                 Err(err) => {
                     upload.abort().await;
-                    tracing::warn!(user = %account.name, path = %path, "upload aborted after {} bytes: {err}", input.bytes());
+                    tracing::warn!(user = %account.name, path = %path, "upload aborted after {} bytes: {err}", spliced + input.bytes());
                     return Err(Error::new(ErrorKind::ConnectionClosed, err));
                 }
             };
@@ -267,8 +282,83 @@ impl Guard {
             .commit()
             .await
             .map_err(|e| self.archive_error(account, e))?;
-        Ok((committed, input.bytes()))
+        Ok((committed, spliced + input.bytes(), data_path))
     }
+}
+
+/// The session's data connection for a kernel-side transfer (`archive::zero_copy`), when
+/// there is one to use: plain TCP (TLS needs the bytes in user space) and no rate limit
+/// on the transfer (the limiters meter bytes they see). Dropping the second value stops
+/// the transfer.
+fn plain_data_socket(
+    limiters: &[Arc<RateLimiter>],
+    mark: &TransferMark,
+) -> Option<(DataSocket, StopOnDrop)> {
+    if !limiters.iter().all(|limiter| limiter.rate().is_unlimited()) {
+        return None;
+    }
+    let fd = current_plain_data_socket()?;
+    match DataSocket::duplicate(fd, mark.counter()) {
+        Ok(pair) => Some(pair),
+        Err(err) => {
+            tracing::warn!("copying through memory: the data socket cannot be duplicated: {err}");
+            None
+        }
+    }
+}
+
+impl Guard {
+    /// RETR without copying through user space: `sendfile` from a local archive file into
+    /// a plain, unthrottled data connection (see [`plain_data_socket`]). `None` when that
+    /// does not apply and the copying path must serve the download.
+    async fn send_in_kernel(
+        &self,
+        user: &FtpUser,
+        path: &Path,
+        start_pos: u64,
+    ) -> Option<Result<u64>> {
+        let account = match self.account(user) {
+            Ok(account) => account,
+            Err(err) => return Some(Err(err)),
+        };
+        let path = match self.authorize(&account, path, Perm::Read) {
+            Ok(path) => path,
+            Err(err) => return Some(Err(err)),
+        };
+        let limiters = self.throttles.limiters(&account, Direction::Download);
+        let mark = user.transfer(path.as_str(), Direction::Download);
+        let (socket, _stop) = plain_data_socket(&limiters, &mark)?;
+        let file = match self.archive.open_local(&path, start_pos).await {
+            Ok(file) => file?,
+            Err(err) => return Some(Err(self.archive_error(&account, err))),
+        };
+        let _transfer = self.transfers.start();
+        let started = Instant::now();
+        let sent = tokio::task::spawn_blocking(move || zero_copy::send_file(&file, &socket))
+            .await
+            .unwrap_or_else(|join| Err(std::io::Error::other(join)));
+        let bytes = mark.counter().load(Ordering::Relaxed);
+        log_download(&account.name, &path, bytes, started, DataPath::Kernel);
+        Some(sent.map_err(Error::from))
+    }
+}
+
+/// How a transfer's bytes moved between the socket and the archive; logged with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataPath {
+    /// Inside the kernel (`splice` up, `sendfile` down).
+    Kernel,
+    /// Read into the server's memory and written out (TLS, rate limits, S3).
+    Memory,
+}
+
+/// The one log line of a download.
+fn log_download(user: &str, path: &ArchivePath, bytes: u64, started: Instant, data_path: DataPath) {
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        user = %user, path = %path, bytes, seconds,
+        rate = (bytes as f64 / seconds.max(1e-6)) as u64, ?data_path, "download"
+    );
 }
 
 /// Reads until `chunk` holds `UPLOAD_CHUNK` bytes or the input ends; returns the bytes read.
@@ -382,6 +472,9 @@ impl StorageBackend<FtpUser> for Guard {
         W: tokio::io::AsyncWrite + Unpin + Sync + Send,
         P: AsRef<Path> + Send + Debug,
     {
+        if let Some(sent) = self.send_in_kernel(user, path.as_ref(), start_pos).await {
+            return sent;
+        }
         let mut reader = self.get(user, path, start_pos).await?;
         let mut buffer = vec![0u8; TRANSFER_BUFFER];
         let mut sent = 0u64;
@@ -414,7 +507,7 @@ impl StorageBackend<FtpUser> for Guard {
         let _transfer = self.transfers.start();
         let started = Instant::now();
         let mark = user.transfer(path.as_str(), Direction::Upload);
-        let (Committed { entry, sha256 }, bytes) =
+        let (Committed { entry, sha256 }, bytes, data_path) =
             self.receive(&account, input, &path, mode, mark).await?;
         let recorded = self
             .catalog
@@ -427,7 +520,7 @@ impl StorageBackend<FtpUser> for Guard {
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(
             user = %account.name, path = %path, bytes, mode = ?mode, seconds,
-            rate = (bytes as f64 / seconds.max(1e-6)) as u64, "upload"
+            rate = (bytes as f64 / seconds.max(1e-6)) as u64, ?data_path, "upload"
         );
         Ok(bytes)
     }
@@ -552,11 +645,12 @@ impl<R: AsyncRead + Unpin> AsyncRead for DownloadLog<R> {
 
 impl<R> Drop for DownloadLog<R> {
     fn drop(&mut self) {
-        let seconds = self.started.elapsed().as_secs_f64();
-        let bytes = self.reader.bytes();
-        tracing::info!(
-            user = %self.user, path = %self.path, bytes, seconds,
-            rate = (bytes as f64 / seconds.max(1e-6)) as u64, "download"
+        log_download(
+            &self.user,
+            &self.path,
+            self.reader.bytes(),
+            self.started,
+            DataPath::Memory,
         );
     }
 }

@@ -185,6 +185,12 @@ impl TransferMark {
     pub fn add(&self, n: u64) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
+
+    /// The counter behind [`TransferMark::add`], for a transfer that runs on another
+    /// thread (the kernel-side copies of `archive::zero_copy`).
+    pub fn counter(&self) -> Arc<AtomicU64> {
+        self.bytes.clone()
+    }
 }
 
 impl Drop for TransferMark {

@@ -212,17 +212,26 @@ where
         }
     }
 
+    /// logarchive patch: the data socket's descriptor when it carries plain TCP (see
+    /// `storage::current_plain_data_socket`).
+    fn plain_socket_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        matches!(self.ftps_mode, FtpsConfig::Off).then(|| self.socket.as_raw_fd())
+    }
+
     #[tracing_attributes::instrument]
     async fn exec_retr(self, path: String, start_pos: u64) {
         let path = self.cwd.join(path);
         let tx: Sender<ControlChanMsg> = self.control_msg_tx.clone();
+        let plain_socket = self.plain_socket_fd();
         let mut output = Self::writer(self.socket, self.ftps_mode, "retr").await;
 
         let start_time = Instant::now();
-        let result = self
-            .storage
-            .get_into((*self.user).as_ref().unwrap(), path.clone(), start_pos, &mut output)
-            .await;
+        let result = crate::storage::with_plain_data_socket(
+            plain_socket,
+            self.storage.get_into((*self.user).as_ref().unwrap(), path.clone(), start_pos, &mut output),
+        )
+        .await;
 
         if let Err(err) = output.shutdown().await {
             match err.kind() {
@@ -313,15 +322,17 @@ where
         let tx = self.control_msg_tx.clone();
 
         let start_time = Instant::now();
-        let put_result = self
-            .storage
-            .put(
+        let plain_socket = self.plain_socket_fd();
+        let put_result = crate::storage::with_plain_data_socket(
+            plain_socket,
+            self.storage.put(
                 (*self.user).as_ref().unwrap(),
                 AbortAwareReader::new(Self::reader(self.socket, self.ftps_mode, "stor").await, self.control_closed.clone()),
                 path.clone(),
                 start_pos,
-            )
-            .await;
+            ),
+        )
+        .await;
         let duration = start_time.elapsed();
 
         match put_result {
@@ -378,15 +389,20 @@ where
         };
 
         let start_time = Instant::now();
-        let put_result = crate::storage::for_command("APPE", self
-            .storage
-            .put(
-                (*self.user).as_ref().unwrap(),
-                AbortAwareReader::new(Self::reader(self.socket, self.ftps_mode, "appe").await, self.control_closed.clone()),
-                path.clone(),
-                start_pos,
-            )
-            ).await;
+        let plain_socket = self.plain_socket_fd();
+        let put_result = crate::storage::for_command(
+            "APPE",
+            crate::storage::with_plain_data_socket(
+                plain_socket,
+                self.storage.put(
+                    (*self.user).as_ref().unwrap(),
+                    AbortAwareReader::new(Self::reader(self.socket, self.ftps_mode, "appe").await, self.control_closed.clone()),
+                    path.clone(),
+                    start_pos,
+                ),
+            ),
+        )
+        .await;
         let duration = start_time.elapsed();
 
         match put_result {

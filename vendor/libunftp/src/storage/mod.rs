@@ -32,6 +32,25 @@ pub(crate) async fn for_command<F: std::future::Future>(command: &'static str, f
     COMMAND.scope(command, future).await
 }
 
+tokio::task_local! {
+    static PLAIN_DATA_SOCKET: Option<std::os::fd::RawFd>;
+}
+
+/// logarchive patch: the data connection's socket, during the `get_into`, `put` and `get`
+/// calls of RETR, STOR and APPE, when the connection is plain TCP (no TLS), so a back-end
+/// can move bytes between it and a local file with `sendfile`/`splice`, never copying them
+/// through user space. The socket is non-blocking and stays open until the call returns;
+/// use it on another thread only through a `dup`. A `put` that takes bytes this way must
+/// still read the reader it was given to its end: that read tells a finished upload from
+/// one cut by a vanished client.
+pub fn current_plain_data_socket() -> Option<std::os::fd::RawFd> {
+    PLAIN_DATA_SOCKET.try_with(|fd| *fd).ok().flatten()
+}
+
+pub(crate) async fn with_plain_data_socket<F: std::future::Future>(fd: Option<std::os::fd::RawFd>, future: F) -> F::Output {
+    PLAIN_DATA_SOCKET.scope(fd, future).await
+}
+
 /// logarchive patch: the reply for a storage error. When the back-end gave the error a
 /// message of its own (a `Reason`), the client sees it after the standard text, so that a
 /// refusal says why ("550 Permission denied: ...").
