@@ -27,38 +27,24 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use logarchive_tests::{TestServer, free_port, wait_until};
 
+#[derive(clap::Parser)]
+#[command(about = "Syslog over TCP beside rsyslog; OTT and telemetry POSTs")]
 struct Args {
+    /// Syslog messages per run.
+    #[arg(long, default_value_t = 1_000_000)]
     messages: usize,
+    /// Distinct sending hosts in the messages.
+    #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     hosts: usize,
+    /// TCP connections the messages are spread over.
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     connections: usize,
+    /// Runs; the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     runs: usize,
+    /// Seconds of each HTTP feed measurement.
+    #[arg(long, default_value_t = 10)]
     http_seconds: usize,
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        messages: 1_000_000,
-        hosts: 10,
-        connections: 4,
-        runs: 3,
-        http_seconds: 10,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        let number: usize = value
-            .parse()
-            .with_context(|| format!("{flag}: \"{value}\" is not a number"))?;
-        match flag.as_str() {
-            "--messages" => args.messages = number,
-            "--hosts" => args.hosts = number.max(1),
-            "--connections" => args.connections = number.max(1),
-            "--runs" => args.runs = number.max(1),
-            "--http-seconds" => args.http_seconds = number,
-            _ => bail!("unknown option {flag}"),
-        }
-    }
-    Ok(args)
 }
 
 /// One byte stream per connection; message `i` comes from host `i % hosts`.
@@ -203,7 +189,7 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     let streams = generate(&args);
     let bytes: usize = streams.iter().map(Vec::len).sum();
     println!(

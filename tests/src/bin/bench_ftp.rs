@@ -14,41 +14,30 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use logarchive_tests::{TestServer, Vsftpd, run};
 
 /// Passive ports for each server: enough for every concurrent session.
 const PASSIVE_PORTS: u16 = 400;
 
+#[derive(clap::Parser)]
+#[command(about = "logarchive-server beside vsftpd: 1 GiB transfers and concurrent sessions")]
 struct Args {
+    /// Size of the large file, MiB.
+    #[arg(long, default_value_t = 1024)]
     size_mib: u64,
+    /// Runs of each transfer after the warm-up; the median is reported.
+    #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Concurrent sessions, each logging in and storing 64 KiB.
+    #[arg(long, default_value_t = 200)]
     sessions: usize,
+    /// Where both servers store (e.g. /dev/shm for tmpfs, /tmp for disk).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
     dir: PathBuf,
+    /// logarchive's `durable_writes` (fsync before 226).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     durable_writes: bool,
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        size_mib: 1024,
-        runs: 3,
-        sessions: 200,
-        dir: std::env::temp_dir(),
-        durable_writes: true,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--size-mib" => args.size_mib = value.parse()?,
-            "--runs" => args.runs = value.parse()?,
-            "--sessions" => args.sessions = value.parse()?,
-            "--dir" => args.dir = value.into(),
-            "--durable-writes" => args.durable_writes = value.parse()?,
-            _ => bail!("unknown option {flag}"),
-        }
-    }
-    Ok(args)
 }
 
 struct Target {
@@ -198,7 +187,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     let size = args.size_mib * 1024 * 1024;
     let work = tempfile::tempdir_in(&args.dir)?;
     let file = work.path().join("payload.bin");

@@ -31,37 +31,31 @@ const PASSWORD: &str = "bench-web-password";
 /// Files per folder outside `/big`.
 const PER_FOLDER: usize = 10_000;
 
+#[derive(clap::Parser)]
+#[command(about = "The web UI over a large catalog, and downloads beside nginx")]
 struct Args {
+    /// Files in the catalog.
+    #[arg(long, default_value_t = 1_000_000)]
     files: usize,
+    /// Files in the one large folder (at most --files).
+    #[arg(long, default_value_t = 100_000)]
     folder_files: usize,
+    /// Requests per measured page.
+    #[arg(long, default_value_t = 200)]
     requests: usize,
+    /// Size of the downloaded file, MiB.
+    #[arg(long, default_value_t = 1024)]
     size_mib: u64,
+    /// Download runs; the median is reported.
+    #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Where the archive is written.
+    #[arg(long, default_value = "/dev/shm")]
     dir: PathBuf,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        files: 1_000_000,
-        folder_files: 100_000,
-        requests: 200,
-        size_mib: 1024,
-        runs: 5,
-        dir: PathBuf::from("/dev/shm"),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--files" => args.files = value.parse()?,
-            "--folder-files" => args.folder_files = value.parse()?,
-            "--requests" => args.requests = value.parse()?,
-            "--size-mib" => args.size_mib = value.parse()?,
-            "--runs" => args.runs = value.parse()?,
-            "--dir" => args.dir = value.into(),
-            _ => bail!("unknown option {flag}"),
-        }
-    }
+    let args = <Args as clap::Parser>::parse();
     if args.folder_files > args.files {
         bail!("--folder-files cannot exceed --files");
     }
