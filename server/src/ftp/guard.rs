@@ -244,8 +244,24 @@ impl Guard {
                 Some(Ok(bytes)) => (bytes, DataPath::Kernel),
                 Some(Err(err)) => {
                     upload.abort().await;
-                    tracing::warn!(user = %account.name, path = %path, "upload not stored: {err}");
-                    return Err(self.archive_error(account, err));
+                    return Err(match err {
+                        // The client's side: reset, or the session let go (ABOR, closed).
+                        ArchiveError::Io { source, .. }
+                            if matches!(
+                                source.kind(),
+                                std::io::ErrorKind::ConnectionReset
+                                    | std::io::ErrorKind::ConnectionAborted
+                                    | std::io::ErrorKind::BrokenPipe
+                            ) =>
+                        {
+                            tracing::warn!(user = %account.name, path = %path, "upload aborted: {source}");
+                            Error::new(ErrorKind::ConnectionClosed, source)
+                        }
+                        err => {
+                            tracing::error!(path = %path, "upload not stored: {err}");
+                            self.archive_error(account, err)
+                        }
+                    });
                 }
                 None => (0, DataPath::Memory),
             },
