@@ -1,0 +1,198 @@
+//! The archive's back-end under test, and one way to look at what a server archived that
+//! works on both.
+//!
+//! `LOGARCHIVE_TEST_STORAGE` chooses: unset or `fs`, each test server keeps its archive in
+//! its data dir as always; `s3`, every [`TestServer`] of the process gets a key prefix of its
+//! own in the bucket `archive` of one Garage cluster ([`crate::garage::shared`], started by
+//! the first server and stopped when the process exits), with a `[storage]` section written
+//! into its server.toml. The suites then run unchanged, reading what was stored with
+//! [`TestServer::archived`], [`TestServer::archived_tree`] and the rest, which read the
+//! folder on disk or the bucket (with curl, past the server). Tests about the local disk
+//! itself (symbolic links, the partial folder's files, a full disk) call [`skip_on_s3`],
+//! which prints why.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::bucket::Bucket;
+use crate::{TestServer, garage, tree_files};
+
+/// The bucket the test servers share on S3 (the one `garage.sh start` creates).
+pub const BUCKET: &str = "archive";
+
+/// Whether this process runs its servers on S3 (`LOGARCHIVE_TEST_STORAGE=s3`); panics on
+/// a value it does not know, so a typo cannot silently run the suites on disk.
+pub fn on_s3() -> bool {
+    match std::env::var("LOGARCHIVE_TEST_STORAGE").as_deref() {
+        Err(_) | Ok("") | Ok("fs") => false,
+        Ok("s3") => true,
+        Ok(other) => panic!("LOGARCHIVE_TEST_STORAGE={other:?}: expected \"fs\" or \"s3\""),
+    }
+}
+
+/// On S3, prints that `test` is skipped and why, and returns true (the caller returns);
+/// on disk, false.
+pub fn skip_on_s3(test: &str, reason: &str) -> bool {
+    let skip = on_s3();
+    if skip {
+        eprintln!("skipped on S3: {test}: {reason}");
+    }
+    skip
+}
+
+impl TestServer {
+    /// The shared cluster's bucket and this server's prefix in it, on S3.
+    fn s3(&self) -> Option<(Bucket, &str)> {
+        let prefix = self.s3_prefix.as_deref()?;
+        Some((garage::shared().bucket(BUCKET), prefix))
+    }
+
+    /// The disk folder of the archive (only on disk).
+    fn archive_root(&self) -> PathBuf {
+        self.data_dir.join("archive")
+    }
+
+    /// The bytes of the archived file `path` (archive path, e.g. `/node01/a.log`), read
+    /// from the disk or the bucket past the server; `None` if there is no such file.
+    pub fn archived(&self, path: &str) -> Option<Vec<u8>> {
+        let rel = path.trim_start_matches('/');
+        match self.s3() {
+            Some((bucket, prefix)) => bucket.get(&format!("{prefix}/{rel}")),
+            None => {
+                let file = self.archive_root().join(rel);
+                file.is_file().then(|| std::fs::read(file).ok()).flatten()
+            }
+        }
+    }
+
+    /// Whether `path` is an archived file or folder.
+    pub fn archived_exists(&self, path: &str) -> bool {
+        self.archived(path).is_some() || self.archived_is_dir(path)
+    }
+
+    /// Whether `path` is a folder of the archive (on S3: a folder marker or any key below).
+    pub fn archived_is_dir(&self, path: &str) -> bool {
+        let rel = path.trim_matches('/');
+        match self.s3() {
+            Some((bucket, prefix)) => !bucket.list(&format!("{prefix}/{rel}/")).is_empty(),
+            None => self.archive_root().join(rel).is_dir(),
+        }
+    }
+
+    /// Every file below the archive folder `dir`, by path relative to it, with its bytes.
+    pub fn archived_tree(&self, dir: &str) -> BTreeMap<String, Vec<u8>> {
+        let rel = dir.trim_matches('/');
+        match self.s3() {
+            Some((bucket, prefix)) => {
+                let below = if rel.is_empty() {
+                    format!("{prefix}/")
+                } else {
+                    format!("{prefix}/{rel}/")
+                };
+                bucket
+                    .list(&below)
+                    .into_iter()
+                    // Folder markers are folders, not files.
+                    .filter(|(key, _)| !key.ends_with('/'))
+                    .filter_map(|(key, _)| {
+                        // A file removed between listing and reading is simply not seen.
+                        let bytes = bucket.get(&key)?;
+                        Some((key[below.len()..].to_owned(), bytes))
+                    })
+                    .collect()
+            }
+            None => tree_files(&self.archive_root().join(rel)),
+        }
+    }
+
+    /// The names of the files and folders directly in the archive folder `dir`.
+    pub fn archived_names(&self, dir: &str) -> Vec<String> {
+        let rel = dir.trim_matches('/');
+        let mut names: Vec<String> = match self.s3() {
+            Some((bucket, prefix)) => {
+                let below = if rel.is_empty() {
+                    format!("{prefix}/")
+                } else {
+                    format!("{prefix}/{rel}/")
+                };
+                let mut names: Vec<String> = bucket
+                    .list(&below)
+                    .into_iter()
+                    .filter_map(|(key, _)| {
+                        let name = key[below.len()..].split('/').next()?.to_owned();
+                        (!name.is_empty()).then_some(name)
+                    })
+                    .collect();
+                names.dedup();
+                names
+            }
+            None => std::fs::read_dir(self.archive_root().join(rel))
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Puts a file into the archive behind the server's back (as an operator copying files
+    /// into the tree, or a fixture), making its folders.
+    pub fn plant(&self, path: &str, bytes: &[u8]) {
+        let rel = path.trim_start_matches('/');
+        match self.s3() {
+            Some((bucket, prefix)) => bucket.put(&format!("{prefix}/{rel}"), bytes),
+            None => {
+                let file = self.archive_root().join(rel);
+                if let Some(parent) = file.parent() {
+                    std::fs::create_dir_all(parent).expect("make the file's folders");
+                }
+                std::fs::write(&file, bytes).expect("plant a file");
+            }
+        }
+    }
+
+    /// Makes an (empty) folder in the archive behind the server's back: on S3, the folder
+    /// marker the server itself writes for MKD.
+    pub fn plant_dir(&self, path: &str) {
+        let rel = path.trim_matches('/');
+        match self.s3() {
+            Some((bucket, prefix)) => {
+                // Every level, as `mkdir -p` would on disk.
+                let mut at = String::new();
+                for component in rel.split('/') {
+                    at.push_str(component);
+                    at.push('/');
+                    bucket.put(&format!("{prefix}/{at}"), b"");
+                }
+            }
+            None => std::fs::create_dir_all(self.archive_root().join(rel)).expect("plant a folder"),
+        }
+    }
+
+    /// The bytes each upload in progress holds in the store so far: on disk, the files of
+    /// the partial folder; on S3, the parts of each incomplete multipart upload (the server
+    /// keeps an upload's first part in memory until it is full: 8 MiB).
+    pub fn uploads_in_progress(&self) -> Vec<u64> {
+        match self.s3() {
+            Some((bucket, prefix)) => bucket
+                .pending_uploads(&format!("{prefix}/"))
+                .iter()
+                .map(|upload| bucket.pending_bytes(upload))
+                .collect(),
+            None => std::fs::read_dir(self.archive_root().join(".logarchive/partial"))
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter_map(|e| e.metadata().ok())
+                        .map(|m| m.len())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
