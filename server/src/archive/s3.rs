@@ -211,18 +211,50 @@ impl S3Archive {
         }
     }
 
-    /// Copies one object to another key, keeping its user metadata.
-    async fn copy_object(&self, from: &str, to: &str, size: u64, path: &ArchivePath) -> Result<()> {
-        if size <= MAX_COPY {
+    /// Copies one object to another key, keeping its user metadata and its modification
+    /// time. A copy is a new object to the store, with a new `LastModified`: a file without
+    /// a time of its own gets its source's as `logarchive-mtime` (a composed copy instead of
+    /// one `CopyObject`), so a rename keeps the time as it does on disk.
+    async fn copy_object(&self, from: &str, to: &str, path: &ArchivePath) -> Result<()> {
+        let meta = self.op.stat(from).await.map_err(|e| map_err(path, e))?;
+        let size = meta.content_length();
+        let mut metadata = user_metadata(&meta);
+        if size <= MAX_COPY && metadata.contains_key(MTIME_KEY) {
             self.op.copy(from, to).await.map_err(|e| map_err(path, e))?;
             return Ok(());
         }
-        let meta = self.op.stat(from).await.map_err(|e| map_err(path, e))?;
-        let mut writer = self
-            .writer_from(path, to, user_metadata(&meta), from, size)
-            .await?;
+        if !metadata.contains_key(MTIME_KEY) {
+            let modified = file_entry(path.clone(), &meta).modified;
+            let secs = modified
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            metadata.insert(MTIME_KEY.to_owned(), secs.to_string());
+        }
+        let mut writer = self.writer_from(path, to, metadata, from, size).await?;
         writer.close().await.map_err(|e| map_err(path, e))?;
         Ok(())
+    }
+
+    /// Files as a listing gives them, with the mode and time of their user metadata:
+    /// listings carry none, so a HEAD per file ([`LISTING_HEADS`] at a time). A file gone
+    /// meanwhile, or a failed HEAD, keeps what the listing said.
+    async fn with_user_metadata(&self, entries: Vec<Entry>) -> Vec<Entry> {
+        let mut entries: Vec<Entry> = futures_util::stream::iter(entries)
+            .map(|entry| async move {
+                if entry.kind != EntryKind::File {
+                    return entry;
+                }
+                match self.head(&entry.path).await {
+                    Ok(Some(meta)) => file_entry(entry.path, &meta),
+                    _ => entry,
+                }
+            })
+            .buffer_unordered(LISTING_HEADS)
+            .collect()
+            .await;
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        entries
     }
 
     /// A writer (multipart upload) on `to` with `metadata`, holding already the first
@@ -563,24 +595,9 @@ impl Archive for S3Archive {
                 ArchiveError::NotFound(dir.clone())
             });
         }
-        // Listings carry no user metadata: a HEAD per file brings the mode and time set by
-        // SITE CHMOD / MFMT, so LIST and MLSD show what MDTM shows. A file gone meanwhile,
-        // or a failed HEAD, keeps what the listing said.
-        let mut entries: Vec<Entry> = futures_util::stream::iter(entries)
-            .map(|entry| async move {
-                if entry.kind != EntryKind::File {
-                    return entry;
-                }
-                match self.head(&entry.path).await {
-                    Ok(Some(meta)) => file_entry(entry.path, &meta),
-                    _ => entry,
-                }
-            })
-            .buffer_unordered(LISTING_HEADS)
-            .collect()
-            .await;
-        entries.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(entries)
+        // The mode and time set by SITE CHMOD / MFMT (or kept by a rename), so LIST and
+        // MLSD show what MDTM shows.
+        Ok(self.with_user_metadata(entries).await)
     }
 
     async fn open(&self, path: &ArchivePath, offset: u64) -> Result<ArchiveReader> {
@@ -734,9 +751,8 @@ impl Archive for S3Archive {
         if from == to {
             return Ok(());
         }
-        if let Some(meta) = source {
-            self.copy_object(&key(from), &key(to), meta.content_length(), to)
-                .await?;
+        if source.is_some() {
+            self.copy_object(&key(from), &key(to), to).await?;
             self.op
                 .delete(&key(from))
                 .await
@@ -758,12 +774,12 @@ impl Archive for S3Archive {
             .map_err(|e| map_err(from, e))?;
         let mut objects = Vec::new();
         while let Some(item) = lister.try_next().await.map_err(|e| map_err(from, e))? {
-            objects.push((item.path().to_owned(), item.metadata().content_length()));
+            objects.push(item.path().to_owned());
         }
-        if !objects.iter().any(|(k, _)| *k == from_prefix) {
-            objects.push((from_prefix.clone(), 0));
+        if !objects.iter().any(|k| *k == from_prefix) {
+            objects.push(from_prefix.clone());
         }
-        for (object, size) in &objects {
+        for object in &objects {
             let target = format!("{to_prefix}{}", &object[from_prefix.len()..]);
             if object.ends_with('/') {
                 self.op
@@ -771,10 +787,10 @@ impl Archive for S3Archive {
                     .await
                     .map_err(|e| map_err(to, e))?;
             } else {
-                self.copy_object(object, &target, *size, to).await?;
+                self.copy_object(object, &target, to).await?;
             }
         }
-        for (object, _) in &objects {
+        for object in &objects {
             if let Err(err) = self.op.delete(object).await
                 && err.kind() != ErrorKind::NotFound
             {
@@ -821,8 +837,9 @@ impl Archive for S3Archive {
         if files.is_empty() && !self.dir_exists(dir).await? {
             return Err(ArchiveError::NotFound(dir.clone()));
         }
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(files)
+        // The time a file carries (MFMT, or kept by a rename) is its time for reindex,
+        // retention and archives too.
+        Ok(self.with_user_metadata(files).await)
     }
 
     async fn store_new(&self, path: &ArchivePath, bytes: Vec<u8>) -> Result<Committed> {
