@@ -43,6 +43,21 @@ impl Bucket {
         (status == 200).then_some(body)
     }
 
+    /// The headers of the object `key` (names in lower case), or `None` unless the store
+    /// answers 200.
+    pub fn head(&self, key: &str) -> Option<Vec<(String, String)>> {
+        let (status, headers) = self.request("HEAD", &object_url(key), None);
+        (status == 200).then(|| {
+            String::from_utf8_lossy(&headers)
+                .lines()
+                .filter_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    Some((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+                })
+                .collect()
+        })
+    }
+
     /// Writes `bytes` under `key`; panics unless the store accepts it.
     pub fn put(&self, key: &str, bytes: &[u8]) {
         let (status, body) = self.request("PUT", &object_url(key), Some(bytes));
@@ -126,8 +141,8 @@ impl Bucket {
             .sum()
     }
 
-    /// One signed request; (status, body). `path` follows the bucket's URL: `/key...` or
-    /// `?query`.
+    /// One signed request; (status, body; the headers for a HEAD). `path` follows the
+    /// bucket's URL: `/key...` or `?query`.
     fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Vec<u8>) {
         let credentials = std::fs::read_to_string(&self.credentials).expect("S3 credentials");
         let mut lines = credentials.lines();
@@ -141,13 +156,21 @@ impl Bucket {
         let sent = self.scratch.join(format!("body-{tag}"));
         std::fs::write(&config, format!("user = \"{id}:{secret}\"\n")).expect("curl config");
         let mut command = Command::new("curl");
+        if method == "HEAD" {
+            command.arg("-I").arg("-D").arg(&reply);
+        } else {
+            command.args(["-X", method]);
+        }
         command
-            .args(["-sS", "--aws-sigv4", "aws:amz:garage:s3", "-X", method])
+            .args(["-sS", "--aws-sigv4", "aws:amz:garage:s3"])
             .arg("-K")
             .arg(&config)
-            .arg("-o")
-            .arg(&reply)
             .args(["-w", "%{http_code}"]);
+        if method != "HEAD" {
+            command.arg("-o").arg(&reply);
+        } else {
+            command.args(["-o", "/dev/null"]);
+        }
         match body {
             Some(bytes) => {
                 std::fs::write(&sent, bytes).expect("request body");

@@ -13,9 +13,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::bucket::Bucket;
-use crate::{TestServer, garage, tree_files};
+use crate::{TestServer, garage, sha256_hex, tree_files};
 
 /// The bucket the test servers share on S3 (the one `garage.sh start` creates).
 pub const BUCKET: &str = "archive";
@@ -65,6 +66,52 @@ impl TestServer {
         }
     }
 
+    /// The permission bits of the archived file `path`: on S3, those `SITE CHMOD` keeps in
+    /// the object's metadata (0644 when it has none).
+    pub fn archived_mode(&self, path: &str) -> Option<u32> {
+        let rel = path.trim_start_matches('/');
+        match self.s3() {
+            Some((bucket, prefix)) => {
+                let headers = bucket.head(&format!("{prefix}/{rel}"))?;
+                Some(
+                    header(&headers, "x-amz-meta-logarchive-mode")
+                        .and_then(|mode| u32::from_str_radix(mode, 8).ok())
+                        .unwrap_or(0o644),
+                )
+            }
+            None => {
+                use std::os::unix::fs::PermissionsExt;
+                let meta = std::fs::metadata(self.archive_root().join(rel)).ok()?;
+                Some(meta.permissions().mode() & 0o777)
+            }
+        }
+    }
+
+    /// The modification time of the archived file `path`: on S3, the one `MFMT` (or a
+    /// rename) keeps in the object's metadata, else the object's `Last-Modified`.
+    pub fn archived_modified(&self, path: &str) -> Option<SystemTime> {
+        let rel = path.trim_start_matches('/');
+        match self.s3() {
+            Some((bucket, prefix)) => {
+                let headers = bucket.head(&format!("{prefix}/{rel}"))?;
+                if let Some(secs) = header(&headers, "x-amz-meta-logarchive-mtime") {
+                    return Some(UNIX_EPOCH + Duration::from_secs(secs.parse().ok()?));
+                }
+                let stored = header(&headers, "last-modified")?;
+                let time = time::OffsetDateTime::parse(
+                    stored,
+                    &time::format_description::well_known::Rfc2822,
+                )
+                .ok()?;
+                Some(time.into())
+            }
+            None => std::fs::metadata(self.archive_root().join(rel))
+                .ok()?
+                .modified()
+                .ok(),
+        }
+    }
+
     /// Whether `path` is an archived file or folder.
     pub fn archived_exists(&self, path: &str) -> bool {
         self.archived(path).is_some() || self.archived_is_dir(path)
@@ -103,6 +150,14 @@ impl TestServer {
             }
             None => tree_files(&self.archive_root().join(rel)),
         }
+    }
+
+    /// Every file below the archive folder `dir`, by path relative to it, with its SHA-256.
+    pub fn archived_hashes(&self, dir: &str) -> BTreeMap<String, String> {
+        self.archived_tree(dir)
+            .into_iter()
+            .map(|(rel, bytes)| (rel, sha256_hex(&bytes)))
+            .collect()
     }
 
     /// The names of the files and folders directly in the archive folder `dir`.
@@ -195,4 +250,12 @@ impl TestServer {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// The value of the header `name` (lower case).
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, value)| value.as_str())
 }
