@@ -29,6 +29,15 @@ pub struct Bucket {
     pub scratch: PathBuf,
 }
 
+/// An object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    /// Changes whenever the object's content does.
+    pub etag: String,
+}
+
 /// A multipart upload not yet completed nor aborted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingUpload {
@@ -60,12 +69,25 @@ impl Bucket {
 
     /// Writes `bytes` under `key`; panics unless the store accepts it.
     pub fn put(&self, key: &str, bytes: &[u8]) {
-        let (status, body) = self.request("PUT", &object_url(key), Some(bytes));
+        self.put_with(key, bytes, &[]);
+    }
+
+    /// Like [`Bucket::put`], with `headers` (e.g. `x-amz-meta-*` user metadata).
+    pub fn put_with(&self, key: &str, bytes: &[u8], headers: &[(&str, &str)]) {
+        let (status, body) = self.request_with("PUT", &object_url(key), Some(bytes), headers);
         assert_eq!(status, 200, "PUT {key}: {}", String::from_utf8_lossy(&body));
     }
 
     /// Every key below `prefix` with its size, in key order (ListObjectsV2, all pages).
     pub fn list(&self, prefix: &str) -> Vec<(String, u64)> {
+        self.list_objects(prefix)
+            .into_iter()
+            .map(|object| (object.key, object.size))
+            .collect()
+    }
+
+    /// Every object below `prefix`, in key order (ListObjectsV2, all pages).
+    pub fn list_objects(&self, prefix: &str) -> Vec<Listed> {
         let mut objects = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -88,11 +110,12 @@ impl Bucket {
                 "list {prefix}: {}",
                 String::from_utf8_lossy(&body)
             );
-            let page = xml_fields(&body, "Contents", &["Key", "Size"]);
-            objects.extend(
-                page.into_iter()
-                    .map(|fields| (fields[0].clone(), fields[1].parse().unwrap_or(0))),
-            );
+            let page = xml_fields(&body, "Contents", &["Key", "Size", "ETag"]);
+            objects.extend(page.into_iter().map(|fields| Listed {
+                key: fields[0].clone(),
+                size: fields[1].parse().unwrap_or(0),
+                etag: fields[2].clone(),
+            }));
             let next = xml_fields(&body, "ListBucketResult", &["NextContinuationToken"]);
             token = next
                 .into_iter()
@@ -144,6 +167,16 @@ impl Bucket {
     /// One signed request; (status, body; the headers for a HEAD). `path` follows the
     /// bucket's URL: `/key...` or `?query`.
     fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Vec<u8>) {
+        self.request_with(method, path, body, &[])
+    }
+
+    fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Vec<u8>) {
         let credentials = std::fs::read_to_string(&self.credentials).expect("S3 credentials");
         let mut lines = credentials.lines();
         let (id, secret) = (
@@ -192,6 +225,9 @@ impl Bucket {
                     "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
                 ]);
             }
+        }
+        for (name, value) in headers {
+            command.args(["-H", &format!("{name}: {value}")]);
         }
         command.arg(format!("{}/{}{path}", self.endpoint, self.name));
         let out = command

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::bucket::Bucket;
@@ -131,11 +132,7 @@ impl TestServer {
         let rel = dir.trim_matches('/');
         match self.s3() {
             Some((bucket, prefix)) => {
-                let below = if rel.is_empty() {
-                    format!("{prefix}/")
-                } else {
-                    format!("{prefix}/{rel}/")
-                };
+                let below = below(prefix, dir);
                 bucket
                     .list(&below)
                     .into_iter()
@@ -153,11 +150,45 @@ impl TestServer {
     }
 
     /// Every file below the archive folder `dir`, by path relative to it, with its SHA-256.
+    /// On S3 only objects not seen before with the same ETag are read: tests poll this
+    /// while hundreds of files arrive.
     pub fn archived_hashes(&self, dir: &str) -> BTreeMap<String, String> {
-        self.archived_tree(dir)
-            .into_iter()
-            .map(|(rel, bytes)| (rel, sha256_hex(&bytes)))
-            .collect()
+        let Some((bucket, prefix)) = self.s3() else {
+            return self
+                .archived_tree(dir)
+                .into_iter()
+                .map(|(rel, bytes)| (rel, sha256_hex(&bytes)))
+                .collect();
+        };
+        static SEEN: Mutex<BTreeMap<(String, String), String>> = Mutex::new(BTreeMap::new());
+        let below = below(prefix, dir);
+        let mut hashes = BTreeMap::new();
+        for object in bucket.list_objects(&below) {
+            if object.key.ends_with('/') {
+                continue;
+            }
+            let id = (object.key.clone(), object.etag.clone());
+            let known = SEEN.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+            let hash = match known {
+                Some(hash) => hash,
+                None => {
+                    // A file removed between listing and reading is simply not seen.
+                    let Some(bytes) = bucket.get(&object.key) else {
+                        continue;
+                    };
+                    let hash = sha256_hex(&bytes);
+                    // Cached only if the content is still the listed one.
+                    if bytes.len() as u64 == object.size {
+                        SEEN.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(id, hash.clone());
+                    }
+                    hash
+                }
+            };
+            hashes.insert(object.key[below.len()..].to_owned(), hash);
+        }
+        hashes
     }
 
     /// The names of the files and folders directly in the archive folder `dir`.
@@ -165,11 +196,7 @@ impl TestServer {
         let rel = dir.trim_matches('/');
         let mut names: Vec<String> = match self.s3() {
             Some((bucket, prefix)) => {
-                let below = if rel.is_empty() {
-                    format!("{prefix}/")
-                } else {
-                    format!("{prefix}/{rel}/")
-                };
+                let below = below(prefix, dir);
                 let mut names: Vec<String> = bucket
                     .list(&below)
                     .into_iter()
@@ -207,6 +234,33 @@ impl TestServer {
                     std::fs::create_dir_all(parent).expect("make the file's folders");
                 }
                 std::fs::write(&file, bytes).expect("plant a file");
+            }
+        }
+    }
+
+    /// Like [`TestServer::plant`], with the modification time `modified`: on S3 the time
+    /// `MFMT` would keep in the object's metadata (the store's own time cannot be set).
+    pub fn plant_modified(&self, path: &str, bytes: &[u8], modified: SystemTime) {
+        let rel = path.trim_start_matches('/');
+        match self.s3() {
+            Some((bucket, prefix)) => {
+                let secs = modified
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                bucket.put_with(
+                    &format!("{prefix}/{rel}"),
+                    bytes,
+                    &[("x-amz-meta-logarchive-mtime", &secs.to_string())],
+                );
+            }
+            None => {
+                self.plant(path, bytes);
+                std::fs::File::options()
+                    .write(true)
+                    .open(self.archive_root().join(rel))
+                    .and_then(|file| file.set_modified(modified))
+                    .expect("set the planted file's time");
             }
         }
     }
@@ -258,4 +312,14 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, value)| value.as_str())
+}
+
+/// The key prefix of the files below the archive folder `dir`.
+fn below(prefix: &str, dir: &str) -> String {
+    let rel = dir.trim_matches('/');
+    if rel.is_empty() {
+        format!("{prefix}/")
+    } else {
+        format!("{prefix}/{rel}/")
+    }
 }
