@@ -168,7 +168,11 @@ impl TestServer {
                 continue;
             }
             let id = (object.key.clone(), object.etag.clone());
-            let known = SEEN.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+            let known = SEEN
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .cloned();
             let hash = match known {
                 Some(hash) => hash,
                 None => {

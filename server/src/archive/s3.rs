@@ -187,6 +187,19 @@ impl S3Archive {
         }
     }
 
+    /// Why `path` names nothing: a file on the way to it is used as a folder (as a disk
+    /// answers `ENOTDIR`), or it is simply not there. A HEAD per ancestor, on misses only.
+    async fn missing(&self, path: &ArchivePath) -> ArchiveError {
+        let mut at = path.parent().filter(|p| !p.is_root());
+        while let Some(ancestor) = at {
+            if let Ok(Some(_)) = self.head(&ancestor).await {
+                return ArchiveError::NotADir(path.clone());
+            }
+            at = ancestor.parent().filter(|p| !p.is_root());
+        }
+        ArchiveError::NotFound(path.clone())
+    }
+
     /// The parent folder must exist (and not be a file).
     async fn require_parent(&self, path: &ArchivePath) -> Result<()> {
         let parent = path.parent().unwrap_or_else(ArchivePath::root);
@@ -520,7 +533,7 @@ impl S3Archive {
             return Err(if self.dir_exists(path).await? {
                 ArchiveError::IsADir(path.clone())
             } else {
-                ArchiveError::NotFound(path.clone())
+                self.missing(path).await
             });
         };
         let len = meta.content_length();
@@ -557,7 +570,7 @@ impl Archive for S3Archive {
             };
             return Ok(dir_entry(path.clone(), marker.as_ref()));
         }
-        Err(ArchiveError::NotFound(path.clone()))
+        Err(self.missing(path).await)
     }
 
     async fn list(&self, dir: &ArchivePath) -> Result<Vec<Entry>> {
