@@ -21,16 +21,18 @@
 //!   costs one HEAD, one `UploadPartCopy` per 5 GiB of stored file (no bytes through the
 //!   server) and at most [`PART_SIZE`] bytes read back, plus the new bytes.
 //!   Appends are atomic here (an aborted append leaves the old object untouched).
-//! - **Rename** is copy then delete (`CopyObject`, multipart copy above 5 GiB). A folder is
-//!   renamed object by object: not atomic; a failure midway leaves some files under each
-//!   name (none lost), and the error is reported.
+//! - **Rename** is copy then delete (`CopyObject`, multipart copy above 5 GiB). The copy is
+//!   a new object with a new `LastModified`, so it carries the source's modification time
+//!   as `logarchive-mtime` (set by composing when the source has none), as a rename on disk
+//!   keeps the time. A folder is renamed object by object: not atomic; a failure midway
+//!   leaves some files under each name (none lost), and the error is reported.
 //! - **Mode and modification time** set by `SITE CHMOD`/`MFMT` are kept in the object's
 //!   user metadata (`x-amz-meta-logarchive-mode`, `-mtime`), rewritten by composing the
-//!   object onto itself. `stat` reads them, and so does `list` (FTP LIST, MLSD, NLST): S3
-//!   listings carry no user metadata, so it sends a HEAD per file ([`LISTING_HEADS`] at a
-//!   time). `walk` (zip/tar, retention, reindex) shows the store's `LastModified` and the
-//!   default mode. An append keeps the mode and drops the time set by hand (the file was
-//!   modified), as on disk.
+//!   object onto itself. `stat` reads them, and so do `list` (FTP LIST, MLSD, NLST) and
+//!   `walk` (zip/tar, retention, reindex): S3 listings carry no user metadata, so they send
+//!   a HEAD per file ([`LISTING_HEADS`] at a time). An append keeps the mode and drops the
+//!   time set by hand (the file was modified), as on disk.
+//! - **A file used as a folder** (`/a/file.log/x`) is "not a folder", as `ENOTDIR` on disk.
 //! - **Never replacing** (`store_new`): a HEAD, then a PUT with `If-None-Match: *`. Stores
 //!   that ignore the condition (Garage 2.x) leave a window between the two in which two
 //!   servers storing the same new name at once both succeed, the later one winning.
