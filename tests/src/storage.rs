@@ -201,16 +201,14 @@ impl TestServer {
         let mut names: Vec<String> = match self.s3() {
             Some((bucket, prefix)) => {
                 let below = below(prefix, dir);
-                let mut names: Vec<String> = bucket
+                bucket
                     .list(&below)
                     .into_iter()
                     .filter_map(|(key, _)| {
                         let name = key[below.len()..].split('/').next()?.to_owned();
                         (!name.is_empty()).then_some(name)
                     })
-                    .collect();
-                names.dedup();
-                names
+                    .collect()
             }
             None => std::fs::read_dir(self.archive_root().join(rel))
                 .map(|entries| {

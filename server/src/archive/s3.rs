@@ -791,7 +791,7 @@ impl Archive for S3Archive {
         while let Some(item) = lister.try_next().await.map_err(|e| map_err(from, e))? {
             objects.push(item.path().to_owned());
         }
-        if !objects.iter().any(|k| *k == from_prefix) {
+        if !objects.contains(&from_prefix) {
             objects.push(from_prefix.clone());
         }
         for object in &objects {
