@@ -5,9 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use logarchive_tests::{
-    TestAgent, TestServer, skip_on_s3, tree_hashes, wait_until, write_tls_files,
-};
+use logarchive_tests::{TestAgent, TestServer, on_s3, tree_hashes, wait_until, write_tls_files};
 
 const PW: &str = "agent-password";
 
@@ -43,7 +41,9 @@ fn wait_for_tree(
         remote.retain(|path, _| !path.starts_with(".logarchive-agent/"));
         remote
     };
-    let done = wait_until(Duration::from_secs(60), || check(&mirrored()));
+    // Each file costs a dozen S3 requests on the debug-built cluster: more time there.
+    let patience = Duration::from_secs(if on_s3() { 240 } else { 60 });
+    let done = wait_until(patience, || check(&mirrored()));
     let remote = mirrored();
     assert!(
         done,
@@ -227,14 +227,6 @@ fn refusals_are_reported_and_retried_slowly_and_outages_only_grow_the_backlog() 
 
 #[test]
 fn kill_9_at_random_moments_sends_every_file_exactly_once() {
-    if skip_on_s3(
-        "kill_9_at_random_moments_sends_every_file_exactly_once",
-        "2,000 files take about 150 s to mirror into the debug-built Garage cluster, past the \
-         S3 run's time budget; the agent's recovery does not depend on the back-end, and \
-         server_killed_during_uploads_loses_nothing_and_sends_nothing_twice runs on S3",
-    ) {
-        return;
-    }
     // Thousands of files, so the kills land in every phase of the mirror.
     let server = TestServer::start_with("", &[("crashy", PW, &["--perm", "elrwafm"])]);
     let tree = tempfile::tempdir().unwrap();

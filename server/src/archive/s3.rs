@@ -230,8 +230,18 @@ impl S3Archive {
     /// time. A copy is a new object to the store, with a new `LastModified`: a file without
     /// a time of its own gets its source's as `logarchive-mtime` (a composed copy instead of
     /// one `CopyObject`), so a rename keeps the time as it does on disk.
-    async fn copy_object(&self, from: &str, to: &str, path: &ArchivePath) -> Result<()> {
-        let meta = self.op.stat(from).await.map_err(|e| map_err(path, e))?;
+    /// `source` is `from`'s metadata when the caller has it from a HEAD already.
+    async fn copy_object(
+        &self,
+        from: &str,
+        to: &str,
+        source: Option<Metadata>,
+        path: &ArchivePath,
+    ) -> Result<()> {
+        let meta = match source {
+            Some(meta) => meta,
+            None => self.op.stat(from).await.map_err(|e| map_err(path, e))?,
+        };
         let size = meta.content_length();
         let mut metadata = user_metadata(&meta);
         if size <= MAX_COPY && metadata.contains_key(MTIME_KEY) {
@@ -767,7 +777,7 @@ impl Archive for S3Archive {
             return Ok(());
         }
         if source.is_some() {
-            self.copy_object(&key(from), &key(to), to).await?;
+            self.copy_object(&key(from), &key(to), source, to).await?;
             self.op
                 .delete(&key(from))
                 .await
@@ -802,7 +812,7 @@ impl Archive for S3Archive {
                     .await
                     .map_err(|e| map_err(to, e))?;
             } else {
-                self.copy_object(object, &target, to).await?;
+                self.copy_object(object, &target, None, to).await?;
             }
         }
         for object in &objects {
