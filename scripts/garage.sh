@@ -13,11 +13,13 @@
 #       them, applies a layout, creates the key and the bucket `archive`, and writes
 #       DIR/s3.credentials (access key id, secret key: two lines) and DIR/endpoint (the
 #       S3 URL of node 0). Node i's process id is in DIR/node-i.pid, its log in
-#       DIR/node-i.log.
+#       DIR/node-i.log. With GARAGE_WATCH_PID set, a watcher stops the cluster within a
+#       second of that process's end (a test process killed before it could stop it).
 #   scripts/garage.sh bucket DIR NAME
 #       creates another bucket, readable and writable with the same key.
 #   scripts/garage.sh stop DIR
-#       stops every node of the cluster in DIR.
+#       stops every node of the cluster in DIR and waits for them to exit (SIGKILL after
+#       10 s).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 GARAGE_VERSION=2.5.0
@@ -124,6 +126,10 @@ EOF
   chmod 600 "$dir/s3.credentials" "$dir/key.txt"
   echo "http://127.0.0.1:${ports[1]}" >"$dir/endpoint"
   bucket "$dir" archive
+  if [ -n "${GARAGE_WATCH_PID:-}" ]; then
+    nohup bash -c 'while kill -0 "$1" 2>/dev/null && [ -d "$2" ]; do sleep 1; done; bash "$3" stop "$2"' \
+      watch "$GARAGE_WATCH_PID" "$dir" "$root/scripts/garage.sh" >/dev/null 2>&1 </dev/null &
+  fi
 }
 
 bucket() {
@@ -136,11 +142,23 @@ bucket() {
 
 stop() {
   dir=$1
+  local pids=()
   for i in 0 1 2; do
     if [ -f "$dir/node-$i.pid" ]; then
-      kill "$(cat "$dir/node-$i.pid")" 2>/dev/null || true
+      pids+=("$(cat "$dir/node-$i.pid")")
     fi
   done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  kill "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 100); do
+    local alive=0
+    for pid in "${pids[@]}"; do
+      kill -0 "$pid" 2>/dev/null && alive=1
+    done
+    [ $alive -eq 1 ] || return 0
+    sleep 0.1
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
 }
 
 case "${1:-}" in

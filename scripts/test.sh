@@ -27,3 +27,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --locked
 bash scripts/garage.sh build
 cargo test --workspace --locked
+# The end-to-end suites again with every server's archive in a bucket of a 3-node Garage
+# cluster (one per test binary, stopped when it exits): same tests, other back-end.
+LOGARCHIVE_TEST_STORAGE=s3 cargo test --locked -p logarchive-tests \
+  --test ftp_behaviour --test ftp_permissions --test agent_mirror \
+  --test web_http --test feeds_syslog --test feeds_http

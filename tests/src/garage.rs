@@ -1,11 +1,36 @@
 //! A 3-node Garage cluster (replication factor 3) on loopback ports, for the tests of the
 //! S3 back-end: started by `scripts/garage.sh start`, which builds Garage into
-//! `target/garage/` the first time, and stopped (every node) when dropped.
+//! `target/garage/` the first time, and stopped (every node) when dropped. [`shared`] is the
+//! one cluster of a test process (`LOGARCHIVE_TEST_STORAGE=s3`), stopped when it exits.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
+use crate::bucket::Bucket;
 use crate::free_port;
+
+static SHARED: OnceLock<GarageCluster> = OnceLock::new();
+
+/// The cluster every test of this process shares, started by the first caller. It is
+/// stopped (and its folder removed) when the process exits; should the process be killed
+/// instead, `garage.sh` stops it within a second of the process's end.
+pub fn shared() -> &'static GarageCluster {
+    SHARED.get_or_init(|| {
+        let cluster = GarageCluster::start();
+        // SAFETY: registers a plain `extern "C"` function, as atexit requires.
+        let registered = unsafe { libc::atexit(stop_shared) };
+        assert_eq!(registered, 0, "atexit");
+        cluster
+    })
+}
+
+extern "C" fn stop_shared() {
+    if let Some(cluster) = SHARED.get() {
+        cluster.stop();
+        let _ = std::fs::remove_dir_all(cluster.dir.path());
+    }
+}
 
 pub struct GarageCluster {
     pub dir: tempfile::TempDir,
@@ -24,6 +49,8 @@ impl GarageCluster {
         let ports: Vec<u16> = (0..9).map(|_| free_port()).collect();
         let mut command = Command::new("bash");
         command.arg(script()).arg("start").arg(dir.path());
+        // The nodes outlive this process by a second at most, however it ends.
+        command.env("GARAGE_WATCH_PID", std::process::id().to_string());
         for port in &ports {
             command.arg(port.to_string());
         }
@@ -64,6 +91,16 @@ impl GarageCluster {
         self.dir.path().join("s3.credentials")
     }
 
+    /// The bucket `name`, read and written past the servers with the cluster's key.
+    pub fn bucket(&self, name: &str) -> Bucket {
+        Bucket {
+            endpoint: self.endpoints[0].clone(),
+            name: name.to_owned(),
+            credentials: self.credentials(),
+            scratch: self.dir.path().to_owned(),
+        }
+    }
+
     /// A `[storage]` section for `bucket` under `prefix`, through node `node`.
     pub fn storage_section(&self, bucket: &str, prefix: &str, node: usize) -> String {
         format!(
@@ -90,12 +127,19 @@ impl GarageCluster {
     }
 }
 
-impl Drop for GarageCluster {
-    fn drop(&mut self) {
+impl GarageCluster {
+    /// Stops every node and waits for them to exit.
+    pub fn stop(&self) {
         let _ = Command::new("bash")
             .arg(script())
             .arg("stop")
             .arg(self.dir.path())
             .status();
+    }
+}
+
+impl Drop for GarageCluster {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -3,6 +3,9 @@
 //! It runs the real binaries (built by `cargo build --workspace` next to the test
 //! executables) on free loopback ports, each server in its own temporary folder, and
 //! drives them with real clients: suppaftp in-process, curl and lftp as child processes.
+//! With `LOGARCHIVE_TEST_STORAGE=s3` every server keeps its archive in a Garage bucket
+//! instead of on disk (see [`storage`]); tests read and plant archived files through
+//! [`TestServer::archived`] and its kin, which work on both.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -13,8 +16,12 @@ use std::time::{Duration, Instant};
 use suppaftp::tokio::AsyncFtpStream;
 use suppaftp::types::FileType;
 
+pub mod bucket;
 pub mod garage;
 pub mod soak;
+pub mod storage;
+
+pub use storage::{on_s3, skip_on_s3};
 
 /// The folder holding the workspace's binaries (`target/debug` or `target/release`).
 pub fn bin_dir() -> PathBuf {
@@ -142,6 +149,9 @@ pub struct TestServer {
     pub passive: (u16, u16),
     /// The server's `data_dir` (archive and catalog): `<dir>/data` unless moved.
     pub data_dir: PathBuf,
+    /// Where the archive is on S3 (`LOGARCHIVE_TEST_STORAGE=s3`): the key prefix of this
+    /// server in the shared cluster's bucket; `None` on disk.
+    pub s3_prefix: Option<String>,
     child: Option<Child>,
 }
 
@@ -159,15 +169,29 @@ impl TestServer {
     }
 
     pub fn prepare_in(base: &Path, extra_ftp: &str, passive: u16) -> TestServer {
+        TestServer::prepare_full(base, extra_ftp, passive, "")
+    }
+
+    /// The one writer of test configs: `extra_ftp` under `[ftp]`, then `sections`; on S3
+    /// (unless `sections` has its own `[storage]`) a `[storage]` section for a prefix of
+    /// its own in the shared cluster's bucket.
+    fn prepare_full(base: &Path, extra_ftp: &str, passive: u16, sections: &str) -> TestServer {
         let dir = tempfile::tempdir_in(base).expect("temp dir");
         let ftp_port = free_port();
         let web_port = free_port();
         let (low, high) = free_port_range(passive);
         let config = dir.path().join("server.toml");
         // `[web]` first: `extra_ftp` goes under `[ftp]` and may open `[ftp.tls]`.
-        let text = format!(
+        let mut text = format!(
             "data_dir = \"data\"\nusers_file = \"users.toml\"\n[web]\nlisten = \"127.0.0.1:{web_port}\"\n[ftp]\nlisten = \"127.0.0.1:{ftp_port}\"\npassive_ports = \"{low}-{high}\"\n{extra_ftp}\n"
         );
+        let s3_prefix = (on_s3() && !sections.contains("[storage]"))
+            .then(|| format!("test-{:016x}", rand::random::<u64>()));
+        if let Some(prefix) = &s3_prefix {
+            text.push_str(&garage::shared().storage_section(storage::BUCKET, prefix, 0));
+        }
+        text.push_str(sections);
+        text.push('\n');
         std::fs::write(&config, text).expect("write config");
         let data_dir = dir.path().join("data");
         TestServer {
@@ -177,6 +201,7 @@ impl TestServer {
             web_port,
             passive: (low, high),
             data_dir,
+            s3_prefix,
             child: None,
         }
     }
@@ -212,13 +237,7 @@ impl TestServer {
     /// Like [`TestServer::prepare`], with `sections` (top-level tables such as `[syslog]`)
     /// appended after the `[ftp]` lines.
     pub fn prepare_with_sections(extra_ftp: &str, sections: &str) -> TestServer {
-        let server = TestServer::prepare(extra_ftp);
-        let mut config = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&server.config)
-            .expect("open config");
-        writeln!(config, "{sections}").expect("write config");
-        server
+        TestServer::prepare_full(&std::env::temp_dir(), extra_ftp, 20, sections)
     }
 
     /// Waits until the server's log contains `needle` (e.g. a listener's "up" line).
@@ -301,8 +320,13 @@ impl TestServer {
         format!("127.0.0.1:{}", self.ftp_port)
     }
 
-    /// A path in the archive tree on disk.
+    /// A path in the archive tree on disk. Only for what is about the disk itself: on S3
+    /// there is no such tree, so this panics (use [`TestServer::archived`] and its kin).
     pub fn archive(&self, path: &str) -> PathBuf {
+        assert!(
+            self.s3_prefix.is_none(),
+            "the archive of this server is in a bucket, not at a path: use archived()"
+        );
         self.data_dir
             .join("archive")
             .join(path.trim_start_matches('/'))
@@ -392,8 +416,13 @@ pub fn run(program: &str, args: &[&str]) -> Output {
 }
 
 pub fn sha256_file(path: &Path) -> String {
-    use sha2::Digest;
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    sha256_hex(&bytes)
+}
+
+/// The SHA-256 of `bytes`, in hex (as the catalog shows it).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
 

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use logarchive_tests::{TestAgent, TestServer, tree_hashes, wait_until, write_tls_files};
+use logarchive_tests::{TestAgent, TestServer, on_s3, tree_hashes, wait_until, write_tls_files};
 
 const PW: &str = "agent-password";
 
@@ -26,22 +26,24 @@ fn wait_for_mirror(
     user: &str,
     check: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
 ) -> std::collections::BTreeMap<String, String> {
-    wait_for_tree(&server.archive(user), agent, check)
+    wait_for_tree(|| server.archived_hashes(user), agent, check)
 }
 
-/// Waits until the files below `stored` (the agent's own health report folder aside)
-/// satisfy `check`.
+/// Waits until the files `stored` gives (path -> sha256; the agent's own health report
+/// folder aside) satisfy `check`.
 fn wait_for_tree(
-    stored: &std::path::Path,
+    stored: impl Fn() -> std::collections::BTreeMap<String, String>,
     agent: &TestAgent,
     check: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
 ) -> std::collections::BTreeMap<String, String> {
     let mirrored = || {
-        let mut remote = tree_hashes(stored);
+        let mut remote = stored();
         remote.retain(|path, _| !path.starts_with(".logarchive-agent/"));
         remote
     };
-    let done = wait_until(Duration::from_secs(60), || check(&mirrored()));
+    // Each file costs a dozen S3 requests on the debug-built cluster: more time there.
+    let patience = Duration::from_secs(if on_s3() { 240 } else { 60 });
+    let done = wait_until(patience, || check(&mirrored()));
     let remote = mirrored();
     assert!(
         done,
@@ -100,7 +102,7 @@ fn mirrors_a_tree_with_growth_and_rotations() {
     });
     let version = remote.keys().find(|k| k.starts_with("copy.log.2")).unwrap();
     assert_eq!(
-        std::fs::read(server.archive(&format!("node01/{version}"))).unwrap(),
+        server.archived(&format!("node01/{version}")).unwrap(),
         old_copy
     );
 
@@ -113,10 +115,7 @@ fn mirrors_a_tree_with_growth_and_rotations() {
         remote.get("app.log.1").is_some()
             && remote.get("app.log") == tree_hashes(root).get("app.log")
     });
-    assert_eq!(
-        std::fs::read(server.archive("node01/app.log.1")).unwrap(),
-        rotated
-    );
+    assert_eq!(server.archived("node01/app.log.1").unwrap(), rotated);
     assert!(
         wait_until(Duration::from_secs(10), || server
             .stderr()
@@ -129,21 +128,23 @@ fn mirrors_a_tree_with_growth_and_rotations() {
     );
 
     // The health report: in a hidden folder of the home, without config or password.
-    let health = server.archive("node01/.logarchive-agent/status.json");
+    let health = "node01/.logarchive-agent/status.json";
     assert!(
-        wait_until(Duration::from_secs(20), || health.exists()),
+        wait_until(Duration::from_secs(20), || server
+            .archived(health)
+            .is_some()),
         "{}",
         agent.stderr()
     );
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&health).unwrap()).unwrap();
+        serde_json::from_slice(&server.archived(health).unwrap()).unwrap();
     assert_eq!(report["agent_id"], "test-agent");
     assert!(
         report["version"].is_string()
             && report["host"].is_string()
             && report["backlog_files"].is_u64()
     );
-    let text = String::from_utf8(std::fs::read(&health).unwrap()).unwrap();
+    let text = String::from_utf8(server.archived(health).unwrap()).unwrap();
     assert!(!text.contains(PW) && !text.contains("password"), "{text}");
 
     // 5. kill -9 and restart: nothing is sent again.
@@ -325,11 +326,11 @@ fn mirrors_into_vsftpd_too() {
     let agent = TestAgent::start_to(vsftpd.port, "anonymous", "agent@", root, "/upload", "");
     let stored = vsftpd.root.join("upload");
     let local = tree_hashes(root);
-    wait_for_tree(&stored, &agent, |remote| *remote == local);
+    wait_for_tree(|| tree_hashes(&stored), &agent, |remote| *remote == local);
     // Growth by APPE, and a rewrite that keeps the old copy as a version.
     append(&root.join("app.log"), b"more\n");
     let local = tree_hashes(root);
-    wait_for_tree(&stored, &agent, |remote| *remote == local);
+    wait_for_tree(|| tree_hashes(&stored), &agent, |remote| *remote == local);
     let old = std::fs::read(root.join("Logs/PWS/20240723/PWS_UI_1.txt")).unwrap();
     std::fs::write(root.join("Logs/PWS/20240723/PWS_UI_1.txt"), b"rewritten\n").unwrap();
     let versioned = wait_until(Duration::from_secs(60), || {
@@ -460,7 +461,8 @@ fn mirrors_over_ftps_and_refuses_an_untrusted_server() {
     );
     for user in ["node02", "node03"] {
         assert!(
-            tree_hashes(&server.archive(user))
+            server
+                .archived_hashes(user)
                 .keys()
                 .all(|path| path.starts_with(".logarchive-agent/")),
             "{user} sent files without a trusted TLS session"

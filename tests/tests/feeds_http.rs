@@ -2,10 +2,9 @@
 //! collector, as their real clients use them and with bad requests; and retention.
 
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
-use logarchive_tests::{TestServer, free_port, latin1_message, run, tree_files, wait_until};
+use logarchive_tests::{TestServer, free_port, latin1_message, run, wait_until};
 
 const PW: &str = "feeds-http-pw";
 
@@ -131,7 +130,8 @@ fn post_file(server: &TestServer, user: &str, body: &[u8], extra: &[&str], path:
 /// Every file below `dir` in the archive but the server's own folder (path, bytes).
 fn files_below(server: &TestServer, dir: &str) -> Vec<(String, Vec<u8>)> {
     let base = dir.trim_end_matches('/');
-    tree_files(&server.archive(dir))
+    server
+        .archived_tree(dir)
         .into_iter()
         .map(|(rel, bytes)| (format!("{base}/{rel}"), bytes))
         .filter(|(path, _)| !path.starts_with("/.logarchive"))
@@ -522,11 +522,13 @@ fn telemetry_records_are_validated_stored_and_listed() {
 
     // And in the archive, one JSON line each, within a second or so.
     let day = today("+%Y/%m/%d");
-    let jsonl = server.archive(&format!("/telemetry/{day}.jsonl"));
+    let jsonl = format!("/telemetry/{day}.jsonl");
     let written = wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&jsonl).is_ok_and(|t| t.lines().count() == 3)
+        server
+            .archived(&jsonl)
+            .is_some_and(|t| String::from_utf8_lossy(&t).lines().count() == 3)
     });
-    assert!(written, "{} has not 3 lines", jsonl.display());
+    assert!(written, "{jsonl} has not 3 lines");
     let stats = stats(&server);
     assert_eq!(stats["telemetry"]["stored"], 3, "{stats}");
     assert_eq!(stats["telemetry"]["rejected"], 3, "{stats}");
@@ -597,7 +599,7 @@ fn telemetry_records_are_validated_stored_and_listed() {
     assert_eq!(entry["uploader"], "telemetry");
     assert_eq!(
         entry["sha256"],
-        logarchive_tests::sha256_file(&jsonl).as_str()
+        logarchive_tests::sha256_hex(&server.archived(&jsonl).unwrap()).as_str()
     );
 }
 
@@ -844,13 +846,9 @@ fn feeds_page_and_api_show_each_source_with_counts_states_and_errors() {
     );
 }
 
-fn place(server: &TestServer, path: &str, days_old: u32) {
-    let local = server.archive(path);
-    std::fs::create_dir_all(local.parent().unwrap_or(Path::new("/"))).expect("mkdir");
-    std::fs::write(&local, path).expect("write");
-    let stamp = format!("{days_old} days ago");
-    let out = run("touch", &["-d", &stamp, local.to_str().unwrap_or_default()]);
-    assert!(out.status.success());
+fn place(server: &TestServer, path: &str, days_old: u64) {
+    let modified = std::time::SystemTime::now() - Duration::from_secs(days_old * 24 * 60 * 60);
+    server.plant_modified(path, path.as_bytes(), modified);
 }
 
 #[test]
@@ -872,13 +870,13 @@ fn retention_dry_run_lists_and_the_job_removes_only_what_policies_cover() {
     );
     assert!(listing.contains("1 files would be removed"), "{listing}");
     assert!(
-        server.archive("/old/a/stale.log").exists(),
+        server.archived_exists("/old/a/stale.log"),
         "dry run removed a file"
     );
 
     server.start();
     let gone = wait_until(Duration::from_secs(15), || {
-        !server.archive("/old/a").exists()
+        !server.archived_exists("/old/a")
     });
     assert!(
         gone,
@@ -890,10 +888,10 @@ fn retention_dry_run_lists_and_the_job_removes_only_what_policies_cover() {
         "/old/keep/stale.log",
         "/elsewhere/stale.log",
     ] {
-        assert!(server.archive(kept).exists(), "{kept} was removed");
+        assert!(server.archived_exists(kept), "{kept} was removed");
     }
     assert!(
-        server.archive("/old").exists(),
+        server.archived_exists("/old"),
         "the policy's own folder was removed"
     );
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use logarchive_tests::{TestServer, free_port, run, tree_files, wait_until};
+use logarchive_tests::{TestServer, free_port, run, wait_until};
 
 const PW: &str = "feeds-admin-pw";
 
@@ -27,7 +27,8 @@ fn unique(label: &str) -> String {
 
 /// Every file below the archive's `/syslog`, with its text.
 fn syslog_files(server: &TestServer) -> Vec<(String, String)> {
-    tree_files(&server.archive("/syslog"))
+    server
+        .archived_tree("/syslog")
         .into_iter()
         .map(|(rel, bytes)| {
             (
@@ -139,8 +140,8 @@ fn logger_over_udp_and_tcp_in_both_formats_lands_per_host_and_day() {
         .find(|e| e["path"] == paths[0].as_str())
         .unwrap_or_else(|| panic!("{} not cataloged: {catalog}", paths[0]));
     assert_eq!(entry["uploader"], "syslog");
-    let on_disk = logarchive_tests::sha256_file(&server.archive(&paths[0]));
-    assert_eq!(entry["sha256"], on_disk.as_str());
+    let stored = logarchive_tests::sha256_hex(&server.archived(&paths[0]).unwrap());
+    assert_eq!(entry["sha256"], stored.as_str());
 }
 
 #[test]
@@ -190,13 +191,7 @@ fn mixed_framing_and_bad_input_on_one_port_are_stored_or_counted() {
     let (_, bad) = wait_for_line(&server, "bad ");
     assert!(bad.contains("invalid UTF-8"), "{bad}");
     // Nothing outside /syslog (and the server's own folder).
-    let mut top: Vec<String> = std::fs::read_dir(server.archive("/"))
-        .expect("archive")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    top.sort();
-    assert_eq!(top, [".logarchive", "syslog"]);
+    assert_eq!(server.archived_names("/"), [".logarchive", "syslog"]);
     let counters = stats(&server)["syslog"].clone();
     assert_eq!(counters["oversize"], 1, "{counters}");
     assert_eq!(counters["unparsed"], 3, "{counters}");

@@ -1,9 +1,6 @@
 //! The permission matrix: for each of the ten letters, a user with every letter but that
-//! one is refused exactly that letter's commands (550 with a reason, nothing changed on
-//! disk) and allowed all the others — with suppaftp and with curl.
-
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+//! one is refused exactly that letter's commands (550 with a reason, nothing changed in
+//! the archive) and allowed all the others — with suppaftp and with curl.
 
 use logarchive_tests::{TestServer, ftp_login, ftp_retr, run};
 use suppaftp::FtpError;
@@ -25,14 +22,14 @@ fn user_name(letter: char) -> String {
     )
 }
 
-/// The files every matrix user starts with, made on disk as an operator would.
-fn make_fixtures(home: &Path) {
-    std::fs::create_dir_all(home.join("d")).unwrap();
-    std::fs::create_dir_all(home.join("rmd_me")).unwrap();
-    std::fs::write(home.join("f.txt"), b"original\n").unwrap();
-    std::fs::set_permissions(home.join("f.txt"), std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(home.join("del_me.txt"), b"delete me\n").unwrap();
-    std::fs::write(home.join("ren_src.txt"), b"rename me\n").unwrap();
+/// The files every matrix user starts with, put into the archive as an operator would
+/// (mode 0644: planted files get it on disk, and it is the default on S3).
+fn make_fixtures(server: &TestServer, home: &str) {
+    server.plant_dir(&format!("{home}/d"));
+    server.plant_dir(&format!("{home}/rmd_me"));
+    server.plant(&format!("{home}/f.txt"), b"original\n");
+    server.plant(&format!("{home}/del_me.txt"), b"delete me\n");
+    server.plant(&format!("{home}/ren_src.txt"), b"rename me\n");
 }
 
 fn start_matrix_server() -> TestServer {
@@ -40,63 +37,57 @@ fn start_matrix_server() -> TestServer {
     for letter in LETTERS {
         let name = user_name(letter);
         server.add_user(&name, PASSWORD, &["--perm", &all_but(letter)]);
-        make_fixtures(&server.archive(&name));
+        make_fixtures(&server, &name);
     }
     let mut server = server;
     server.start();
     server
 }
 
-/// Checks the disk after the operations of the user lacking `letter`: the refused letter
-/// changed nothing, every allowed letter had its effect.
-fn check_disk(server: &TestServer, letter: char) {
-    let home = server.archive(&user_name(letter));
+/// Checks the archive after the operations of the user lacking `letter`: the refused
+/// letter changed nothing, every allowed letter had its effect.
+fn check_archive(server: &TestServer, letter: char) {
+    let home = user_name(letter);
+    let at = |name: &str| format!("{home}/{name}");
     let effect = |l: char| l != letter;
-    let f = std::fs::read(home.join("f.txt")).unwrap();
+    let f = server.archived(&at("f.txt")).unwrap();
     assert_eq!(
         f.starts_with(b"original\n") && f.len() > 9,
         effect('a'),
         "{letter}: APPE effect"
     );
-    let mode = std::fs::metadata(home.join("f.txt"))
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
+    let mode = server.archived_mode(&at("f.txt")).unwrap();
     assert_eq!(mode == 0o600, effect('M'), "{letter}: CHMOD effect");
-    let mtime = std::fs::metadata(home.join("f.txt"))
-        .unwrap()
-        .modified()
-        .unwrap();
+    let mtime = server.archived_modified(&at("f.txt")).unwrap();
     let year_2020 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_577_836_800);
     assert_eq!(mtime == year_2020, effect('T'), "{letter}: MFMT effect");
     assert_eq!(
-        home.join("new.txt").exists(),
+        server.archived(&at("new.txt")).is_some(),
         effect('w'),
         "{letter}: STOR effect"
     );
     assert_eq!(
-        home.join("newdir").is_dir(),
+        server.archived_is_dir(&at("newdir")),
         effect('m'),
         "{letter}: MKD effect"
     );
     assert_eq!(
-        home.join("ren_dst.txt").exists(),
+        server.archived(&at("ren_dst.txt")).is_some(),
         effect('f'),
         "{letter}: RNTO effect"
     );
     assert_eq!(
-        home.join("ren_src.txt").exists(),
+        server.archived(&at("ren_src.txt")).is_some(),
         !effect('f'),
         "{letter}: RNFR source"
     );
     assert_eq!(
-        home.join("del_me.txt").exists(),
+        server.archived(&at("del_me.txt")).is_some(),
         !effect('d'),
         "{letter}: DELE effect"
     );
     assert_eq!(
-        home.join("rmd_me").exists(),
+        server.archived_is_dir(&at("rmd_me")),
         !effect('d'),
         "{letter}: RMD effect"
     );
@@ -184,7 +175,7 @@ async fn each_letter_is_enforced_with_suppaftp() {
             }
         }
         let _ = ftp.quit().await;
-        check_disk(&server, letter);
+        check_archive(&server, letter);
     }
 }
 
@@ -262,6 +253,6 @@ fn each_letter_is_enforced_with_curl() {
                 );
             }
         }
-        check_disk(&server, letter);
+        check_archive(&server, letter);
     }
 }

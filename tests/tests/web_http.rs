@@ -249,14 +249,14 @@ async fn browse_and_list_pages_confinement_traversal_and_inert_names() {
     // 250 files placed by hand and catalogued by `reindex` (the listing is derived data),
     // plus a few over FTP, which carry their source.
     server.stop();
-    let many = server.archive("/node01/many");
-    std::fs::create_dir_all(many.join("sub")).unwrap();
     for i in 0..250 {
-        std::fs::write(many.join(format!("f{i:03}.log")), format!("line {i}\n")).unwrap();
+        server.plant(
+            &format!("/node01/many/f{i:03}.log"),
+            format!("line {i}\n").as_bytes(),
+        );
     }
-    std::fs::write(many.join("sub/inner.log"), "inner\n").unwrap();
-    std::fs::create_dir_all(server.archive("/node02")).unwrap();
-    std::fs::write(server.archive("/node02/secret.log"), "node02 only\n").unwrap();
+    server.plant("/node01/many/sub/inner.log", b"inner\n");
+    server.plant("/node02/secret.log", b"node02 only\n");
     let out = server.cli(&["reindex"], "");
     assert!(
         out.status.success(),
@@ -495,7 +495,7 @@ async fn view_and_download_files_and_folders() {
         sha256(&[0xff, 0xfe, b'o', b'k', b'\n']),
     );
     originals.insert(format!("Logs/{odd_name}"), sha256(b"odd\n"));
-    let gz_bytes = std::fs::read(server.archive("/node01/Logs/old.log.gz")).unwrap();
+    let gz_bytes = server.archived("/node01/Logs/old.log.gz").unwrap();
     originals.insert("Logs/old.log.gz".into(), sha256(&gz_bytes));
 
     let web = client();

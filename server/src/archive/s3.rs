@@ -21,16 +21,18 @@
 //!   costs one HEAD, one `UploadPartCopy` per 5 GiB of stored file (no bytes through the
 //!   server) and at most [`PART_SIZE`] bytes read back, plus the new bytes.
 //!   Appends are atomic here (an aborted append leaves the old object untouched).
-//! - **Rename** is copy then delete (`CopyObject`, multipart copy above 5 GiB). A folder is
-//!   renamed object by object: not atomic; a failure midway leaves some files under each
-//!   name (none lost), and the error is reported.
+//! - **Rename** is copy then delete (`CopyObject`, multipart copy above 5 GiB). The copy is
+//!   a new object with a new `LastModified`, so it carries the source's modification time
+//!   as `logarchive-mtime` (set by composing when the source has none), as a rename on disk
+//!   keeps the time. A folder is renamed object by object: not atomic; a failure midway
+//!   leaves some files under each name (none lost), and the error is reported.
 //! - **Mode and modification time** set by `SITE CHMOD`/`MFMT` are kept in the object's
 //!   user metadata (`x-amz-meta-logarchive-mode`, `-mtime`), rewritten by composing the
-//!   object onto itself. `stat` reads them, and so does `list` (FTP LIST, MLSD, NLST): S3
-//!   listings carry no user metadata, so it sends a HEAD per file ([`LISTING_HEADS`] at a
-//!   time). `walk` (zip/tar, retention, reindex) shows the store's `LastModified` and the
-//!   default mode. An append keeps the mode and drops the time set by hand (the file was
-//!   modified), as on disk.
+//!   object onto itself. `stat` reads them, and so do `list` (FTP LIST, MLSD, NLST) and
+//!   `walk` (zip/tar, retention, reindex): S3 listings carry no user metadata, so they send
+//!   a HEAD per file ([`LISTING_HEADS`] at a time). An append keeps the mode and drops the
+//!   time set by hand (the file was modified), as on disk.
+//! - **A file used as a folder** (`/a/file.log/x`) is "not a folder", as `ENOTDIR` on disk.
 //! - **Never replacing** (`store_new`): a HEAD, then a PUT with `If-None-Match: *`. Stores
 //!   that ignore the condition (Garage 2.x) leave a window between the two in which two
 //!   servers storing the same new name at once both succeed, the later one winning.
@@ -187,6 +189,19 @@ impl S3Archive {
         }
     }
 
+    /// Why `path` names nothing: a file on the way to it is used as a folder (as a disk
+    /// answers `ENOTDIR`), or it is simply not there. A HEAD per ancestor, on misses only.
+    async fn missing(&self, path: &ArchivePath) -> ArchiveError {
+        let mut at = path.parent().filter(|p| !p.is_root());
+        while let Some(ancestor) = at {
+            if let Ok(Some(_)) = self.head(&ancestor).await {
+                return ArchiveError::NotADir(path.clone());
+            }
+            at = ancestor.parent().filter(|p| !p.is_root());
+        }
+        ArchiveError::NotFound(path.clone())
+    }
+
     /// The parent folder must exist (and not be a file).
     async fn require_parent(&self, path: &ArchivePath) -> Result<()> {
         let parent = path.parent().unwrap_or_else(ArchivePath::root);
@@ -211,18 +226,60 @@ impl S3Archive {
         }
     }
 
-    /// Copies one object to another key, keeping its user metadata.
-    async fn copy_object(&self, from: &str, to: &str, size: u64, path: &ArchivePath) -> Result<()> {
-        if size <= MAX_COPY {
+    /// Copies one object to another key, keeping its user metadata and its modification
+    /// time. A copy is a new object to the store, with a new `LastModified`: a file without
+    /// a time of its own gets its source's as `logarchive-mtime` (a composed copy instead of
+    /// one `CopyObject`), so a rename keeps the time as it does on disk.
+    /// `source` is `from`'s metadata when the caller has it from a HEAD already.
+    async fn copy_object(
+        &self,
+        from: &str,
+        to: &str,
+        source: Option<Metadata>,
+        path: &ArchivePath,
+    ) -> Result<()> {
+        let meta = match source {
+            Some(meta) => meta,
+            None => self.op.stat(from).await.map_err(|e| map_err(path, e))?,
+        };
+        let size = meta.content_length();
+        let mut metadata = user_metadata(&meta);
+        if size <= MAX_COPY && metadata.contains_key(MTIME_KEY) {
             self.op.copy(from, to).await.map_err(|e| map_err(path, e))?;
             return Ok(());
         }
-        let meta = self.op.stat(from).await.map_err(|e| map_err(path, e))?;
-        let mut writer = self
-            .writer_from(path, to, user_metadata(&meta), from, size)
-            .await?;
+        if !metadata.contains_key(MTIME_KEY) {
+            let modified = file_entry(path.clone(), &meta).modified;
+            let secs = modified
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            metadata.insert(MTIME_KEY.to_owned(), secs.to_string());
+        }
+        let mut writer = self.writer_from(path, to, metadata, from, size).await?;
         writer.close().await.map_err(|e| map_err(path, e))?;
         Ok(())
+    }
+
+    /// Files as a listing gives them, with the mode and time of their user metadata:
+    /// listings carry none, so a HEAD per file ([`LISTING_HEADS`] at a time). A file gone
+    /// meanwhile, or a failed HEAD, keeps what the listing said.
+    async fn with_user_metadata(&self, entries: Vec<Entry>) -> Vec<Entry> {
+        let mut entries: Vec<Entry> = futures_util::stream::iter(entries)
+            .map(|entry| async move {
+                if entry.kind != EntryKind::File {
+                    return entry;
+                }
+                match self.head(&entry.path).await {
+                    Ok(Some(meta)) => file_entry(entry.path, &meta),
+                    _ => entry,
+                }
+            })
+            .buffer_unordered(LISTING_HEADS)
+            .collect()
+            .await;
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        entries
     }
 
     /// A writer (multipart upload) on `to` with `metadata`, holding already the first
@@ -488,7 +545,7 @@ impl S3Archive {
             return Err(if self.dir_exists(path).await? {
                 ArchiveError::IsADir(path.clone())
             } else {
-                ArchiveError::NotFound(path.clone())
+                self.missing(path).await
             });
         };
         let len = meta.content_length();
@@ -525,7 +582,7 @@ impl Archive for S3Archive {
             };
             return Ok(dir_entry(path.clone(), marker.as_ref()));
         }
-        Err(ArchiveError::NotFound(path.clone()))
+        Err(self.missing(path).await)
     }
 
     async fn list(&self, dir: &ArchivePath) -> Result<Vec<Entry>> {
@@ -563,24 +620,9 @@ impl Archive for S3Archive {
                 ArchiveError::NotFound(dir.clone())
             });
         }
-        // Listings carry no user metadata: a HEAD per file brings the mode and time set by
-        // SITE CHMOD / MFMT, so LIST and MLSD show what MDTM shows. A file gone meanwhile,
-        // or a failed HEAD, keeps what the listing said.
-        let mut entries: Vec<Entry> = futures_util::stream::iter(entries)
-            .map(|entry| async move {
-                if entry.kind != EntryKind::File {
-                    return entry;
-                }
-                match self.head(&entry.path).await {
-                    Ok(Some(meta)) => file_entry(entry.path, &meta),
-                    _ => entry,
-                }
-            })
-            .buffer_unordered(LISTING_HEADS)
-            .collect()
-            .await;
-        entries.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(entries)
+        // The mode and time set by SITE CHMOD / MFMT (or kept by a rename), so LIST and
+        // MLSD show what MDTM shows.
+        Ok(self.with_user_metadata(entries).await)
     }
 
     async fn open(&self, path: &ArchivePath, offset: u64) -> Result<ArchiveReader> {
@@ -734,9 +776,8 @@ impl Archive for S3Archive {
         if from == to {
             return Ok(());
         }
-        if let Some(meta) = source {
-            self.copy_object(&key(from), &key(to), meta.content_length(), to)
-                .await?;
+        if source.is_some() {
+            self.copy_object(&key(from), &key(to), source, to).await?;
             self.op
                 .delete(&key(from))
                 .await
@@ -758,12 +799,12 @@ impl Archive for S3Archive {
             .map_err(|e| map_err(from, e))?;
         let mut objects = Vec::new();
         while let Some(item) = lister.try_next().await.map_err(|e| map_err(from, e))? {
-            objects.push((item.path().to_owned(), item.metadata().content_length()));
+            objects.push(item.path().to_owned());
         }
-        if !objects.iter().any(|(k, _)| *k == from_prefix) {
-            objects.push((from_prefix.clone(), 0));
+        if !objects.contains(&from_prefix) {
+            objects.push(from_prefix.clone());
         }
-        for (object, size) in &objects {
+        for object in &objects {
             let target = format!("{to_prefix}{}", &object[from_prefix.len()..]);
             if object.ends_with('/') {
                 self.op
@@ -771,10 +812,10 @@ impl Archive for S3Archive {
                     .await
                     .map_err(|e| map_err(to, e))?;
             } else {
-                self.copy_object(object, &target, *size, to).await?;
+                self.copy_object(object, &target, None, to).await?;
             }
         }
-        for (object, _) in &objects {
+        for object in &objects {
             if let Err(err) = self.op.delete(object).await
                 && err.kind() != ErrorKind::NotFound
             {
@@ -821,8 +862,9 @@ impl Archive for S3Archive {
         if files.is_empty() && !self.dir_exists(dir).await? {
             return Err(ArchiveError::NotFound(dir.clone()));
         }
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(files)
+        // The time a file carries (MFMT, or kept by a rename) is its time for reindex,
+        // retention and archives too.
+        Ok(self.with_user_metadata(files).await)
     }
 
     async fn store_new(&self, path: &ArchivePath, bytes: Vec<u8>) -> Result<Committed> {
