@@ -18,6 +18,7 @@
 //! uploads, renames, removals, reindex and any later one, must go through them.
 
 pub mod follow;
+mod hashing;
 mod index;
 
 use std::collections::HashMap;
@@ -27,9 +28,7 @@ use std::time::SystemTime;
 
 use logarchive_common::paths::ArchivePath;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use tokio::io::AsyncReadExt;
 
 use crate::archive::{Archive, ArchiveError, Entry};
 pub use index::IndexedFile;
@@ -643,25 +642,13 @@ impl Catalog {
 
     /// The SHA-256 (hex) of a stored file and the number of bytes it covers.
     async fn hash_file(&self, path: &ArchivePath) -> Result<(String, u64), CatalogError> {
-        let mut reader = self.archive.open(path, 0).await?;
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; 256 * 1024];
-        let mut length = 0u64;
-        loop {
-            let n = reader
-                .read(&mut buffer)
-                .await
-                .map_err(|source| ArchiveError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-            if n == 0 {
-                break;
-            }
-            length += n as u64;
-            hasher.update(&buffer[..n]);
-        }
-        Ok((hex::encode(hasher.finalize()), length))
+        let reader = self.archive.open(path, 0).await?;
+        hashing::sha256_of(reader).await.map_err(|source| {
+            CatalogError::Archive(ArchiveError::Io {
+                path: path.clone(),
+                source,
+            })
+        })
     }
 
     // The only writers of `files`: each holds the table's write lock across the sled
@@ -747,6 +734,7 @@ mod tests {
     }
 
     fn sha256_hex(bytes: &[u8]) -> String {
+        use sha2::{Digest, Sha256};
         hex::encode(Sha256::digest(bytes))
     }
 
