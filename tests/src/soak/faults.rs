@@ -269,7 +269,8 @@ pub async fn visible_problems(server: &TestServer, password: &str) -> Vec<String
     problems
 }
 
-fn collect_paths(value: &serde_json::Value, out: &mut Vec<String>) {
+/// Every `"path"` string in a JSON answer (listings, searches).
+pub fn collect_paths(value: &serde_json::Value, out: &mut Vec<String>) {
     match value {
         serde_json::Value::Object(map) => {
             for (key, value) in map {
