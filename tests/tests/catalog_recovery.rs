@@ -122,7 +122,10 @@ async fn a_server_killed_between_archive_and_catalog_steps_catches_up_at_start()
     ftp.rename("e.log", "f.log").await.expect("rename");
     let _ = ftp.quit().await;
     let found = searched(&server, "log");
-    assert!(found.contains("f.log") && !found.contains("e.log"), "{found:?}");
+    assert!(
+        found.contains("f.log") && !found.contains("e.log"),
+        "{found:?}"
+    );
     assert_catalog_equals_reindex(&mut server);
 }
 
@@ -182,7 +185,11 @@ async fn the_catalog_catches_up_after_its_disk_was_full_without_a_restart() {
         .expect("STOR");
     let _ = ftp.quit().await;
     let found = searched(&server, "log");
-    for name in sent.iter().map(String::as_str).chain(["before.log", "after.log"]) {
+    for name in sent
+        .iter()
+        .map(String::as_str)
+        .chain(["before.log", "after.log"])
+    {
         assert!(found.contains(name), "{name} not in the catalog: {found:?}");
     }
     assert_catalog_equals_reindex(&mut server);

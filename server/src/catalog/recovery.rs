@@ -28,7 +28,9 @@ use std::time::Duration;
 use logarchive_common::paths::ArchivePath;
 use time::OffsetDateTime;
 
-use super::{Catalog, CatalogEntry, CatalogError, JournalRecord, Store, to_datetime, whole_seconds};
+use super::{
+    Catalog, CatalogEntry, CatalogError, JournalRecord, Store, to_datetime, whole_seconds,
+};
 use crate::archive::ArchiveError;
 
 /// The key of the `state` tree present while no server runs after a clean stop.
@@ -237,11 +239,7 @@ impl Catalog {
     /// the others. Callers hold the gate alone.
     pub(super) async fn resolve_intents(&self) -> Result<usize, CatalogError> {
         let store = self.store()?;
-        let intents = store
-            .intents
-            .iter()
-            .keys()
-            .collect::<Result<Vec<_>, _>>()?;
+        let intents = store.intents.iter().keys().collect::<Result<Vec<_>, _>>()?;
         let mut journaled = 0;
         for key in &intents {
             if let Some((from, to)) = parse_intent(key) {
@@ -390,10 +388,7 @@ mod tests {
         catalog.record_upload(&entry, None, "agent").await.unwrap();
         // Killed after the archive's rename, before the journal line.
         let (from, to) = (path("/n/.a.part"), path("/n/a.log"));
-        catalog
-            .note_intent(&intent_key(&from, &to))
-            .await
-            .unwrap();
+        catalog.note_intent(&intent_key(&from, &to)).await.unwrap();
         std::fs::rename(root.join("n/.a.part"), root.join("n/a.log")).unwrap();
 
         // The next start finds no clean stop, and catches up.
@@ -418,7 +413,11 @@ mod tests {
         let entry = catalog.archive.stat(&path("/kept.log")).await.unwrap();
         catalog.record_upload(&entry, None, "u").await.unwrap();
         // A feed's tree, used and let go, as the feeds do.
-        catalog.tree("telemetry").unwrap().insert(b"1", b"x").unwrap();
+        catalog
+            .tree("telemetry")
+            .unwrap()
+            .insert(b"1", b"x")
+            .unwrap();
         catalog.flush().await.unwrap();
         // A write failed (as sled's after ENOSPC); meanwhile a file arrived uncataloged.
         let failed: Result<(), _> = catalog.noted(Err(CatalogError::Db(sled::Error::Io(
