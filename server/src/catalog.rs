@@ -5,7 +5,9 @@
 //! file cannot carry itself (who sent it, when) are also appended to an upload journal in
 //! the archive's reserved folder, so `reindex` rebuilds the catalog from the archive alone.
 //!
-//! Invariant: an entry is flushed to disk before the upload is acknowledged to its sender.
+//! Invariant: an entry is flushed to disk before the upload is acknowledged to its sender,
+//! or, if sled failed, the catalog is marked behind and catches up from the journal
+//! ([`recovery`]); without its journal line an upload is not acknowledged at all.
 //! Its SHA-256 may follow: an FTP upload is recorded with an empty hash and a place in the
 //! `unhashed` tree (in the same flush), and [`run_hasher`] fills the hash in soon after, at
 //! the next start if the server stopped first. Hashing inline would cost the sender about
@@ -680,12 +682,14 @@ impl Catalog {
     /// sled's own `flush_async` can leave concurrent callers waiting forever (sled issue
     /// #1241: seen here as uploads stuck before their 226 with 200 parallel sessions), so
     /// the synchronous flush runs on the blocking pool instead.
+    /// A failure marks the catalog as behind (`recovery`), whoever flushed.
     pub async fn flush(&self) -> Result<(), CatalogError> {
         let store = self.store()?;
-        tokio::task::spawn_blocking(move || store.db.flush())
+        let flushed = tokio::task::spawn_blocking(move || store.db.flush())
             .await
-            .map_err(|join| CatalogError::Db(sled::Error::Io(std::io::Error::other(join))))??;
-        Ok(())
+            .map_err(|join| CatalogError::Db(sled::Error::Io(std::io::Error::other(join))))
+            .and_then(|flushed| Ok(flushed.map(drop)?));
+        self.noted(flushed)
     }
 
     /// Rebuilds the catalog from the archive alone: every file is hashed again, and the
