@@ -299,11 +299,6 @@ impl Catalog {
             uploader: Some(uploader.to_owned()),
             received,
         };
-        if pending {
-            self.queue_for_hashing(&item.path)?;
-        } else {
-            self.store()?.unhashed.remove(item.path.as_str())?;
-        }
         self.put(&item)?;
         self.flush().await?;
         if pending {
@@ -313,12 +308,9 @@ impl Catalog {
     }
 
     /// Puts a file in the hasher's queue with a new generation (not flushed, not woken).
-    fn queue_for_hashing(&self, path: &ArchivePath) -> Result<(), CatalogError> {
-        let store = self.store()?;
+    fn queue_for_hashing(&self, store: &Store, path: &str) -> Result<(), CatalogError> {
         let generation = store.db.generate_id()?;
-        store
-            .unhashed
-            .insert(path.as_str(), &generation.to_be_bytes())?;
+        store.unhashed.insert(path, &generation.to_be_bytes())?;
         Ok(())
     }
 
@@ -493,9 +485,6 @@ impl Catalog {
         let store = self.store()?;
         for item in self.under(from)? {
             if let Some(moved) = item.path.rebase(from, to) {
-                if let Some(generation) = store.unhashed.remove(item.path.as_str())? {
-                    store.unhashed.insert(moved.as_str(), generation)?;
-                }
                 self.delete(&item.path)?;
                 self.put(&CatalogEntry {
                     path: moved,
@@ -515,7 +504,6 @@ impl Catalog {
             let now = OffsetDateTime::now_utc();
             self.journal(&JournalRecord::Remove { path: path.clone() }, now)
                 .await?;
-            self.store()?.unhashed.remove(path.as_str())?;
             self.delete(path)?;
             self.flush().await
         }
@@ -818,6 +806,9 @@ impl Catalog {
 
     // The only writers of `files`: each holds the table's write lock across the sled
     // change and the table's, so concurrent writers of one path leave both in one order.
+    // The hasher's queue changes under the same lock: an entry without a hash is queued
+    // (a new generation), one with a hash leaves the queue, so the hasher never sees a
+    // generation without its entry (it would drop it, and the entry stay unhashed).
 
     fn put(&self, entry: &CatalogEntry) -> Result<(), CatalogError> {
         let value = serde_json::to_vec(entry).map_err(|source| CatalogError::Decode {
@@ -826,6 +817,11 @@ impl Catalog {
         })?;
         let store = self.store()?;
         let mut table = self.write_table();
+        if entry.sha256.is_empty() {
+            self.queue_for_hashing(&store, entry.path.as_str())?;
+        } else {
+            store.unhashed.remove(entry.path.as_str())?;
+        }
         store.files.insert(entry.path.as_str(), value)?;
         table.insert(
             entry.path.as_str(),
@@ -843,6 +839,7 @@ impl Catalog {
     fn delete_key(&self, path: &str) -> Result<(), CatalogError> {
         let store = self.store()?;
         let mut table = self.write_table();
+        store.unhashed.remove(path)?;
         store.files.remove(path)?;
         table.remove(path);
         Ok(())

@@ -130,9 +130,6 @@ impl Catalog {
             Some(sha256) if origin.size == Some(entry.size) => Some(sha256),
             _ => None,
         };
-        if sha256.is_none() {
-            self.queue_for_hashing(&path)?;
-        }
         let modified = whole_seconds(time::OffsetDateTime::from(entry.modified));
         self.put(&CatalogEntry {
             path,

@@ -208,10 +208,11 @@ impl SoakOutcome {
         );
         let _ = writeln!(
             out,
-            "| server disk ({}) filled up and freed | {} ({} MiB of filler in all) |\n",
+            "| server disk ({}) filled up and freed | {} ({} MiB of filler in all; /healthz ok again at most {:.1} s after freeing) |\n",
             self.disk_kind,
             f.disk_fills,
-            f.filled_bytes / (1 << 20)
+            f.filled_bytes / (1 << 20),
+            f.slowest_recovery.as_secs_f64()
         );
         if let Some(why) = &self.disk_unavailable {
             let _ = writeln!(out, "The disk-full fault did not run: {why}\n");
