@@ -51,6 +51,7 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         .begin_run()
         .await
         .context("cannot catch the catalog up with the archive")?
+        && fixed > 0
     {
         tracing::info!(
             fixed,
