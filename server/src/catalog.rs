@@ -5,7 +5,9 @@
 //! file cannot carry itself (who sent it, when) are also appended to an upload journal in
 //! the archive's reserved folder, so `reindex` rebuilds the catalog from the archive alone.
 //!
-//! Invariant: an entry is flushed to disk before the upload is acknowledged to its sender.
+//! Invariant: an entry is flushed to disk before the upload is acknowledged to its sender,
+//! or, if sled failed, the catalog is marked behind and catches up from the journal
+//! ([`recovery`]); without its journal line an upload is not acknowledged at all.
 //! Its SHA-256 may follow: an FTP upload is recorded with an empty hash and a place in the
 //! `unhashed` tree (in the same flush), and [`run_hasher`] fills the hash in soon after, at
 //! the next start if the server stopped first. Hashing inline would cost the sender about
@@ -20,6 +22,7 @@
 pub mod follow;
 mod hashing;
 mod index;
+pub mod recovery;
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -32,6 +35,7 @@ use time::OffsetDateTime;
 
 use crate::archive::{Archive, ArchiveError, Entry};
 pub use index::IndexedFile;
+pub use recovery::RenameError;
 
 /// One archived file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +88,12 @@ pub enum CatalogError {
     },
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// The upload journal could not be written: what it would have said is lost unless
+    /// the operation is repeated.
+    #[error("upload journal: {0}")]
+    Journal(#[source] ArchiveError),
+    #[error("the catalog database is being reopened")]
+    Unavailable,
     #[error("the cursor does not belong to this listing")]
     Cursor,
 }
@@ -107,16 +117,72 @@ const JOURNAL_PREFIX: &str = "uploads-";
 
 #[derive(Clone)]
 pub struct Catalog {
+    shared: Arc<Shared>,
+    archive: Arc<dyn Archive>,
+}
+
+/// What every clone of a catalog shares.
+struct Shared {
+    /// The sled database's folder, to reopen it after a write error.
+    dir: std::path::PathBuf,
+    /// The open database; `None` only while it is being reopened.
+    store: RwLock<Option<Arc<Store>>>,
+    /// Woken when `unhashed` gains an entry.
+    hash_wanted: tokio::sync::Notify,
+    /// Derived from `files`; changed only together with it, under its write lock.
+    table: RwLock<index::Table>,
+    /// Writers of the catalog hold it shared; catching up holds it alone, so it compares
+    /// the archive with a catalog no operation is halfway through.
+    gate: tokio::sync::RwLock<()>,
+    health: recovery::Health,
+}
+
+/// The sled database and its trees. Handles to it are taken per operation, never kept,
+/// so that the database can be closed and reopened (sled refuses every write after its
+/// first I/O error until it is reopened).
+struct Store {
     db: sled::Db,
     files: sled::Tree,
     /// Files recorded without their SHA-256 yet: path -> a generation, new each time the
     /// file is recorded, so a hash of older content is never taken for the newer.
     unhashed: sled::Tree,
-    /// Woken when `unhashed` gains an entry.
-    hash_wanted: Arc<tokio::sync::Notify>,
-    /// Derived from `files`; changed only together with it, under its write lock.
-    table: Arc<RwLock<index::Table>>,
-    archive: Arc<dyn Archive>,
+    /// Renames begun: `from NUL to` -> nothing (see `recovery`).
+    intents: sled::Tree,
+    /// `clean_stop` while no server runs on the catalog after a clean stop.
+    state: sled::Tree,
+}
+
+impl Store {
+    fn open(dir: &std::path::Path) -> Result<Store, sled::Error> {
+        // sled caches up to 1 GiB by default; the catalog is read little and rebuildable.
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(32 * 1024 * 1024)
+            .open()?;
+        Ok(Store {
+            files: db.open_tree("files")?,
+            unhashed: db.open_tree("unhashed")?,
+            intents: db.open_tree("intents")?,
+            state: db.open_tree("state")?,
+            db,
+        })
+    }
+
+    /// The search table of everything in `files`.
+    fn table(&self) -> Result<index::Table, CatalogError> {
+        let mut table = index::Table::default();
+        for item in self.files.iter() {
+            let (key, value) = item?;
+            let entry = decode(&String::from_utf8_lossy(&key), &value)?;
+            table.push_sorted(
+                entry.path.as_str(),
+                entry.size,
+                entry.modified.unix_timestamp(),
+                entry.uploader.as_deref(),
+            );
+        }
+        Ok(table)
+    }
 }
 
 impl std::fmt::Debug for Catalog {
@@ -136,32 +202,29 @@ fn whole_seconds(time: OffsetDateTime) -> OffsetDateTime {
 
 impl Catalog {
     pub fn open(dir: &std::path::Path, archive: Arc<dyn Archive>) -> Result<Catalog, CatalogError> {
-        // sled caches up to 1 GiB by default; the catalog is read little and rebuildable.
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(32 * 1024 * 1024)
-            .open()?;
-        let files = db.open_tree("files")?;
-        let unhashed = db.open_tree("unhashed")?;
-        let mut table = index::Table::default();
-        for item in files.iter() {
-            let (key, value) = item?;
-            let entry = decode(&String::from_utf8_lossy(&key), &value)?;
-            table.push_sorted(
-                entry.path.as_str(),
-                entry.size,
-                entry.modified.unix_timestamp(),
-                entry.uploader.as_deref(),
-            );
-        }
+        let store = Store::open(dir)?;
+        let table = store.table()?;
         Ok(Catalog {
-            db,
-            files,
-            unhashed,
-            hash_wanted: Arc::new(tokio::sync::Notify::new()),
-            table: Arc::new(RwLock::new(table)),
+            shared: Arc::new(Shared {
+                dir: dir.to_owned(),
+                store: RwLock::new(Some(Arc::new(store))),
+                hash_wanted: tokio::sync::Notify::new(),
+                table: RwLock::new(table),
+                gate: tokio::sync::RwLock::new(()),
+                health: recovery::Health::default(),
+            }),
             archive,
         })
+    }
+
+    /// The open database, for one operation.
+    fn store(&self) -> Result<Arc<Store>, CatalogError> {
+        self.shared
+            .store
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+            .ok_or(CatalogError::Unavailable)
     }
 
     /// Files in the catalog, and an estimate of the bytes the search table holds.
@@ -173,13 +236,15 @@ impl Catalog {
     // A panic while holding the lock cannot leave the table half-changed (each change is
     // one B-tree operation), so a poisoned lock is still good to use.
     fn read_table(&self) -> RwLockReadGuard<'_, index::Table> {
-        self.table
+        self.shared
+            .table
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write_table(&self) -> RwLockWriteGuard<'_, index::Table> {
-        self.table
+        self.shared
+            .table
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -187,6 +252,17 @@ impl Catalog {
     /// Records a committed upload: journal first (the archive's own record), then the index,
     /// flushed before returning. Without `sha256` the hash is computed in the background.
     pub async fn record_upload(
+        &self,
+        entry: &Entry,
+        sha256: Option<String>,
+        uploader: &str,
+    ) -> Result<CatalogEntry, CatalogError> {
+        let _writing = self.shared.gate.read().await;
+        let recorded = self.journal_upload(entry, sha256, uploader).await;
+        self.noted(recorded)
+    }
+
+    async fn journal_upload(
         &self,
         entry: &Entry,
         sha256: Option<String>,
@@ -222,36 +298,39 @@ impl Catalog {
             uploader: Some(uploader.to_owned()),
             received,
         };
-        if pending {
-            self.queue_for_hashing(&item.path)?;
-        } else {
-            self.unhashed.remove(item.path.as_str())?;
-        }
         self.put(&item)?;
         self.flush().await?;
         if pending {
-            self.hash_wanted.notify_one();
+            self.shared.hash_wanted.notify_one();
         }
         Ok(item)
     }
 
     /// Puts a file in the hasher's queue with a new generation (not flushed, not woken).
-    fn queue_for_hashing(&self, path: &ArchivePath) -> Result<(), CatalogError> {
-        let generation = self.db.generate_id()?;
-        self.unhashed
-            .insert(path.as_str(), &generation.to_be_bytes())?;
+    fn queue_for_hashing(&self, store: &Store, path: &str) -> Result<(), CatalogError> {
+        let generation = store.db.generate_id()?;
+        store.unhashed.insert(path, &generation.to_be_bytes())?;
         Ok(())
     }
 
     /// Files still waiting for their hash.
     pub fn unhashed_len(&self) -> usize {
-        self.unhashed.len()
+        self.store().map_or(0, |store| store.unhashed.len())
     }
 
     /// Computes the SHA-256 of every file recorded without one; returns how many got it.
     /// A file recorded again while it was being hashed keeps its place for the next round.
     pub async fn hash_pending(&self) -> Result<usize, CatalogError> {
-        let queued = self.unhashed.iter().collect::<Result<Vec<_>, _>>()?;
+        let hashed = self.hash_queued().await;
+        self.noted(hashed)
+    }
+
+    async fn hash_queued(&self) -> Result<usize, CatalogError> {
+        let queued = self
+            .store()?
+            .unhashed
+            .iter()
+            .collect::<Result<Vec<_>, _>>()?;
         let mut hashed = 0;
         for (key, generation) in queued {
             let path = String::from_utf8_lossy(&key).into_owned();
@@ -266,9 +345,11 @@ impl Catalog {
                 Ok(hash) => hash,
                 // Removed since: nothing to hash.
                 Err(CatalogError::Archive(ArchiveError::NotFound(_))) => {
-                    let _ =
-                        self.unhashed
-                            .compare_and_swap(&key, Some(&generation), None::<&[u8]>)?;
+                    let _ = self.store()?.unhashed.compare_and_swap(
+                        &key,
+                        Some(&generation),
+                        None::<&[u8]>,
+                    )?;
                     continue;
                 }
                 Err(err) => {
@@ -281,12 +362,13 @@ impl Catalog {
             };
             // Under the table's lock no writer of `files` runs, so the entry and the queue
             // are read and changed as one.
+            let store = self.store()?;
             let _table = self.write_table();
-            if self.unhashed.get(&key)?.as_ref() != Some(&generation) {
+            if store.unhashed.get(&key)?.as_ref() != Some(&generation) {
                 continue;
             }
-            self.unhashed.remove(&key)?;
-            let Some(value) = self.files.get(&key)? else {
+            store.unhashed.remove(&key)?;
+            let Some(value) = store.files.get(&key)? else {
                 continue;
             };
             let mut entry = decode(&path, &value)?;
@@ -302,7 +384,7 @@ impl Catalog {
                 path: path.clone(),
                 source,
             })?;
-            self.files.insert(&key, value)?;
+            store.files.insert(&key, value)?;
             hashed += 1;
         }
         if hashed > 0 {
@@ -320,10 +402,18 @@ impl Catalog {
         sha256: String,
         uploader: &str,
     ) -> Result<CatalogEntry, CatalogError> {
-        let known = match self.files.get(entry.path.as_str())? {
-            Some(value) => Some(decode(entry.path.as_str(), &value)?),
-            None => None,
-        };
+        let _writing = self.shared.gate.read().await;
+        let recorded = self.journal_append(entry, sha256, uploader).await;
+        self.noted(recorded)
+    }
+
+    async fn journal_append(
+        &self,
+        entry: &Entry,
+        sha256: String,
+        uploader: &str,
+    ) -> Result<CatalogEntry, CatalogError> {
+        let known = self.get(&entry.path)?;
         match known {
             // Only the first append is journaled, so `received` stays that first time:
             // what `reindex` derives from the journal.
@@ -331,21 +421,56 @@ impl Catalog {
                 self.index(entry, Some(sha256), uploader, known.received)
                     .await
             }
-            _ => self.record_upload(entry, Some(sha256), uploader).await,
+            _ => self.journal_upload(entry, Some(sha256), uploader).await,
         }
     }
 
     /// A sled tree of the catalog's database for a feed's own index (F-TICKS, telemetry
     /// records): derived data that lives and is backed up with the catalog.
+    /// The database may be reopened (see `recovery`): take the tree for one operation, do
+    /// not keep it.
     pub fn tree(&self, name: &str) -> Result<sled::Tree, CatalogError> {
-        Ok(self.db.open_tree(name)?)
+        Ok(self.store()?.db.open_tree(name)?)
     }
 
-    /// Follows a rename of a file or folder.
-    pub async fn record_rename(
+    /// Renames a file or folder in the archive and follows in the catalog. The rename is
+    /// noted as begun (flushed) before the archive changes, so a server killed before the
+    /// journal has its line finds it at the next start and journals it then
+    /// (`recovery`): the file keeps who sent it. An archive refusal changes nothing.
+    pub async fn rename(&self, from: &ArchivePath, to: &ArchivePath) -> Result<(), RenameError> {
+        let _writing = self.shared.gate.read().await;
+        let intent = recovery::intent_key(from, to);
+        // Without a working database the rename goes on: catching up still makes the
+        // catalog agree with the archive, only the sender of the file may be lost.
+        let noted = self.note_intent(&intent).await;
+        if let Err(err) = &noted {
+            tracing::warn!(%from, %to, "catalog: rename not noted as begun: {err}");
+        }
+        let _ = self.noted(noted);
+        if let Err(err) = self.archive.rename(from, to).await {
+            // Not flushed: an intent left over is checked against the archive anyway.
+            if let Ok(store) = self.store() {
+                let _ = store.intents.remove(&intent);
+            }
+            return Err(RenameError::Archive(err));
+        }
+        let followed = self.follow_rename(from, to, &intent).await;
+        self.noted(followed).map_err(RenameError::Catalog)
+    }
+
+    async fn note_intent(&self, intent: &[u8]) -> Result<(), CatalogError> {
+        self.store()?.intents.insert(intent, &[])?;
+        self.flush().await
+    }
+
+    /// Journals a rename done in the archive and moves the entries at or below `from`;
+    /// the intent goes in the same flush. A journal failure keeps the intent, so catching
+    /// up writes the line later.
+    async fn follow_rename(
         &self,
         from: &ArchivePath,
         to: &ArchivePath,
+        intent: &[u8],
     ) -> Result<(), CatalogError> {
         let now = OffsetDateTime::now_utc();
         self.journal(
@@ -356,11 +481,9 @@ impl Catalog {
             now,
         )
         .await?;
+        let store = self.store()?;
         for item in self.under(from)? {
             if let Some(moved) = item.path.rebase(from, to) {
-                if let Some(generation) = self.unhashed.remove(item.path.as_str())? {
-                    self.unhashed.insert(moved.as_str(), generation)?;
-                }
                 self.delete(&item.path)?;
                 self.put(&CatalogEntry {
                     path: moved,
@@ -368,19 +491,23 @@ impl Catalog {
                 })?;
             }
         }
+        store.intents.remove(intent)?;
         self.flush().await?;
         Ok(())
     }
 
     /// Follows a deletion of a file (or an empty folder: nothing to do).
     pub async fn record_removal(&self, path: &ArchivePath) -> Result<(), CatalogError> {
-        let now = OffsetDateTime::now_utc();
-        self.journal(&JournalRecord::Remove { path: path.clone() }, now)
-            .await?;
-        self.unhashed.remove(path.as_str())?;
-        self.delete(path)?;
-        self.flush().await?;
-        Ok(())
+        let _writing = self.shared.gate.read().await;
+        let recorded = async {
+            let now = OffsetDateTime::now_utc();
+            self.journal(&JournalRecord::Remove { path: path.clone() }, now)
+                .await?;
+            self.delete(path)?;
+            self.flush().await
+        }
+        .await;
+        self.noted(recorded)
     }
 
     /// Refreshes the size and time of a file changed in place (append, resume); its hash
@@ -397,7 +524,7 @@ impl Catalog {
     pub fn under(&self, dir: &ArchivePath) -> Result<Vec<CatalogEntry>, CatalogError> {
         let mut found = Vec::new();
         let prefix = dir.as_str().to_owned();
-        for item in self.files.scan_prefix(prefix.as_bytes()) {
+        for item in self.store()?.files.scan_prefix(prefix.as_bytes()) {
             let (key, value) = item?;
             let key = String::from_utf8_lossy(&key).into_owned();
             let entry = decode(&key, &value)?;
@@ -431,9 +558,10 @@ impl Catalog {
             Some(_) => return Err(CatalogError::Cursor),
             None => prefix.clone(),
         };
+        let store = self.store()?;
         let (mut items, mut scanned) = (Vec::new(), 0usize);
         'seek: loop {
-            for item in self.files.range(start.as_bytes()..) {
+            for item in store.files.range(start.as_bytes()..) {
                 let (key, value) = item?;
                 let key = String::from_utf8_lossy(&key).into_owned();
                 let Some(rest) = key.strip_prefix(&prefix) else {
@@ -504,9 +632,10 @@ impl Catalog {
             }
         }
         // A file removed between the scan and here is left out of the page, not an error.
+        let store = self.store()?;
         let mut items = Vec::with_capacity(found.len());
         for path in found {
-            if let Some(value) = self.files.get(path.as_bytes())? {
+            if let Some(value) = store.files.get(path.as_bytes())? {
                 items.push(decode(&path, &value)?);
             }
         }
@@ -515,15 +644,21 @@ impl Catalog {
 
     /// Every entry, in path order (for statistics over the whole catalog).
     pub fn all(&self) -> impl Iterator<Item = Result<CatalogEntry, CatalogError>> + '_ {
-        self.files.iter().map(|item| {
-            let (key, value) = item?;
-            decode(&String::from_utf8_lossy(&key), &value)
-        })
+        let (unavailable, files) = match self.store() {
+            Ok(store) => (None, Some(store.files.iter())),
+            Err(err) => (Some(Err(err)), None),
+        };
+        unavailable
+            .into_iter()
+            .chain(files.into_iter().flatten().map(|item| {
+                let (key, value) = item?;
+                decode(&String::from_utf8_lossy(&key), &value)
+            }))
     }
 
     /// The entry of one file, if catalogued.
     pub fn get(&self, path: &ArchivePath) -> Result<Option<CatalogEntry>, CatalogError> {
-        match self.files.get(path.as_str())? {
+        match self.store()?.files.get(path.as_str())? {
             Some(value) => decode(path.as_str(), &value).map(Some),
             None => Ok(None),
         }
@@ -534,17 +669,22 @@ impl Catalog {
     /// sled's own `flush_async` can leave concurrent callers waiting forever (sled issue
     /// #1241: seen here as uploads stuck before their 226 with 200 parallel sessions), so
     /// the synchronous flush runs on the blocking pool instead.
+    /// A failure marks the catalog as behind (`recovery`), whoever flushed.
     pub async fn flush(&self) -> Result<(), CatalogError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
+        let store = self.store()?;
+        let flushed = tokio::task::spawn_blocking(move || store.db.flush())
             .await
-            .map_err(|join| CatalogError::Db(sled::Error::Io(std::io::Error::other(join))))??;
-        Ok(())
+            .map_err(|join| CatalogError::Db(sled::Error::Io(std::io::Error::other(join))))
+            .and_then(|flushed| Ok(flushed.map(drop)?));
+        self.noted(flushed)
     }
 
     /// Rebuilds the catalog from the archive alone: every file is hashed again, and the
     /// journal says who sent it and when.
     pub async fn reindex(&self) -> Result<usize, CatalogError> {
+        let _alone = self.shared.gate.write().await;
+        // A rename cut short by a kill gets its journal line first, as a start would.
+        self.resolve_intents().await?;
         let files = self.archive.walk(&ArchivePath::root()).await?;
         let origins = self.replay_journal().await?;
         self.clear_files()?;
@@ -560,10 +700,7 @@ impl Catalog {
             };
             indexed += 1;
             let modified = whole_seconds(to_datetime(file.modified));
-            let (uploader, received) = match origins.get(&file.path) {
-                Some((uploader, received)) => (Some(uploader.clone()), *received),
-                None => (None, modified),
-            };
+            let (uploader, received) = origin(&origins, &file.path, modified);
             self.put(&CatalogEntry {
                 path: file.path.clone(),
                 size: file.size,
@@ -574,6 +711,7 @@ impl Catalog {
             })?;
         }
         self.flush().await?;
+        self.mark_clean().await?;
         Ok(indexed)
     }
 
@@ -636,8 +774,10 @@ impl Catalog {
             u8::from(now.month()),
             now.day()
         );
-        self.archive.append_record(&name, &line).await?;
-        Ok(())
+        self.archive
+            .append_record(&name, &line)
+            .await
+            .map_err(CatalogError::Journal)
     }
 
     /// The SHA-256 (hex) of a stored file and the number of bytes it covers.
@@ -653,14 +793,23 @@ impl Catalog {
 
     // The only writers of `files`: each holds the table's write lock across the sled
     // change and the table's, so concurrent writers of one path leave both in one order.
+    // The hasher's queue changes under the same lock: an entry without a hash is queued
+    // (a new generation), one with a hash leaves the queue, so the hasher never sees a
+    // generation without its entry (it would drop it, and the entry stay unhashed).
 
     fn put(&self, entry: &CatalogEntry) -> Result<(), CatalogError> {
         let value = serde_json::to_vec(entry).map_err(|source| CatalogError::Decode {
             path: entry.path.to_string(),
             source,
         })?;
+        let store = self.store()?;
         let mut table = self.write_table();
-        self.files.insert(entry.path.as_str(), value)?;
+        if entry.sha256.is_empty() {
+            self.queue_for_hashing(&store, entry.path.as_str())?;
+        } else {
+            store.unhashed.remove(entry.path.as_str())?;
+        }
+        store.files.insert(entry.path.as_str(), value)?;
         table.insert(
             entry.path.as_str(),
             entry.size,
@@ -671,16 +820,23 @@ impl Catalog {
     }
 
     fn delete(&self, path: &ArchivePath) -> Result<(), CatalogError> {
+        self.delete_key(path.as_str())
+    }
+
+    fn delete_key(&self, path: &str) -> Result<(), CatalogError> {
+        let store = self.store()?;
         let mut table = self.write_table();
-        self.files.remove(path.as_str())?;
-        table.remove(path.as_str());
+        store.unhashed.remove(path)?;
+        store.files.remove(path)?;
+        table.remove(path);
         Ok(())
     }
 
     fn clear_files(&self) -> Result<(), CatalogError> {
+        let store = self.store()?;
         let mut table = self.write_table();
-        self.unhashed.clear()?;
-        self.files.clear()?;
+        store.unhashed.clear()?;
+        store.files.clear()?;
         table.clear();
         Ok(())
     }
@@ -696,9 +852,22 @@ pub async fn run_hasher(catalog: Catalog, shutdown: crate::shutdown::Shutdown) {
             tracing::error!("catalog: hashing uploads: {err}");
         }
         tokio::select! {
-            _ = catalog.hash_wanted.notified() => {}
+            _ = catalog.shared.hash_wanted.notified() => {}
             _ = &mut stop => return,
         }
+    }
+}
+
+/// Who sent a file and when, as `reindex` derives it: from the journal, else nobody, at
+/// its modification time.
+fn origin(
+    origins: &HashMap<ArchivePath, (String, OffsetDateTime)>,
+    path: &ArchivePath,
+    modified: OffsetDateTime,
+) -> (Option<String>, OffsetDateTime) {
+    match origins.get(path) {
+        Some((uploader, received)) => (Some(uploader.clone()), *received),
+        None => (None, modified),
     }
 }
 
@@ -760,9 +929,8 @@ mod tests {
         }
         assert_eq!(catalog.unhashed_len(), 3);
         // Renamed and removed before the hasher ran: it follows the one, skips the other.
-        std::fs::rename(root.join("n1/b.log"), root.join("n1/renamed.log")).unwrap();
         catalog
-            .record_rename(&path("/n1/b.log"), &path("/n1/renamed.log"))
+            .rename(&path("/n1/b.log"), &path("/n1/renamed.log"))
             .await
             .unwrap();
         std::fs::remove_file(root.join("n1/c.log")).unwrap();
@@ -873,11 +1041,13 @@ mod tests {
             found(&catalog, "/", ".log"),
             ["/a/x.log", "/a/y.log", "/b/z.log"]
         );
+        // The entries only: the archive holds none of these files.
+        let (a, c) = (
+            ArchivePath::parse("/a").unwrap(),
+            ArchivePath::parse("/c").unwrap(),
+        );
         catalog
-            .record_rename(
-                &ArchivePath::parse("/a").unwrap(),
-                &ArchivePath::parse("/c").unwrap(),
-            )
+            .follow_rename(&a, &c, &recovery::intent_key(&a, &c))
             .await
             .unwrap();
         catalog

@@ -46,6 +46,18 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     if discarded > 0 {
         tracing::info!(discarded, "removed partial uploads of an earlier run");
     }
+    // A server killed between an archive change and its catalog step left them apart.
+    if let Some(fixed) = catalog
+        .begin_run()
+        .await
+        .context("cannot catch the catalog up with the archive")?
+        && fixed > 0
+    {
+        tracing::info!(
+            fixed,
+            "the last run did not stop cleanly: catalog caught up with the archive"
+        );
+    }
     if matches!(&config.storage, Storage::S3(_)) {
         crate::users::shared::adopt(archive.as_ref(), &config.users_file)
             .await
@@ -70,6 +82,10 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     )?;
     let (trigger, shutdown) = crate::shutdown::channel();
     let hasher = tokio::spawn(crate::catalog::run_hasher(
+        catalog.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::catalog::recovery::run_job(
         catalog.clone(),
         shutdown.clone(),
     ));
@@ -162,7 +178,7 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         async move { crate::ftp::serve(&config, guard, sessions, failed_logins, shutdown).await }
     });
     // One HTTP listener for the web UI, its API and the HTTP feeds.
-    let app = crate::web::base_routes()
+    let app = crate::web::base_routes(catalog.clone())
         .merge(crate::feeds::router(&config, &feeds, &web)?)
         .merge(crate::web::app(web));
     // The appender stops last, after every listener that feeds it (its own signal).
@@ -249,6 +265,10 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         tracing::error!("catalog: hashing the last uploads (done at the next start): {err}");
     }
     catalog.flush().await.context("cannot flush the catalog")?;
+    catalog
+        .end_run()
+        .await
+        .context("cannot mark the catalog as stopped cleanly")?;
     tracing::info!("stopped");
     Ok(())
 }

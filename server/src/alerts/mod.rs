@@ -60,15 +60,19 @@ pub enum Kind {
     DiskFull,
     /// More than `[alerts] failed_logins_threshold` failed logins within the window.
     FailedLogins,
+    /// A catalog step failed (e.g. a full disk): search and listings miss recent changes
+    /// until the catalog catches up with the archive (`catalog::recovery`).
+    CatalogBehind,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::AgentSilent,
         Kind::AgentErroring,
         Kind::FeedSilent,
         Kind::DiskFull,
         Kind::FailedLogins,
+        Kind::CatalogBehind,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +82,7 @@ impl Kind {
             Kind::FeedSilent => "feed_silent",
             Kind::DiskFull => "disk_full",
             Kind::FailedLogins => "failed_logins",
+            Kind::CatalogBehind => "catalog_behind",
         }
     }
 }
@@ -451,6 +456,13 @@ impl Evaluator {
                     humantime::format_duration(self.config.failed_logins_window.0),
                     self.config.failed_logins_threshold
                 ),
+            });
+        }
+        if let Err(detail) = self.web.catalog.health() {
+            found.push(Condition {
+                kind: Kind::CatalogBehind,
+                subject: "catalog".to_owned(),
+                detail,
             });
         }
         found

@@ -87,8 +87,13 @@ fn write_batch(batch: Vec<(PathBuf, Vec<u8>)>) -> io::Result<()> {
             .create(true)
             .append(true)
             .open(&path)?;
-        file.write_all(&bytes)?;
-        file.sync_data()?;
+        let before = file.metadata()?.len();
+        if let Err(err) = file.write_all(&bytes).and_then(|()| file.sync_data()) {
+            // A full disk can take part of the batch: cut it back, so the next record does
+            // not continue a torn line (and readers lose neither).
+            let _ = file.set_len(before);
+            return Err(err);
+        }
     }
     Ok(())
 }

@@ -20,7 +20,8 @@ impl Catalog {
     /// Applies what other servers recorded since the last call; how many records.
     /// `Ok(None)`: the archive is not shared (nothing to follow).
     pub async fn follow(&self, batch: &mut RecordBatch) -> Result<Option<usize>, CatalogError> {
-        let saved = self.db.open_tree(FOLLOW_TREE)?;
+        let _writing = self.shared.gate.read().await;
+        let saved = self.tree(FOLLOW_TREE)?;
         if batch.cursor.is_empty()
             && let Some(cursor) = saved.get(CURSOR_KEY)?
         {
@@ -129,9 +130,6 @@ impl Catalog {
             Some(sha256) if origin.size == Some(entry.size) => Some(sha256),
             _ => None,
         };
-        if sha256.is_none() {
-            self.queue_for_hashing(&path)?;
-        }
         let modified = whole_seconds(time::OffsetDateTime::from(entry.modified));
         self.put(&CatalogEntry {
             path,
@@ -142,7 +140,7 @@ impl Catalog {
             received: origin.received,
         })?;
         if sha256.is_none() {
-            self.hash_wanted.notify_one();
+            self.shared.hash_wanted.notify_one();
         }
         Ok(())
     }

@@ -160,13 +160,19 @@ pub struct Malformed {
 /// by id (`fticks_malformed`), and one lookup tree per searchable field
 /// (`fticks_by_<field>`, key: lowercase value, NUL, id), so a search by realm, country,
 /// institution or result reads only the matching records.
+/// The trees are taken from the catalog for each operation, never kept, so the index
+/// follows the catalog when it reopens its database.
 #[derive(Clone)]
 pub struct FticksIndex {
+    catalog: crate::catalog::Catalog,
+    next_id: Arc<AtomicU64>,
+}
+
+struct Trees {
     good: sled::Tree,
     malformed: sled::Tree,
     /// realm, viscountry, visinst, result (the order of [`Filter::lookups`]).
     by: [sled::Tree; 4],
-    next_id: Arc<AtomicU64>,
 }
 
 const LOOKUPS: [&str; 4] = ["realm", "viscountry", "visinst", "result"];
@@ -195,16 +201,23 @@ fn last_id(tree: &sled::Tree) -> u64 {
 
 impl FticksIndex {
     pub fn open(catalog: &crate::catalog::Catalog) -> anyhow::Result<FticksIndex> {
-        let good = catalog.tree("fticks")?;
-        let malformed = catalog.tree("fticks_malformed")?;
-        let by = LOOKUPS.map(|field| catalog.tree(&format!("fticks_by_{field}")));
+        let index = FticksIndex {
+            catalog: catalog.clone(),
+            next_id: Arc::new(AtomicU64::new(0)),
+        };
+        let trees = index.trees()?;
+        let next = last_id(&trees.good).max(last_id(&trees.malformed)) + 1;
+        index.next_id.store(next, Ordering::Relaxed);
+        Ok(index)
+    }
+
+    fn trees(&self) -> anyhow::Result<Trees> {
+        let by = LOOKUPS.map(|field| self.catalog.tree(&format!("fticks_by_{field}")));
         let [realm, viscountry, visinst, result] = by;
-        let next = last_id(&good).max(last_id(&malformed)) + 1;
-        Ok(FticksIndex {
-            good,
-            malformed,
+        Ok(Trees {
+            good: self.catalog.tree("fticks")?,
+            malformed: self.catalog.tree("fticks_malformed")?,
             by: [realm?, viscountry?, visinst?, result?],
-            next_id: Arc::new(AtomicU64::new(next)),
         })
     }
 
@@ -240,7 +253,7 @@ impl FticksIndex {
                 };
                 serde_json::to_vec(&item)
                     .map_err(anyhow::Error::from)
-                    .and_then(|v| Ok(self.malformed.insert(id.to_be_bytes(), v)?))
+                    .and_then(|v| Ok(self.trees()?.malformed.insert(id.to_be_bytes(), v)?))
                     .map(|_| &counters.unparsed)
             }
         };
@@ -255,9 +268,11 @@ impl FticksIndex {
 
     /// Stores a good record and its lookup keys.
     pub(crate) fn insert(&self, item: &Indexed) -> anyhow::Result<()> {
-        self.good
+        let trees = self.trees()?;
+        trees
+            .good
             .insert(item.id.to_be_bytes(), serde_json::to_vec(item)?)?;
-        for (tree, value) in self.by.iter().zip(item.record.lookups()) {
+        for (tree, value) in trees.by.iter().zip(item.record.lookups()) {
             tree.insert(lookup_key(value, item.id), &[])?;
         }
         Ok(())
@@ -267,6 +282,7 @@ impl FticksIndex {
     /// under its lookup key are read (the first given of realm, institution, country,
     /// result); without, all are scanned.
     pub fn search(&self, filter: &Filter) -> anyhow::Result<Vec<Indexed>> {
+        let trees = self.trees()?;
         let limit = filter.limit.unwrap_or(1000).min(10_000);
         let wanted = filter.lookups();
         let matches = |record: &Indexed| {
@@ -287,7 +303,7 @@ impl FticksIndex {
         // Most selective first: realm, visinst, viscountry, result.
         let lookup = [0usize, 2, 1, 3]
             .into_iter()
-            .find_map(|at| wanted[at].map(|value| (&self.by[at], value)));
+            .find_map(|at| wanted[at].map(|value| (&trees.by[at], value)));
         match lookup {
             Some((tree, value)) => {
                 let prefix = lookup_key(value, 0);
@@ -298,7 +314,7 @@ impl FticksIndex {
                         continue;
                     };
                     // A record expired by retention may leave its lookup key for a moment.
-                    if let Some(value) = self.good.get(id)?
+                    if let Some(value) = trees.good.get(id)?
                         && !keep(&value)
                     {
                         break;
@@ -306,7 +322,7 @@ impl FticksIndex {
                 }
             }
             None => {
-                for item in self.good.iter().rev() {
+                for item in trees.good.iter().rev() {
                     let (_, value) = item?;
                     if !keep(&value) {
                         break;
@@ -320,27 +336,28 @@ impl FticksIndex {
     /// Removes records and malformed lines received before `oldest`, with their lookup
     /// keys; returns how many went.
     pub fn prune(&self, oldest: OffsetDateTime) -> anyhow::Result<usize> {
+        let trees = self.trees()?;
         let mut removed = 0;
-        for item in self.good.iter() {
+        for item in trees.good.iter() {
             let (key, value) = item?;
             let Ok(record) = serde_json::from_slice::<Indexed>(&value) else {
                 continue;
             };
             if record.received < oldest {
-                for (tree, value) in self.by.iter().zip(record.record.lookups()) {
+                for (tree, value) in trees.by.iter().zip(record.record.lookups()) {
                     tree.remove(lookup_key(value, record.id))?;
                 }
-                self.good.remove(key)?;
+                trees.good.remove(key)?;
                 removed += 1;
             }
         }
-        for item in self.malformed.iter() {
+        for item in trees.malformed.iter() {
             let (key, value) = item?;
             let Ok(line) = serde_json::from_slice::<Malformed>(&value) else {
                 continue;
             };
             if line.received < oldest {
-                self.malformed.remove(key)?;
+                trees.malformed.remove(key)?;
                 removed += 1;
             }
         }
@@ -350,7 +367,7 @@ impl FticksIndex {
     /// Malformed lines, newest first.
     pub fn malformed(&self, limit: usize) -> anyhow::Result<Vec<Malformed>> {
         let mut found = Vec::new();
-        for item in self.malformed.iter().rev().take(limit) {
+        for item in self.trees()?.malformed.iter().rev().take(limit) {
             let (_, value) = item?;
             if let Ok(record) = serde_json::from_slice(&value) {
                 found.push(record);
@@ -549,7 +566,7 @@ mod tests {
             }),
             [4, 3]
         );
-        assert_eq!(index.by[0].len(), 3);
+        assert_eq!(index.trees().unwrap().by[0].len(), 3);
     }
 
     proptest! {

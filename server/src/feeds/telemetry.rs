@@ -268,11 +268,13 @@ fn reference_time(at: OffsetDateTime) -> String {
     )
 }
 
+/// The catalog's tree of records (taken per request: the catalog may reopen its database).
+const RECORDS: &str = "telemetry";
+
 #[derive(Clone)]
 struct TelemetryState {
     ctx: FeedContext,
     tid: String,
-    records: sled::Tree,
     next_id: Arc<AtomicU64>,
     /// For the logins of the read side.
     web: WebState,
@@ -307,15 +309,15 @@ pub fn router(
     ctx: &FeedContext,
     web: &WebState,
 ) -> anyhow::Result<Router> {
-    let records = ctx.catalog.tree("telemetry")?;
-    let last = records
+    let last = ctx
+        .catalog
+        .tree(RECORDS)?
         .last()?
         .and_then(|(key, _)| <[u8; 8]>::try_from(key.as_ref()).ok())
         .map_or(0, u64::from_be_bytes);
     let state = TelemetryState {
         ctx: ctx.clone(),
         tid: config.tid.clone(),
-        records,
         next_id: Arc::new(AtomicU64::new(last + 1)),
         web: web.clone(),
     };
@@ -493,7 +495,9 @@ async fn collect(
 async fn store(state: &TelemetryState, record: &Record, now: OffsetDateTime) -> anyhow::Result<()> {
     let value = serde_json::to_vec(record)?;
     state
-        .records
+        .ctx
+        .catalog
+        .tree(RECORDS)?
         .insert(record.id.to_be_bytes(), value.clone())?;
     state.ctx.catalog.flush().await?;
     let [year, month, day] = date_parts(now);
@@ -581,8 +585,12 @@ async fn list_records(
         .or(filter.created_in_days.map(|d| i64::from(d) * 86_400))
         .map(|window| now - window);
     let from = filter.from_id.unwrap_or(0);
+    let records = match state.ctx.catalog.tree(RECORDS) {
+        Ok(records) => records,
+        Err(err) => return WebError::from(err).into_response(),
+    };
     let mut found = Vec::new();
-    for item in state.records.range(from.to_be_bytes()..).rev() {
+    for item in records.range(from.to_be_bytes()..).rev() {
         if found.len() >= limit {
             break;
         }
@@ -643,7 +651,11 @@ async fn page(
     let mut by_class: HashMap<String, Vec<u32>> = HashMap::new();
     let mut rows = String::new();
     let mut shown = 0;
-    for item in state.records.iter().rev() {
+    let records = match state.ctx.catalog.tree(RECORDS) {
+        Ok(records) => records,
+        Err(err) => return WebError::from(err).into_response(),
+    };
+    for item in records.iter().rev() {
         let Ok((_, value)) = item else { continue };
         let Ok(record) = serde_json::from_slice::<Record>(&value) else {
             continue;

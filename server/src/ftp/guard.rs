@@ -40,7 +40,7 @@ use super::sessions::{Counted, TransferMark};
 use super::throttle::{Direction, Throttles};
 use crate::archive::zero_copy::{self, DataSocket, StopOnDrop};
 use crate::archive::{Archive, ArchiveError, Committed, Entry, EntryKind, UploadMode, is_reserved};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, CatalogError, RenameError};
 use crate::users::{Account, UserStore};
 use logarchive_common::rate::{RateLimiter, ThrottledReader};
 
@@ -525,13 +525,37 @@ impl StorageBackend<FtpUser> for Guard {
         let mark = user.transfer(path.as_str(), Direction::Upload);
         let (Committed { entry, sha256 }, bytes, data_path) =
             self.receive(&account, input, &path, mode, mark).await?;
-        let recorded = self
+        match self
             .catalog
             .record_upload(&entry, sha256, &account.name)
-            .await;
-        if let Err(err) = recorded {
-            // The file is stored and durable; `reindex` will catch the catalog up.
-            tracing::error!(path = %path, "upload stored but not cataloged: {err}");
+            .await
+        {
+            Ok(_) => {}
+            // Without its journal line, who sent the file is lost for good: no 226, so the
+            // sender sends it again (the catalog catches up with the stored file).
+            Err(CatalogError::Journal(err)) => {
+                tracing::error!(path = %path, "upload stored but not journaled, refused: {err}");
+                let kind = if matches!(err, ArchiveError::Full(_)) {
+                    ErrorKind::InsufficientStorageSpaceError
+                } else {
+                    ErrorKind::LocalError
+                };
+                return Err(refuse(
+                    kind,
+                    format!(
+                        "the record of {} could not be written ({}): send it again",
+                        shown(&account, &path),
+                        if kind == ErrorKind::LocalError {
+                            "server error"
+                        } else {
+                            "out of space"
+                        }
+                    ),
+                ));
+            }
+            // The file and its journal line are durable; the catalog catches up with them
+            // (`catalog::recovery`).
+            Err(err) => tracing::error!(path = %path, "upload stored but not cataloged: {err}"),
         }
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(
@@ -594,12 +618,13 @@ impl StorageBackend<FtpUser> for Guard {
                 ),
             ));
         }
-        self.archive
-            .rename(&from, &to)
-            .await
-            .map_err(|e| self.archive_error(&account, e))?;
-        if let Err(err) = self.catalog.record_rename(&from, &to).await {
-            tracing::error!(path = %from, "catalog not updated after rename: {err}");
+        match self.catalog.rename(&from, &to).await {
+            Ok(()) => {}
+            Err(RenameError::Archive(err)) => return Err(self.archive_error(&account, err)),
+            // Done in the archive; the catalog catches up (`catalog::recovery`).
+            Err(RenameError::Catalog(err)) => {
+                tracing::error!(path = %from, "catalog not updated after rename: {err}");
+            }
         }
         tracing::info!(user = %account.name, from = %from, to = %to, "renamed");
         Ok(())

@@ -123,6 +123,12 @@ pub async fn get(State(state): State<WebState>, _user: CurrentUser) -> Result<Re
         &[("", state.catalog.unhashed_len() as u64)],
     );
     metric(
+        "logarchive_catalog_behind",
+        "gauge",
+        "1 while a catalog step failed and the catalog has not caught up with the archive yet.",
+        &[("", u64::from(state.catalog.health().is_err()))],
+    );
+    metric(
         "logarchive_uploads_24h",
         "gauge",
         "Files received in the last 24 hours.",

@@ -3,7 +3,8 @@
 //! (composed in `server.rs`); this module binds the socket, serves until shutdown and lets
 //! requests in flight finish.
 //!
-//! - `/healthz`: liveness for load balancers and wall screens (no login).
+//! - `/healthz`: liveness for load balancers and wall screens (no login): `ok`, or 503
+//!   with the reason while the catalog is behind the archive.
 //! - [`app`]: the web UI and `/api/`, for logged-in users only:
 //!   [`auth`] (login, sessions, CSRF, Basic), [`access`] (the one place URL paths are
 //!   confined and permission letters checked), [`browse`] (folders, `/api/list`),
@@ -48,12 +49,20 @@ use crate::users::UserStore;
 use error::WebError;
 
 /// Routes every deployment has, whatever else is switched on.
-pub fn base_routes() -> Router {
-    Router::new().route("/healthz", get(healthz))
+pub fn base_routes(catalog: Catalog) -> Router {
+    Router::new().route("/healthz", get(move || healthz(catalog.clone())))
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// `ok`, or 503 with the reason while the catalog is behind the archive.
+async fn healthz(catalog: Catalog) -> Response {
+    match catalog.health() {
+        Ok(()) => "ok\n".into_response(),
+        Err(reason) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("{reason}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// What the web UI works with; cheap to clone.

@@ -99,6 +99,8 @@ pub struct FaultCounts {
     pub disk_fills: u64,
     /// Bytes the filler took, over all fills.
     pub filled_bytes: u64,
+    /// The longest time from freeing the disk to `/healthz` ok (the catalog caught up).
+    pub slowest_recovery: Duration,
     /// Anything that went wrong while applying a fault.
     pub notes: Vec<String>,
 }
@@ -165,10 +167,16 @@ pub fn apply(
             if let Err(err) = disk.free() {
                 counts.notes.push(format!("cannot free the disk: {err:#}"));
             }
-            if !targets.server.healthy() {
-                counts
-                    .notes
-                    .push("the server did not answer /healthz after its disk was full".into());
+            // A catalog write that failed on the full disk makes /healthz answer 503 until
+            // the catalog has caught up, a few seconds after the space is back.
+            let freed = Instant::now();
+            if crate::wait_until(Duration::from_secs(60), || targets.server.healthy()) {
+                counts.slowest_recovery = counts.slowest_recovery.max(freed.elapsed());
+            } else {
+                counts.notes.push(
+                    "the server did not answer /healthz ok within 60 s of its disk being freed"
+                        .into(),
+                );
             }
         }
     }
@@ -269,7 +277,8 @@ pub async fn visible_problems(server: &TestServer, password: &str) -> Vec<String
     problems
 }
 
-fn collect_paths(value: &serde_json::Value, out: &mut Vec<String>) {
+/// Every `"path"` string in a JSON answer (listings, searches).
+pub fn collect_paths(value: &serde_json::Value, out: &mut Vec<String>) {
     match value {
         serde_json::Value::Object(map) => {
             for (key, value) in map {

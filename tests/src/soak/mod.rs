@@ -119,7 +119,6 @@ fn agent_config(name: &str, proxy_port: u16, tree: &Path) -> String {
 pub fn run(config: &SoakConfig) -> anyhow::Result<SoakOutcome> {
     std::fs::create_dir_all(&config.dir)?;
     let start = Instant::now();
-    let start_wall = std::time::SystemTime::now();
     // Room for everything the writers make (about 25 KiB/s per node at pace 1), twice.
     let expected_mib =
         (config.duration.as_secs_f64() * config.pace * 60.0 / 1024.0 * config.agents as f64) as u64;
@@ -367,51 +366,19 @@ pub fn run(config: &SoakConfig) -> anyhow::Result<SoakOutcome> {
         ));
     }
     outcome.catalog_entries = String::from_utf8_lossy(&catalog.stdout).lines().count() as u64;
-    // A difference on a path the server logged as stored but not cataloged is the
-    // documented lag (reindex catches up); it is reported, not hidden. Others are bugs.
-    let uncataloged = verify::uncataloged_paths(&server.stderr());
-    // When each entry's file was last written: the reindex's, else the catalog's own (an
-    // entry the reindex no longer has, e.g. a temporary name renamed as the server died).
-    let mut modified = verify::modified_times(&String::from_utf8_lossy(&catalog.stdout));
-    modified.extend(verify::modified_times(&String::from_utf8_lossy(
-        &reindexed.stdout,
-    )));
-    // Stored within a second of a server SIGKILL, whose catalog step never ran.
-    let in_crash_window = |path: &str| {
-        modified.get(path).is_some_and(|modified| {
-            crash_windows.iter().any(|(from, to)| {
-                let from = start_wall + *from - Duration::from_secs(1);
-                let to = start_wall + *to + Duration::from_secs(1);
-                *modified >= from && *modified <= to
-            })
-        })
-    };
-    for difference in verify::catalog_differences(
-        &String::from_utf8_lossy(&catalog.stdout),
-        &String::from_utf8_lossy(&reindexed.stdout),
-    ) {
-        let path = difference.split(": ").next().unwrap_or_default();
-        if verify::explained_by_log(path, &uncataloged) || in_crash_window(path) {
-            outcome.catalog_lag.push(difference);
-        } else {
-            outcome.catalog_differences.push(difference);
-        }
-    }
-    outcome.uncataloged_logged = uncataloged.len() as u64;
-    // The web search reads the catalog: a temporary name it shows because the server
-    // logged that the rename was not cataloged is the same lag.
-    let (lagging, visible): (Vec<String>, Vec<String>) =
-        std::mem::take(&mut outcome.visibility_problems)
-            .into_iter()
-            .partition(|problem| {
-                problem
-                    .strip_prefix("web search shows ")
-                    .is_some_and(|path| {
-                        verify::explained_by_log(path, &uncataloged) || in_crash_window(path)
-                    })
-            });
-    outcome.visibility_problems = visible;
-    outcome.catalog_lag.extend(lagging);
+    // Every difference is a defect: the server catches its catalog up after a kill and
+    // after a failed catalog write (`catalog::recovery`).
+    outcome
+        .catalog_differences
+        .extend(verify::catalog_differences(
+            &String::from_utf8_lossy(&catalog.stdout),
+            &String::from_utf8_lossy(&reindexed.stdout),
+        ));
+    let log = server.stderr();
+    outcome.catalog_fell_behind = log.matches("the catalog is behind the archive").count() as u64;
+    outcome.catalog_caught_up = (log.matches("catalog: caught up with the archive").count()
+        + log.matches("catalog caught up with the archive").count())
+        as u64;
     outcome.server_log_tail = tail(&server.stderr(), 30);
     let _ = std::fs::write(config.dir.join("server.log"), server.stderr());
     drop(server);

@@ -252,60 +252,6 @@ pub fn catalog_differences(before: &str, after: &str) -> Vec<String> {
     differences
 }
 
-/// Each entry's modification time from `catalog --json` output, by path.
-pub fn modified_times(catalog: &str) -> BTreeMap<String, std::time::SystemTime> {
-    catalog
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter_map(|entry| {
-            let path = entry["path"].as_str()?.to_owned();
-            let modified = time::OffsetDateTime::parse(
-                entry["modified"].as_str()?,
-                &time::format_description::well_known::Rfc3339,
-            )
-            .ok()?;
-            Some((path, std::time::SystemTime::from(modified)))
-        })
-        .collect()
-}
-
-/// The archive paths the server's log says it stored without cataloging (or renamed
-/// without following in the catalog): the documented case where `reindex` catches up.
-pub fn uncataloged_paths(server_log: &str) -> BTreeSet<String> {
-    const SIGNS: [&str; 4] = [
-        "stored but not cataloged",
-        "appended but not cataloged",
-        "catalog not updated",
-        "not cataloged",
-    ];
-    server_log
-        .lines()
-        .filter(|line| SIGNS.iter().any(|sign| line.contains(sign)))
-        .filter_map(|line| line.rsplit_once(" path=").map(|(_, path)| path.trim()))
-        .flat_map(|path| {
-            // A temporary name also stands for the name it is renamed to.
-            let renamed = match path.rsplit_once('/') {
-                Some((dir, name))
-                    if name.starts_with('.') && name.ends_with(".logarchive-part") =>
-                {
-                    Some(format!(
-                        "{dir}/{}",
-                        &name[1..name.len() - ".logarchive-part".len()]
-                    ))
-                }
-                _ => None,
-            };
-            std::iter::once(path.to_owned()).chain(renamed)
-        })
-        .collect()
-}
-
-/// Whether a catalog difference on `path` follows from a failure the server logged: the
-/// path itself, or the file it is a kept version of.
-pub fn explained_by_log(path: &str, uncataloged: &BTreeSet<String>) -> bool {
-    uncataloged.contains(path) || version_base(path).is_some_and(|base| uncataloged.contains(base))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,24 +265,5 @@ mod tests {
         assert_eq!(version_base("app.log.20261122T213501Z.2"), Some("app.log"));
         assert_eq!(version_base("app.log.3"), None);
         assert_eq!(version_base("svc.log"), None);
-    }
-
-    #[test]
-    fn logged_catalog_failures_name_the_final_path() {
-        let log = "x ERROR guard: upload stored but not cataloged: full path=/n/a/.b.log.logarchive-part\n\
-                   y ERROR feeds: appended but not cataloged: full path=/syslog/h/22.log\n\
-                   z INFO guard: upload path=/n/c.log";
-        let paths = uncataloged_paths(log);
-        assert_eq!(
-            paths.into_iter().collect::<Vec<_>>(),
-            [
-                "/n/a/.b.log.logarchive-part",
-                "/n/a/b.log",
-                "/syslog/h/22.log"
-            ]
-        );
-        let logged = BTreeSet::from(["/n/a/b.log".to_owned()]);
-        assert!(explained_by_log("/n/a/b.log.20261122T213501Z", &logged));
-        assert!(!explained_by_log("/n/a/c.log", &logged));
     }
 }
