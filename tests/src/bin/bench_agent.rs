@@ -194,6 +194,13 @@ impl Agent {
         )
     }
 
+    /// When the agent last wrote its status file (once per pass).
+    fn status_updated(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.dir.path().join("state/status.json")).ok()?;
+        let status: serde_json::Value = serde_json::from_str(&text).ok()?;
+        status["updated"].as_str().map(str::to_owned)
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -473,8 +480,18 @@ fn idle(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()>
     );
     // The same record, freshly started: the steady state without the first backlog's
     // history.
+    // Its first pass reads every record once (and is not idle): the window starts after it.
     let mut restarted = agent;
+    let before = restarted.status_updated();
     restarted.restart()?;
+    if !wait_until(Duration::from_secs(600), || {
+        restarted.status_updated() != before
+    }) {
+        bail!(
+            "the restarted agent did not finish a pass: {}",
+            restarted.stderr()
+        );
+    }
     std::thread::sleep(Duration::from_secs(5));
     let (_, _, ticks_before) = process_usage(restarted.pid())?;
     let window_started = Instant::now();
@@ -493,8 +510,38 @@ fn idle(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()>
         rss_max as f64 / 1024.0,
         (ticks_after - ticks_before) as f64 / ticks_per_second / window * 100.0
     );
+    if args.storage.is_none() {
+        idle_agent_still_mirrors(server, &tree, &restarted)?;
+    }
     drop(restarted);
     std::fs::remove_dir_all(&tree)?;
+    Ok(())
+}
+
+/// After the idle windows (and the record's reopening), one file grows and one is new: both
+/// must arrive.
+fn idle_agent_still_mirrors(server: &TestServer, tree: &Path, agent: &Agent) -> anyhow::Result<()> {
+    let grown = tree.join("d0000/f000000.log");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&grown)?;
+    std::io::Write::write_all(&mut file, b"appended while idle\n")?;
+    drop(file);
+    let added = tree.join("d0999/added-while-idle.log");
+    std::fs::write(&added, b"new while idle\n")?;
+    let home = server.archive("idle");
+    let arrived = |local: &Path, remote: &str| {
+        std::fs::metadata(local).ok().map(|m| m.len())
+            == std::fs::metadata(home.join(remote)).ok().map(|m| m.len())
+    };
+    let started = Instant::now();
+    if !wait_until(Duration::from_secs(60), || {
+        arrived(&grown, "d0000/f000000.log") && arrived(&added, "d0999/added-while-idle.log")
+    }) {
+        bail!("the idle agent did not send a change: {}", agent.stderr());
+    }
+    println!(
+        "After the windows, one file appended and one added arrived in {:.1} s (settle 1 s).\n",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
