@@ -301,7 +301,7 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
             let started = Instant::now();
             match agent.mirror.record.release_cache() {
                 Ok(true) => {
-                    tracing::debug!(took = ?started.elapsed(), "record reopened to release its cache")
+                    tracing::info!(took = ?started.elapsed(), "record reopened to release its cache")
                 }
                 Ok(false) => {}
                 Err(err) => return Err(err).context("cannot reopen the agent record"),
