@@ -8,7 +8,7 @@
 //! file, a collision of path hashes or a path never seen all fall back to the record.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -47,9 +47,8 @@ impl ConfirmedIndex {
     }
 
     fn digest(&self, state: &ConfirmedState) -> u64 {
-        let mut hasher = self.hasher.build_hasher();
-        (state.dev, state.ino, state.size, state.mtime, state.remote).hash(&mut hasher);
-        hasher.finish() | 1 // never UNKNOWN
+        let fields = (state.dev, state.ino, state.size, state.mtime, state.remote);
+        self.hasher.hash_one(fields) | 1 // never UNKNOWN
     }
 
     fn position(&self, key: u64) -> Result<usize, usize> {

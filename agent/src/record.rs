@@ -96,10 +96,10 @@ struct Trees {
 
 impl Trees {
     fn open(dir: &Path) -> Result<Trees, sled::Error> {
-        // 8 MiB of cache: sled splits it into 256 shards, and below about 8 MiB a shard
-        // holds less than a busy leaf with its deltas, so every write pages records in and
-        // out (2 MiB halved the sending rate; docs/BENCHMARKS.md). An idle agent does not
-        // keep it full: rescans ask the ConfirmedIndex, and `reopen` empties it.
+        // 8 MiB of cache: sled divides it among 256 shards (32 KiB each), and smaller
+        // caches made every write page records in and out (2 MiB halved the sending rate;
+        // docs/BENCHMARKS.md). An idle agent does not keep it full: rescans ask the
+        // ConfirmedIndex, and `release_cache` empties it.
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(8 * 1024 * 1024)

@@ -65,7 +65,10 @@ fn after_releasing_its_cache_the_agent_mirrors_every_change_once() {
         agent.stderr()
     );
     let log = agent.stderr();
-    assert!(log.contains("appended"), "growth not sent with APPE:\n{log}");
+    assert!(
+        log.contains("appended"),
+        "growth not sent with APPE:\n{log}"
+    );
     assert!(wait_until(Duration::from_secs(10), || server
         .stderr()
         .contains(" renamed ")));

@@ -166,7 +166,10 @@ impl Agent {
             .args(["run", "--config"])
             .arg(dir.join("agent.toml"))
             .current_dir(dir)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
