@@ -293,6 +293,9 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
             progress.finish();
         }
         let sent = sent.into_inner().unwrap_or_else(|p| p.into_inner());
+        // Empty now, but still as large as the pass was (100,000 files: 11 MiB): freed
+        // before the agent waits, not after.
+        drop(queue);
         // Everything sent and nothing settling after a first pass or a backlog: the agent
         // is about to idle, so sled's cache, full of records it will not read again, is
         // let go.
