@@ -7,13 +7,17 @@
 //!    the agent runs with `--settle`: time from a file's close to its final name on the
 //!    server, p50 and p99.
 //! 3. **Idle**: an agent with `--idle-files` files recorded (sent first, timed), then idle
-//!    for `--idle-seconds` with the default 60 s rescan: resident memory and CPU share.
+//!    for `--idle-seconds` with the default 60 s rescan: resident memory and CPU share;
+//!    then restarted on the same record and measured again after its first pass; then one
+//!    file grows and one is added, and both must arrive.
 //!
 //! Build and run (release):
 //!   cargo build --release --workspace && target/release/bench-agent [--dir /tmp]
 //!       [--parallel 2,4] [--small 10000] [--big 20] [--latency-files 500]
 //!       [--settle 1s] [--interval 100ms] [--idle-files 100000] [--idle-seconds 130]
 //!       [--only backlog|latency|idle] [--storage FILE]
+//! `BENCH_AGENT_LOG` sets the agents' log filter (default `warn`; e.g.
+//! `warn,logarchive_agent=info,logarchive_agent::mirror=warn` shows passes and reopenings).
 //! `--storage FILE` appends FILE (a `[storage]` section, e.g. S3 on the Garage cluster of
 //! `scripts/garage.sh`) to the server's config.
 //! lftp comes from Debian (`apt-get install lftp`).
