@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use logarchive_common::config::agent::WatchSection;
 
+use crate::confirmed_index::ConfirmedState;
+
 /// A watched folder, ready to match paths.
 #[derive(Debug, Clone)]
 pub struct Watch {
@@ -45,6 +47,19 @@ fn glob_set(patterns: &[logarchive_common::config::agent::Glob]) -> anyhow::Resu
 /// Modification time in nanoseconds since the epoch.
 pub fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
     meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
+}
+
+impl LocalFile {
+    /// The file as the record's index would know it, had the server confirmed it as is.
+    pub fn as_confirmed(&self) -> ConfirmedState<'_> {
+        ConfirmedState {
+            dev: self.dev,
+            ino: self.ino,
+            size: self.size,
+            mtime: self.mtime,
+            remote: &self.remote,
+        }
+    }
 }
 
 impl Watch {

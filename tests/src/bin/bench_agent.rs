@@ -7,13 +7,17 @@
 //!    the agent runs with `--settle`: time from a file's close to its final name on the
 //!    server, p50 and p99.
 //! 3. **Idle**: an agent with `--idle-files` files recorded (sent first, timed), then idle
-//!    for `--idle-seconds` with the default 60 s rescan: resident memory and CPU share.
+//!    for `--idle-seconds` with the default 60 s rescan: resident memory and CPU share;
+//!    then restarted on the same record and measured again after its first pass; then one
+//!    file grows and one is added, and both must arrive.
 //!
 //! Build and run (release):
 //!   cargo build --release --workspace && target/release/bench-agent [--dir /tmp]
 //!       [--parallel 2,4] [--small 10000] [--big 20] [--latency-files 500]
 //!       [--settle 1s] [--interval 100ms] [--idle-files 100000] [--idle-seconds 130]
 //!       [--only backlog|latency|idle] [--storage FILE]
+//! `BENCH_AGENT_LOG` sets the agents' log filter (default `warn`; e.g.
+//! `warn,logarchive_agent=info,logarchive_agent::mirror=warn` shows passes and reopenings).
 //! `--storage FILE` appends FILE (a `[storage]` section, e.g. S3 on the Garage cluster of
 //! `scripts/garage.sh`) to the server's config.
 //! lftp comes from Debian (`apt-get install lftp`).
@@ -166,7 +170,10 @@ impl Agent {
             .args(["run", "--config"])
             .arg(dir.join("agent.toml"))
             .current_dir(dir)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -192,6 +199,13 @@ impl Agent {
                 .filter_map(|w| w["backlog_files"].as_u64())
                 .sum(),
         )
+    }
+
+    /// When the agent last wrote its status file (once per pass).
+    fn status_updated(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.dir.path().join("state/status.json")).ok()?;
+        let status: serde_json::Value = serde_json::from_str(&text).ok()?;
+        status["updated"].as_str().map(str::to_owned)
     }
 
     fn pid(&self) -> u32 {
@@ -473,8 +487,18 @@ fn idle(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()>
     );
     // The same record, freshly started: the steady state without the first backlog's
     // history.
+    // Its first pass reads every record once (and is not idle): the window starts after it.
     let mut restarted = agent;
+    let before = restarted.status_updated();
     restarted.restart()?;
+    if !wait_until(Duration::from_secs(600), || {
+        restarted.status_updated() != before
+    }) {
+        bail!(
+            "the restarted agent did not finish a pass: {}",
+            restarted.stderr()
+        );
+    }
     std::thread::sleep(Duration::from_secs(5));
     let (_, _, ticks_before) = process_usage(restarted.pid())?;
     let window_started = Instant::now();
@@ -493,8 +517,38 @@ fn idle(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()>
         rss_max as f64 / 1024.0,
         (ticks_after - ticks_before) as f64 / ticks_per_second / window * 100.0
     );
+    if args.storage.is_none() {
+        idle_agent_still_mirrors(server, &tree, &restarted)?;
+    }
     drop(restarted);
     std::fs::remove_dir_all(&tree)?;
+    Ok(())
+}
+
+/// After the idle windows (and the record's reopening), one file grows and one is new: both
+/// must arrive.
+fn idle_agent_still_mirrors(server: &TestServer, tree: &Path, agent: &Agent) -> anyhow::Result<()> {
+    let grown = tree.join("d0000/f000000.log");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&grown)?;
+    std::io::Write::write_all(&mut file, b"appended while idle\n")?;
+    drop(file);
+    let added = tree.join("d0999/added-while-idle.log");
+    std::fs::write(&added, b"new while idle\n")?;
+    let home = server.archive("idle");
+    let arrived = |local: &Path, remote: &str| {
+        std::fs::metadata(local).ok().map(|m| m.len())
+            == std::fs::metadata(home.join(remote)).ok().map(|m| m.len())
+    };
+    let started = Instant::now();
+    if !wait_until(Duration::from_secs(60), || {
+        arrived(&grown, "d0000/f000000.log") && arrived(&added, "d0999/added-while-idle.log")
+    }) {
+        bail!("the idle agent did not send a change: {}", agent.stderr());
+    }
+    println!(
+        "After the windows, one file appended and one added arrived in {:.1} s (settle 1 s).\n",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
