@@ -135,6 +135,8 @@ struct Shared {
     /// the archive with a catalog no operation is halfway through.
     gate: tokio::sync::RwLock<()>,
     health: recovery::Health,
+    /// Set by the server: background hashing pauses while transfers run (hashing.rs).
+    transfers_running: std::sync::OnceLock<hashing::Busy>,
 }
 
 /// The sled database and its trees. Handles to it are taken per operation, never kept,
@@ -212,9 +214,16 @@ impl Catalog {
                 table: RwLock::new(table),
                 gate: tokio::sync::RwLock::new(()),
                 health: recovery::Health::default(),
+                transfers_running: std::sync::OnceLock::new(),
             }),
             archive,
         })
+    }
+
+    /// Lets hashing pause while `busy` says transfers are running (set once, by the
+    /// server; a catalog without it, as in `reindex`, never pauses).
+    pub fn pause_hashing_while(&self, busy: hashing::Busy) {
+        let _ = self.shared.transfers_running.set(busy);
     }
 
     /// The open database, for one operation.
@@ -783,12 +792,14 @@ impl Catalog {
     /// The SHA-256 (hex) of a stored file and the number of bytes it covers.
     async fn hash_file(&self, path: &ArchivePath) -> Result<(String, u64), CatalogError> {
         let reader = self.archive.open(path, 0).await?;
-        hashing::sha256_of(reader).await.map_err(|source| {
-            CatalogError::Archive(ArchiveError::Io {
-                path: path.clone(),
-                source,
+        hashing::sha256_of(reader, self.shared.transfers_running.get())
+            .await
+            .map_err(|source| {
+                CatalogError::Archive(ArchiveError::Io {
+                    path: path.clone(),
+                    source,
+                })
             })
-        })
     }
 
     // The only writers of `files`: each holds the table's write lock across the sled

@@ -80,7 +80,15 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
             failed_logins.clone(),
         )),
     )?;
+    let transfers = Arc::new(Transfers::default());
     let (trigger, shutdown) = crate::shutdown::channel();
+    // Background hashing yields to transfers, but not while the server stops: the last
+    // hashes are taken then, and transfers cut by the stop may not have ended yet.
+    let running = transfers.clone();
+    let stopping = shutdown.clone();
+    catalog.pause_hashing_while(Arc::new(move || {
+        running.running() > 0 && !stopping.is_triggered()
+    }));
     let hasher = tokio::spawn(crate::catalog::run_hasher(
         catalog.clone(),
         shutdown.clone(),
@@ -118,7 +126,7 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
             ftp.total_upload_rate,
             ftp.total_download_rate,
         )),
-        transfers: Arc::new(Transfers::default()),
+        transfers,
     };
 
     // users.toml is re-read when it changes, so edits apply without a restart.

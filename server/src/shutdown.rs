@@ -44,6 +44,11 @@ impl ShutdownTrigger {
 }
 
 impl Shutdown {
+    /// Whether shutdown has been triggered, without waiting.
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// Resolves once shutdown has been triggered.
     pub async fn wait(mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;

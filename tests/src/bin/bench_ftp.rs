@@ -214,15 +214,20 @@ fn main() -> anyhow::Result<()> {
     server.add_user("bench", password, &["--perm", "elradfmw"]);
     server.start();
     let vsftpd = Vsftpd::start(&args.dir, PASSIVE_PORTS)?;
+    // Both servers store into a folder `upload/` (vsftpd's anonymous root cannot be
+    // writable), so curl sends the same commands to both: for a file at the top it skips
+    // CWD, and when the EPSV reply then arrives before curl has finished its own state
+    // step, curl 7.88 waits 200 ms before connecting (seen with --trace-time).
+    std::fs::create_dir_all(server.archive("bench/upload"))?;
     let targets = [
         Target {
             name: "logarchive-server",
-            base_url: format!("ftp://{}/", server.addr()),
+            base_url: format!("ftp://{}/upload/", server.addr()),
             user: "bench".into(),
             password: password.into(),
             addr: server.addr(),
-            folder: "",
-            stored: server.archive("bench"),
+            folder: "upload/",
+            stored: server.archive("bench/upload"),
         },
         Target {
             name: "vsftpd",

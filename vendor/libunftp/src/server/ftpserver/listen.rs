@@ -49,6 +49,12 @@ where
             match listener.accept().await {
                 Ok((tcp_stream, socket_addr)) => {
                     slog::info!(logger, "Incoming control connection from {:?}", socket_addr);
+                    // logarchive patch: replies are small lines; with Nagle's algorithm a reply
+                    // written while the previous one is unacknowledged waits for the client's
+                    // delayed ACK (40-200 ms on Linux) before every 226 and often before 150.
+                    if let Err(err) = tcp_stream.set_nodelay(true) {
+                        slog::warn!(logger, "Could not set TCP_NODELAY on the control connection: {:?}", err);
+                    }
                     if let Some(helper) = connection_helper.as_ref() {
                         slog::info!(logger, "Spawning connection helper: {:?} {:?}", helper, connection_helper_args);
                         #[cfg(unix)]
