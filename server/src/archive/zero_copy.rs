@@ -79,12 +79,7 @@ impl DataSocket {
     fn wait(&self, flags: PollFlags) -> io::Result<()> {
         let timeout = Timespec::try_from(STOP_CHECK).map_err(io::Error::other)?;
         loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "the transfer was stopped",
-                ));
-            }
+            self.check_stop()?;
             let mut fds = [PollFd::new(&self.fd, flags)];
             match rustix::event::poll(&mut fds, Some(&timeout)) {
                 Ok(0) | Err(Errno::INTR) => continue,
@@ -92,6 +87,17 @@ impl DataSocket {
                 Err(err) => return Err(err.into()),
             }
         }
+    }
+
+    /// `ConnectionAborted` once the session let go of the transfer.
+    fn check_stop(&self) -> io::Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the transfer was stopped",
+            ));
+        }
+        Ok(())
     }
 
     fn moved(&self, n: usize) {
@@ -108,12 +114,7 @@ pub fn receive_into_file(socket: &DataSocket, file: &fs::File) -> io::Result<u64
     let _ = rustix::pipe::fcntl_setpipe_size(&pipe_in, STEP);
     let mut total = 0u64;
     loop {
-        if socket.stop.load(Ordering::Relaxed) {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "the transfer was stopped",
-            ));
-        }
+        socket.check_stop()?;
         let spliced = rustix::pipe::splice(
             &socket.fd,
             None,
@@ -159,12 +160,7 @@ fn drain_pipe(pipe: impl AsFd, file: &fs::File, mut n: usize) -> io::Result<()> 
 pub fn send_file(file: &fs::File, socket: &DataSocket) -> io::Result<u64> {
     let mut total = 0u64;
     loop {
-        if socket.stop.load(Ordering::Relaxed) {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "the transfer was stopped",
-            ));
-        }
+        socket.check_stop()?;
         // No offset: sendfile reads at the file's position and advances it.
         match rustix::fs::sendfile(&socket.fd, file, None, STEP) {
             Ok(0) => return Ok(total),
