@@ -32,65 +32,53 @@ use logarchive_tests::{TestServer, agent_bin, wait_until};
 
 const PASSWORD: &str = "bench-password";
 
+#[derive(clap::Parser)]
+#[command(about = "The agent's backlog, latency and idle benchmarks, beside lftp")]
 struct Args {
+    /// Where the trees and the server's data go.
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
     dir: PathBuf,
+    /// Sessions for the backlog, one round each (e.g. 2,4).
+    #[arg(long, value_delimiter = ',', default_value = "2,4")]
     parallel: Vec<usize>,
+    /// Backlog files of 4 KiB.
+    #[arg(long, default_value_t = 10_000)]
     small: usize,
+    /// Backlog files of 50 MiB.
+    #[arg(long, default_value_t = 20)]
     big: usize,
+    /// Files written one by one for the latency benchmark.
+    #[arg(long, default_value_t = 500)]
     latency_files: usize,
+    /// The agent's settle time in the latency benchmark ("500ms", "2s").
+    #[arg(long = "settle", default_value = "1s", value_parser = millis)]
     settle_ms: u64,
+    /// Time between two latency files.
+    #[arg(long = "interval", default_value = "100ms", value_parser = millis)]
     interval_ms: u64,
+    /// Files recorded before the idle measurement.
+    #[arg(long, default_value_t = 100_000)]
     idle_files: usize,
+    /// Length of each idle window.
+    #[arg(long, default_value_t = 130)]
     idle_seconds: u64,
+    /// Runs one benchmark only.
+    #[arg(long, value_parser = ["backlog", "latency", "idle"])]
     only: Option<String>,
+    /// A `[storage]` section appended to the server's config.
+    #[arg(long)]
     storage: Option<PathBuf>,
 }
 
-fn millis(value: &str) -> anyhow::Result<u64> {
-    if let Some(ms) = value.strip_suffix("ms") {
-        return Ok(ms.parse()?);
-    }
-    if let Some(s) = value.strip_suffix('s') {
-        return Ok(s.parse::<u64>()? * 1000);
-    }
-    bail!("{value}: write a duration like 500ms or 2s")
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        dir: std::env::temp_dir(),
-        parallel: vec![2, 4],
-        small: 10_000,
-        big: 20,
-        latency_files: 500,
-        settle_ms: 1000,
-        interval_ms: 100,
-        idle_files: 100_000,
-        idle_seconds: 130,
-        only: None,
-        storage: None,
+fn millis(value: &str) -> Result<u64, String> {
+    let parsed = if let Some(ms) = value.strip_suffix("ms") {
+        ms.parse().ok()
+    } else if let Some(s) = value.strip_suffix('s') {
+        s.parse::<u64>().ok().map(|s| s * 1000)
+    } else {
+        None
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--dir" => args.dir = value.into(),
-            "--parallel" => {
-                args.parallel = value.split(',').map(str::parse).collect::<Result<_, _>>()?
-            }
-            "--small" => args.small = value.parse()?,
-            "--big" => args.big = value.parse()?,
-            "--latency-files" => args.latency_files = value.parse()?,
-            "--settle" => args.settle_ms = millis(&value)?,
-            "--interval" => args.interval_ms = millis(&value)?,
-            "--idle-files" => args.idle_files = value.parse()?,
-            "--idle-seconds" => args.idle_seconds = value.parse()?,
-            "--only" => args.only = Some(value),
-            "--storage" => args.storage = Some(value.into()),
-            _ => bail!("unknown option {flag}"),
-        }
-    }
-    Ok(args)
+    parsed.ok_or_else(|| format!("{value}: write a duration like 500ms or 2s"))
 }
 
 /// Incompressible bytes, different for every `seed`.
@@ -553,7 +541,7 @@ fn idle_agent_still_mirrors(server: &TestServer, tree: &Path, agent: &Agent) -> 
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     let base = tempfile::tempdir_in(&args.dir)?;
     let mut server = TestServer::prepare_in(base.path(), "", 100);
     let mut storage = "fs".to_owned();
