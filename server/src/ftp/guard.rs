@@ -323,39 +323,46 @@ fn plain_data_socket(
     }
 }
 
+/// What every download starts with, taken once whichever way its bytes then go.
+struct Download {
+    account: Arc<Account>,
+    path: ArchivePath,
+    limiters: Vec<Arc<RateLimiter>>,
+    /// Its line on the sessions page.
+    mark: TransferMark,
+}
+
 impl Guard {
-    /// RETR without copying through user space: `sendfile` from a local archive file into
-    /// a plain, unthrottled data connection (see [`plain_data_socket`]). `None` when that
-    /// does not apply and the copying path must serve the download.
-    async fn send_in_kernel(
+    fn start_download(&self, user: &FtpUser, path: &Path) -> Result<Download> {
+        let account = self.account(user)?;
+        let path = self.authorize(&account, path, Perm::Read)?;
+        Ok(Download {
+            limiters: self.throttles.limiters(&account, Direction::Download),
+            mark: user.transfer(path.as_str(), Direction::Download),
+            account,
+            path,
+        })
+    }
+
+    /// The copying path of a download: the file read through its limiters.
+    async fn open_download(
         &self,
-        user: &FtpUser,
-        path: &Path,
+        download: Download,
         start_pos: u64,
-    ) -> Option<Result<u64>> {
-        let account = match self.account(user) {
-            Ok(account) => account,
-            Err(err) => return Some(Err(err)),
-        };
-        let path = match self.authorize(&account, path, Perm::Read) {
-            Ok(path) => path,
-            Err(err) => return Some(Err(err)),
-        };
-        let limiters = self.throttles.limiters(&account, Direction::Download);
-        let mark = user.transfer(path.as_str(), Direction::Download);
-        let (socket, _stop) = plain_data_socket(&limiters, &mark)?;
-        let file = match self.archive.open_local(&path, start_pos).await {
-            Ok(file) => file?,
-            Err(err) => return Some(Err(self.archive_error(&account, err))),
-        };
-        let _transfer = self.transfers.start();
-        let started = Instant::now();
-        let sent = tokio::task::spawn_blocking(move || zero_copy::send_file(&file, &socket))
+    ) -> Result<DownloadLog<crate::archive::ArchiveReader>> {
+        let reader = self
+            .archive
+            .open(&download.path, start_pos)
             .await
-            .unwrap_or_else(|join| Err(std::io::Error::other(join)));
-        let bytes = mark.counter().load(Ordering::Relaxed);
-        log_download(&account.name, &path, bytes, started, DataPath::Kernel);
-        Some(sent.map_err(Error::from))
+            .map_err(|e| self.archive_error(&download.account, e))?;
+        Ok(DownloadLog {
+            mark: download.mark,
+            reader: ThrottledReader::new(reader, download.limiters),
+            user: download.account.name.clone(),
+            path: download.path,
+            started: Instant::now(),
+            _transfer: self.transfers.start(),
+        })
     }
 }
 
@@ -455,28 +462,13 @@ impl StorageBackend<FtpUser> for Guard {
         path: P,
         start_pos: u64,
     ) -> Result<Box<dyn AsyncRead + Send + Sync + Unpin>> {
-        let account = self.account(user)?;
-        let path = self.authorize(&account, path.as_ref(), Perm::Read)?;
-        let reader = self
-            .archive
-            .open(&path, start_pos)
-            .await
-            .map_err(|e| self.archive_error(&account, e))?;
-        Ok(Box::new(DownloadLog {
-            mark: user.transfer(path.as_str(), Direction::Download),
-            reader: ThrottledReader::new(
-                reader,
-                self.throttles.limiters(&account, Direction::Download),
-            ),
-            user: account.name.clone(),
-            path,
-            started: Instant::now(),
-            _transfer: self.transfers.start(),
-        }))
+        let download = self.start_download(user, path.as_ref())?;
+        Ok(Box::new(self.open_download(download, start_pos).await?))
     }
 
-    /// RETR: large reads and writes (libunftp's default copies 8 KiB at a time, which costs
-    /// a blocking-pool hop per 8 KiB of file).
+    /// RETR: `sendfile` where it applies (see [`plain_data_socket`]), else large reads and
+    /// writes (libunftp's default copies 8 KiB at a time, which costs a blocking-pool hop
+    /// per 8 KiB of file).
     async fn get_into<'a, P, W: ?Sized>(
         &self,
         user: &FtpUser,
@@ -488,10 +480,32 @@ impl StorageBackend<FtpUser> for Guard {
         W: tokio::io::AsyncWrite + Unpin + Sync + Send,
         P: AsRef<Path> + Send + Debug,
     {
-        if let Some(sent) = self.send_in_kernel(user, path.as_ref(), start_pos).await {
-            return sent;
+        let download = self.start_download(user, path.as_ref())?;
+        if let Some((socket, _stop)) = plain_data_socket(&download.limiters, &download.mark) {
+            let local = self
+                .archive
+                .open_local(&download.path, start_pos)
+                .await
+                .map_err(|e| self.archive_error(&download.account, e))?;
+            if let Some(file) = local {
+                let _transfer = self.transfers.start();
+                let started = Instant::now();
+                let sent =
+                    tokio::task::spawn_blocking(move || zero_copy::send_file(&file, &socket))
+                        .await
+                        .unwrap_or_else(|join| Err(std::io::Error::other(join)));
+                let bytes = download.mark.counter().load(Ordering::Relaxed);
+                log_download(
+                    &download.account.name,
+                    &download.path,
+                    bytes,
+                    started,
+                    DataPath::Kernel,
+                );
+                return sent.map_err(Error::from);
+            }
         }
-        let mut reader = self.get(user, path, start_pos).await?;
+        let mut reader = self.open_download(download, start_pos).await?;
         let mut buffer = vec![0u8; TRANSFER_BUFFER];
         let mut sent = 0u64;
         loop {
