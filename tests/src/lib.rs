@@ -19,6 +19,7 @@ use suppaftp::types::FileType;
 pub mod bucket;
 pub mod garage;
 pub mod soak;
+pub mod statistics;
 pub mod storage;
 
 pub use storage::{on_s3, skip_on_s3};

@@ -28,6 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use logarchive_tests::statistics::percentile;
 use logarchive_tests::{TestServer, agent_bin, wait_until};
 
 const PASSWORD: &str = "bench-password";
@@ -329,11 +330,6 @@ fn backlog(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<
     std::fs::remove_dir_all(&tree)?;
     println!();
     Ok(())
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len().saturating_sub(1))]
 }
 
 fn latency(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()> {

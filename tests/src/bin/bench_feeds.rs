@@ -25,6 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use logarchive_tests::statistics::median;
 use logarchive_tests::{TestServer, free_port, wait_until};
 
 #[derive(clap::Parser)]
@@ -181,11 +182,6 @@ ruleset(name="files") {{
         bail!("rsyslogd did not listen on {port}");
     }
     Ok(Rsyslog { child, _dir: dir })
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() -> anyhow::Result<()> {

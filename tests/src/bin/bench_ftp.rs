@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use logarchive_tests::statistics::{median, percentile};
 use logarchive_tests::{TestServer, Vsftpd, run};
 
 /// Passive ports for each server: enough for every concurrent session.
@@ -65,16 +66,6 @@ fn curl_seconds(args: &[&str]) -> anyhow::Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
 /// One upload and one download of `file`; returns (upload, download) seconds. The stored
 /// copy is removed afterwards so every run starts from the same free memory and disk.
 fn transfer_once(target: &Target, file: &Path) -> anyhow::Result<(f64, f64)> {
@@ -114,7 +105,7 @@ fn large_file(
     let mib = size as f64 / (1024.0 * 1024.0);
     Ok(times
         .into_iter()
-        .map(|(up, down)| (mib / median(up), mib / median(down)))
+        .map(|(mut up, mut down)| (mib / median(&mut up), mib / median(&mut down)))
         .collect())
 }
 

@@ -24,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use logarchive_tests::statistics::{median, percentile};
 use logarchive_tests::{TestServer, free_port, run, wait_until};
 
 const USER: &str = "bench";
@@ -60,16 +61,6 @@ fn parse_args() -> anyhow::Result<Args> {
         bail!("--folder-files cannot exceed --files");
     }
     Ok(args)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
 }
 
 /// Creates the benchmark's files under `root` (the archive on disk).
@@ -393,8 +384,8 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mib = args.size_mib as f64;
-    let ours_rate = mib / median(ours_times.clone());
-    let nginx_rate = mib / median(nginx_times.clone());
+    let ours_rate = mib / median(&mut ours_times.clone());
+    let nginx_rate = mib / median(&mut nginx_times.clone());
     println!(
         "\n| server | median MiB/s | runs (s) |\n| --- | ---: | --- |\n| logarchive /download | {ours_rate:.0} | {} |\n| nginx | {nginx_rate:.0} | {} |\n\nratio logarchive / nginx: {:.2}",
         ours_times
