@@ -13,6 +13,8 @@ for command in "${!needed[@]}"; do
 done
 # rsyslog's TLS driver (the syslog TLS test forwards through it) has no command of its own.
 compgen -G "/usr/lib/*/rsyslog/lmnsd_gtls.so" >/dev/null || missing+=(rsyslog-gnutls)
+# Nor has its RELP output (the RELP tests send through omrelp).
+compgen -G "/usr/lib/*/rsyslog/omrelp.so" >/dev/null || missing+=(rsyslog-relp)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -251,6 +251,42 @@ fn ott_stores_byte_exact_never_overwrites_and_answers_like_the_old_server() {
     assert_eq!(logged, 4, "{entries:?}");
 }
 
+/// A post whose journal line cannot be written is answered 503, not 200 (a logger drops
+/// what was answered 200), and leaves no file behind; the logger's retry then stores it
+/// once. The fault is real: a folder where today's journal file must be created.
+#[test]
+fn ott_answers_503_when_its_journal_line_fails_and_the_retry_stores_it_once() {
+    let mut server = http_server("");
+    let journal = server
+        .archive("/.logarchive/journal")
+        .join(format!("uploads-{}.jsonl", today("+%Y-%m-%d")));
+    std::fs::create_dir_all(&journal).expect("a folder in the journal's place");
+    let body = latin1_message("0000777");
+    let path = "/ott?stationid=0000777&action=senddata";
+    let refused = post_file(&server, "ott", &body, &[], path);
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.text().contains("try again"), "{}", refused.text());
+    let day = today("+%Y/%m/%d");
+    let below = format!("/logger/senddata/{day}");
+    assert_eq!(files_below(&server, &below), Vec::new());
+    assert_eq!(stats(&server)["logger"]["errors"], 1);
+
+    std::fs::remove_dir(&journal).expect("the journal's place freed");
+    let stored = post_file(&server, "ott", &body, &[], path);
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    let files = files_below(&server, &below);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0].1, body);
+    assert!(server.stop());
+    let out = server.cli(&["catalog", "--json"], "");
+    let logged = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["uploader"] == "logger")
+        .count();
+    assert_eq!(logged, 1);
+}
+
 #[test]
 fn ott_bad_requests_get_clear_answers_and_never_500() {
     let server = http_server("");

@@ -9,8 +9,10 @@
 //!   `/logger/<action>/<YYYY>/<MM>/<DD>/<stationid>_<UTC time, ':' as '+'>`.
 //! - A body that is not well-formed XML is stored all the same (a logger does not resend)
 //!   and flagged on the feeds page.
-//! - Reply: 200 `<Response stationId=".." responseDateTime=".." />`. Bad requests get a
-//!   400 with a plain-text reason, never a 500. `GET /ping` answers `pong`;
+//! - Reply: 200 `<Response stationId=".." responseDateTime=".." />` only once the body and
+//!   its journal line are stored; when either fails, 503 with a short reason (the logger
+//!   keeps its data and retries). Bad requests get a 400 with a plain-text reason, never
+//!   a 500. `GET /ping` answers `pong`;
 //!   `GET /ott?action=requestcommand` an empty body (no commands are queued).
 
 use std::collections::HashMap;
@@ -31,6 +33,7 @@ use time::OffsetDateTime;
 use super::sources::Event;
 use super::{Counters, FeedContext, basic_auth, date_parts, peer_ip};
 use crate::archive::ArchiveError;
+use crate::catalog::CatalogError;
 
 #[derive(Clone)]
 struct OttState {
@@ -383,12 +386,23 @@ async fn store(
         match ctx.archive.store_new(&path, body.clone()).await {
             Ok(committed) => {
                 let sha256 = committed.sha256.unwrap_or_default();
-                if let Err(err) = ctx
+                match ctx
                     .catalog
                     .record_upload(&committed.entry, Some(sha256), "logger")
                     .await
                 {
-                    tracing::error!(%path, "stored but not cataloged: {err}");
+                    Ok(_) => {}
+                    // As over FTP: without its journal line, who sent the file is lost for
+                    // good, so no success. The stored copy goes, so the logger's retry
+                    // stores it once rather than beside a `.1` twin.
+                    Err(CatalogError::Journal(err)) => {
+                        if let Err(removal) = ctx.archive.remove_file(&path).await {
+                            tracing::error!(%path, "stored but not journaled, and not removed: {removal}");
+                        }
+                        anyhow::bail!("{path}: the upload journal could not be written: {err}");
+                    }
+                    // The file and its journal line are durable; the catalog catches up.
+                    Err(err) => tracing::error!(%path, "stored but not cataloged: {err}"),
                 }
                 return Ok(path);
             }

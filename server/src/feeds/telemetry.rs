@@ -492,21 +492,24 @@ async fn collect(
     }
 }
 
+/// Stores a record in the catalog tree and queues its line for the day's `.jsonl`; an
+/// error (nothing kept) when either fails, so the probe is answered 503 and retries
+/// rather than a 201 for a record the archive would lack.
 async fn store(state: &TelemetryState, record: &Record, now: OffsetDateTime) -> anyhow::Result<()> {
     let value = serde_json::to_vec(record)?;
-    state
-        .ctx
-        .catalog
-        .tree(RECORDS)?
-        .insert(record.id.to_be_bytes(), value.clone())?;
+    let records = state.ctx.catalog.tree(RECORDS)?;
+    records.insert(record.id.to_be_bytes(), value.clone())?;
     state.ctx.catalog.flush().await?;
     let [year, month, day] = date_parts(now);
     let path = ArchivePath::parse(&format!("/telemetry/{year}/{month}/{day}.jsonl"))?;
     let mut line = value;
     line.push(b'\n');
     if !state.ctx.appender.append(&path, "telemetry", &line) {
-        // The record is in the catalog; only its copy in the archive file is missing.
-        tracing::error!(%path, id = record.id, "telemetry backlog full: record not appended");
+        // Taken back out, so the probe's retry does not list it twice.
+        if let Err(err) = records.remove(record.id.to_be_bytes()) {
+            tracing::error!(id = record.id, "telemetry record not removed after a refused append: {err}");
+        }
+        anyhow::bail!("{path}: the appender's backlog is full");
     }
     Ok(())
 }
