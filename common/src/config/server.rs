@@ -302,6 +302,10 @@ pub struct SyslogConfig {
     pub tcp: Option<SocketAddr>,
     /// RFC 5425 (syslog over TLS); needs `cert` and `key`.
     pub tls: Option<SocketAddr>,
+    /// RELP (rsyslog's `omrelp`): each message acknowledged once it is in the archive.
+    pub relp: Option<SocketAddr>,
+    /// RELP over TLS; needs `cert` and `key` (the same as `tls`).
+    pub relp_tls: Option<SocketAddr>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     /// Sender networks allowed; empty: everybody.
@@ -316,7 +320,7 @@ pub struct SyslogConfig {
     /// A TCP/TLS sender silent this long is disconnected.
     #[serde(default = "default_syslog_idle")]
     pub idle_timeout: Interval,
-    /// Open TCP and TLS connections at most (together); more are refused and counted.
+    /// Open TCP, TLS and RELP connections at most (together); more are refused and counted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// How often buffered messages are written to the archive (at most "1s" is promised).
@@ -328,9 +332,16 @@ pub struct SyslogConfig {
 }
 
 impl SyslogConfig {
-    /// The listeners that are switched on, by kind (`udp`, `tcp`, `tls`).
+    /// The listeners that are switched on, by kind (`udp`, `tcp`, `tls`, `relp`,
+    /// `relp_tls`).
     pub fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
-        [("udp", self.udp), ("tcp", self.tcp), ("tls", self.tls)]
+        [
+            ("udp", self.udp),
+            ("tcp", self.tcp),
+            ("tls", self.tls),
+            ("relp", self.relp),
+            ("relp_tls", self.relp_tls),
+        ]
             .into_iter()
             .filter_map(|(kind, addr)| addr.map(|addr| (kind, addr)))
             .collect()
@@ -849,16 +860,18 @@ fn load_storage(file: &Path, text: &str, storage: &StorageConfig) -> Result<Stor
     }))
 }
 
-/// `[syslog] tls` needs a cert and key that exist.
+/// `[syslog] tls` and `relp_tls` need a cert and key that exist.
 fn check_syslog_tls(
     file: &Path,
     text: &str,
     syslog: Option<&SyslogConfig>,
 ) -> Result<(), ConfigError> {
     let Some(syslog) = syslog else { return Ok(()) };
-    if syslog.tls.is_none() {
-        return Ok(());
-    }
+    let listener = match (syslog.tls, syslog.relp_tls) {
+        (Some(_), _) => "tls",
+        (None, Some(_)) => "relp_tls",
+        (None, None) => return Ok(()),
+    };
     let section = text.find("[syslog]").unwrap_or(0);
     for (key, path) in [("cert", &syslog.cert), ("key", &syslog.key)] {
         let span = text[section..]
@@ -870,7 +883,7 @@ fn check_syslog_tls(
                     file,
                     text,
                     section..section,
-                    format!("[syslog] tls is set but `{key}` is missing"),
+                    format!("[syslog] {listener} is set but `{key}` is missing"),
                 ));
             }
             Some(path) if !relative_to_file(file, path).is_file() => {

@@ -76,13 +76,15 @@ pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
                 .into_iter()
                 .map(|(kind, addr)| format!("{kind} {addr}"))
                 .collect();
-            if syslog.tls.is_some()
+            if (syslog.tls.is_some() || syslog.relp_tls.is_some())
                 && let Err(err) = crate::feeds::syslog::tls_acceptor(&config, syslog)
             {
                 problems.push(format!("{err:#}"));
             }
             if listeners.is_empty() {
-                println!("syslog:    [syslog] has none of udp, tcp, tls: no listener");
+                println!(
+                    "syslog:    [syslog] has none of udp, tcp, tls, relp, relp_tls: no listener"
+                );
             } else {
                 println!("syslog:    {} -> /syslog", listeners.join(", "));
             }
@@ -173,6 +175,8 @@ fn port_clashes(config: &LoadedServerConfig) -> Vec<String> {
             match kind {
                 "tcp" => tcp.push(("[syslog] tcp", addr)),
                 "tls" => tcp.push(("[syslog] tls", addr)),
+                "relp" => tcp.push(("[syslog] relp", addr)),
+                "relp_tls" => tcp.push(("[syslog] relp_tls", addr)),
                 _ => {}
             }
         }

@@ -1,7 +1,8 @@
 //! The feeds: data that arrives other than from agents — syslog (UDP, TCP, TLS), OTT netDL
 //! data loggers and telemetry probes — written into the same archive and catalog.
 //!
-//! - [`syslog`]: listeners on their own ports, started by [`serve`].
+//! - [`syslog`]: listeners on their own ports, started by [`serve`]; [`relp`] is the
+//!   protocol of its RELP listeners (acknowledged once in the archive).
 //! - [`ott`] and [`telemetry`]: routers merged into the one web listener ([`router`]).
 //! - [`fticks`]: F-TICKS lines found in syslog, indexed in a catalog tree.
 //! - [`Appender`]: buffered appends shared by the feeds that grow files (syslog, the
@@ -18,6 +19,7 @@
 pub mod admin;
 pub mod fticks;
 pub mod ott;
+pub mod relp;
 pub mod sources;
 pub mod syslog;
 pub mod telemetry;
@@ -202,7 +204,15 @@ impl FeedStats {
 struct Pending {
     files: HashMap<ArchivePath, (&'static str, Vec<u8>)>,
     bytes: usize,
+    /// Senders waiting to hear that what they appended is in the archive (RELP), by file.
+    /// Empty for UDP, TCP and telemetry, which do not ask.
+    waiters: Vec<(ArchivePath, Durable)>,
 }
+
+/// Resolved with `true` once the bytes appended with it are in the archive, `false` when
+/// they were given up (the file stayed unwritable); dropped unresolved if the server stops
+/// first.
+pub type Durable = tokio::sync::oneshot::Sender<bool>;
 
 /// What the appender knows of a file it grows: its size and the running SHA-256, so the
 /// catalog's hash stays current without re-reading the file at every flush.
@@ -263,9 +273,38 @@ impl Appender {
 
     /// Queues `bytes` for the end of `path`; false (nothing queued) when the backlog is full.
     pub fn append(&self, path: &ArchivePath, uploader: &'static str, bytes: &[u8]) -> bool {
+        self.queue(path, uploader, bytes, None)
+    }
+
+    /// As [`Appender::append`], and the answer resolves once `bytes` are in the archive
+    /// (`None`: the backlog is full, nothing queued). The next flush starts at once, so a
+    /// sender waiting for its acknowledgement waits for one write, not a flush interval;
+    /// whatever arrives meanwhile shares the flush after it.
+    pub fn append_durable(
+        &self,
+        path: &ArchivePath,
+        uploader: &'static str,
+        bytes: &[u8],
+    ) -> Option<tokio::sync::oneshot::Receiver<bool>> {
+        let (durable, answer) = tokio::sync::oneshot::channel();
+        self.queue(path, uploader, bytes, Some(durable))
+            .then_some(answer)
+    }
+
+    fn queue(
+        &self,
+        path: &ArchivePath,
+        uploader: &'static str,
+        bytes: &[u8],
+        durable: Option<Durable>,
+    ) -> bool {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.bytes + bytes.len() > BACKLOG_LIMIT {
             return false;
+        }
+        let wake_now = durable.is_some();
+        if let Some(durable) = durable {
+            pending.waiters.push((path.clone(), durable));
         }
         pending.bytes += bytes.len();
         let full = pending.bytes >= FLUSH_AT;
@@ -279,7 +318,7 @@ impl Appender {
             }
         }
         drop(pending);
-        if full {
+        if full || wake_now {
             self.wake.notify_one();
         }
         true
@@ -288,12 +327,18 @@ impl Appender {
     /// Writes everything buffered so far.
     pub async fn flush(&self) {
         let mut known = self.known.lock().await;
-        let files = {
+        let (files, waiters) = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             pending.bytes = 0;
-            std::mem::take(&mut pending.files)
+            (
+                std::mem::take(&mut pending.files),
+                std::mem::take(&mut pending.waiters),
+            )
         };
         let known = &mut *known;
+        // Files whose bytes are kept for the next flush, and those given up.
+        let mut retried = HashSet::new();
+        let mut dropped = HashSet::new();
         for (path, (uploader, bytes)) in files {
             let Err(err) = self.write(&path, uploader, &bytes, known).await else {
                 known.failures.remove(&path);
@@ -308,9 +353,11 @@ impl Appender {
             if *failures >= MAX_FAILURES {
                 tracing::error!(%path, "dropping {} bytes after {MAX_FAILURES} failed appends: {err:#}", bytes.len());
                 known.failures.remove(&path);
+                dropped.insert(path);
                 continue;
             }
             tracing::error!(%path, "cannot append {} bytes, will retry: {err:#}", bytes.len());
+            retried.insert(path.clone());
             // Kept for the next flush, ahead of what arrived meanwhile.
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             pending.bytes += bytes.len();
@@ -321,11 +368,38 @@ impl Appender {
             let newer = std::mem::replace(&mut slot.1, bytes);
             slot.1.extend_from_slice(&newer);
         }
+        if !waiters.is_empty() {
+            self.answer(waiters, &retried, &dropped);
+        }
         known
             .grown
             .retain(|_, grown| grown.last.elapsed() < FORGET_AFTER);
         if known.dirs.len() > 10_000 {
             known.dirs.clear();
+        }
+    }
+
+    /// Tells the waiters of this flush whether their bytes are in the archive; those of a
+    /// file kept for a retry wait for the next flush, ahead of newer ones.
+    fn answer(
+        &self,
+        waiters: Vec<(ArchivePath, Durable)>,
+        retried: &HashSet<ArchivePath>,
+        dropped: &HashSet<ArchivePath>,
+    ) {
+        let mut later = Vec::new();
+        for (path, durable) in waiters {
+            if retried.contains(&path) {
+                later.push((path, durable));
+            } else {
+                // A closed receiver (the connection ended) needs no answer.
+                let _ = durable.send(!dropped.contains(&path));
+            }
+        }
+        if !later.is_empty() {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            later.append(&mut pending.waiters);
+            pending.waiters = later;
         }
     }
 
@@ -608,6 +682,32 @@ mod tests {
         }
         let pending = appender.pending.lock().unwrap();
         assert!(pending.files.is_empty() && pending.bytes == 0);
+    }
+
+    #[tokio::test]
+    async fn a_durable_append_is_answered_only_once_its_bytes_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (archive, catalog) = open(dir.path());
+        let appender = Appender::new(archive.clone(), catalog);
+        let good = ArchivePath::parse("/syslog/ok/2026.log").unwrap();
+        let mut answer = appender.append_durable(&good, "syslog", b"one\n").unwrap();
+        assert!(answer.try_recv().is_err(), "answered before any write");
+        appender.flush().await;
+        assert_eq!(answer.try_recv(), Ok(true));
+        assert_eq!(read(&archive, &good).await, b"one\n");
+
+        // Unwritable (a file where its folder should be): no answer while retried, then
+        // `false` when given up; never `true`.
+        let blocker = ArchivePath::parse("/syslog/blocked").unwrap();
+        archive.store_new(&blocker, b"x".to_vec()).await.unwrap();
+        let bad = ArchivePath::parse("/syslog/blocked/2026.log").unwrap();
+        let mut refused = appender.append_durable(&bad, "syslog", b"lost\n").unwrap();
+        for _ in 1..MAX_FAILURES {
+            appender.flush().await;
+            assert!(refused.try_recv().is_err(), "answered while still retried");
+        }
+        appender.flush().await;
+        assert_eq!(refused.try_recv(), Ok(false));
     }
 
     /// The telemetry collector answers `POST /`; the web UI will want `GET /`: merging the

@@ -18,6 +18,8 @@
 //!   connection limit. None of them affects other senders.
 //! - Writes go through the shared [`Appender`](super::Appender): within a second in the
 //!   archive.
+//! - RELP (`relp`, `relp_tls`) shares the accept loop, TLS, limits and [`Receiver`]; its
+//!   protocol is in [`super::relp`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -211,7 +213,7 @@ enum Counted {
     Len(usize, usize),
 }
 
-fn trim_line_end(mut frame: Vec<u8>) -> Vec<u8> {
+pub(super) fn trim_line_end(mut frame: Vec<u8>) -> Vec<u8> {
     while matches!(frame.last(), Some(b'\n' | b'\r')) {
         frame.pop();
     }
@@ -331,12 +333,22 @@ impl Receiver {
         }
     }
 
-    fn counters(&self) -> &Counters {
+    /// `max_frame`: the longest message taken.
+    pub(super) fn max_frame(&self) -> usize {
+        usize::try_from(self.config.max_frame.0).unwrap_or(usize::MAX)
+    }
+
+    /// A stream connection silent this long is closed.
+    pub(super) fn idle_timeout(&self) -> Duration {
+        self.config.idle_timeout.0
+    }
+
+    pub(super) fn counters(&self) -> &Counters {
         &self.ctx.stats.syslog
     }
 
     /// Counts a problem of a sender known only by its address on the feeds page.
-    fn note(&self, peer: IpAddr, event: Event, reason: &str) {
+    pub(super) fn note(&self, peer: IpAddr, event: Event, reason: &str) {
         self.ctx.stats.sources.record(
             "syslog",
             &sender_name(peer),
@@ -366,7 +378,7 @@ impl Receiver {
     }
 
     /// How long the sender must pause after `bytes` (zero when unlimited).
-    fn charge(&self, ip: IpAddr, bytes: usize) -> Duration {
+    pub(super) fn charge(&self, ip: IpAddr, bytes: usize) -> Duration {
         self.limiter(ip)
             .map_or(Duration::ZERO, |limiter| limiter.charge(bytes as u64))
     }
@@ -399,6 +411,21 @@ impl Receiver {
         let mut batch = Batch::new(peer);
         self.add(&mut batch, frame, peer);
         self.commit(batch);
+    }
+
+    /// Stores one frame as [`Receiver::ingest`] does, and returns what resolves once it is
+    /// in the archive (RELP acknowledges then); `None` when it was not queued (counted as
+    /// dropped: the archive's backlog is full).
+    pub(super) fn ingest_durable(
+        &self,
+        frame: &[u8],
+        peer: IpAddr,
+    ) -> Option<tokio::sync::oneshot::Receiver<bool>> {
+        let mut batch = Batch::new(peer);
+        self.add(&mut batch, frame, peer);
+        let mut durable = Vec::with_capacity(1);
+        self.queue(batch, Some(&mut durable));
+        durable.pop()
     }
 
     /// Turns one frame into its line in `batch` (the file it goes to is chosen at commit).
@@ -445,6 +472,16 @@ impl Receiver {
 
     /// Hands a batch to the appender, one append per file, and counts its messages.
     fn commit(&self, batch: Batch) {
+        self.queue(batch, None);
+    }
+
+    /// [`Receiver::commit`]; with `durable`, each file's append is one whose answer (in
+    /// the archive) is pushed there.
+    fn queue(
+        &self,
+        batch: Batch,
+        mut durable: Option<&mut Vec<tokio::sync::oneshot::Receiver<bool>>>,
+    ) {
         let counters = self.counters();
         let [year, month, day] = date_parts(batch.now);
         for (host, bytes, messages) in batch.files {
@@ -458,9 +495,18 @@ impl Receiver {
                     &counters.unparsed,
                 ),
             };
-            let queued = match path {
-                Ok(path) => self.ctx.appender.append(&path, "syslog", &bytes),
-                Err(err) => {
+            let queued = match (path, durable.as_deref_mut()) {
+                (Ok(path), None) => self.ctx.appender.append(&path, "syslog", &bytes),
+                (Ok(path), Some(answers)) => {
+                    match self.ctx.appender.append_durable(&path, "syslog", &bytes) {
+                        Some(answer) => {
+                            answers.push(answer);
+                            true
+                        }
+                        None => false,
+                    }
+                }
+                (Err(err), _) => {
                     tracing::error!("syslog: no archive path for a message: {err}");
                     false
                 }
@@ -596,6 +642,7 @@ impl Receiver {
         self: Arc<Self>,
         listener: TcpListener,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        protocol: Protocol,
         connections: Arc<Semaphore>,
         shutdown: Shutdown,
     ) {
@@ -631,18 +678,22 @@ impl Receiver {
             let receiver = self.clone();
             let tls = tls.clone();
             let shutdown = shutdown.clone();
+            let protocol = protocol.clone();
+            let relp = matches!(protocol, Protocol::Relp(_));
             tokio::spawn(async move {
                 let _permit = permit;
                 let work = async {
                     match tls {
-                        None => receiver.stream(socket, peer).await,
+                        None => receiver.serve_stream(protocol, socket, peer).await,
                         Some(acceptor) => {
                             let handshake = tokio::time::timeout(
                                 Duration::from_secs(10),
                                 acceptor.accept(socket),
                             );
                             match handshake.await {
-                                Ok(Ok(stream)) => receiver.stream(stream, peer).await,
+                                Ok(Ok(stream)) => {
+                                    receiver.serve_stream(protocol, stream, peer).await
+                                }
                                 Ok(Err(err)) => {
                                     Counters::add(&receiver.counters().rejected);
                                     receiver.note(
@@ -665,13 +716,38 @@ impl Receiver {
                         }
                     }
                 };
-                tokio::select! {
-                    _ = work => {}
-                    _ = shutdown.wait() => {}
+                if relp {
+                    // A RELP session ends itself at shutdown: it answers what is stored
+                    // and says `serverclose`, so its client resends only the rest.
+                    work.await;
+                } else {
+                    tokio::select! {
+                        _ = work => {}
+                        _ = shutdown.wait() => {}
+                    }
                 }
             });
         }
     }
+
+    async fn serve_stream<S>(&self, protocol: Protocol, stream: S, peer: SocketAddr)
+    where
+        S: AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        match protocol {
+            Protocol::Syslog => self.stream(stream, peer).await,
+            Protocol::Relp(shutdown) => super::relp::session(self, stream, peer, shutdown).await,
+        }
+    }
+}
+
+/// What a stream listener speaks.
+#[derive(Clone)]
+enum Protocol {
+    /// Syslog frames (RFC 6587, RFC 5425), never answered.
+    Syslog,
+    /// RELP: each frame answered; the session watches the shutdown itself.
+    Relp(Shutdown),
 }
 
 /// The TLS server config from PEM files (also used by `check-config`).
@@ -682,7 +758,7 @@ pub(crate) fn tls_acceptor(
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let (Some(cert), Some(key)) = (&syslog.cert, &syslog.key) else {
-        anyhow::bail!("[syslog] tls needs cert and key");
+        anyhow::bail!("[syslog] tls and relp_tls need cert and key");
     };
     let (cert, key) = (config.resolve(cert), config.resolve(key));
     let certs = CertificateDer::pem_file_iter(&cert)
@@ -722,11 +798,13 @@ pub async fn serve(
             .await
             .with_context(|| format!("cannot listen for syslog on tcp {addr} ([syslog] tcp)"))?;
         tracing::info!(%addr, "syslog tcp listener up");
-        tasks.spawn(
-            receiver
-                .clone()
-                .tcp(listener, None, connections.clone(), shutdown.clone()),
-        );
+        tasks.spawn(receiver.clone().tcp(
+            listener,
+            None,
+            Protocol::Syslog,
+            connections.clone(),
+            shutdown.clone(),
+        ));
     }
     if let Some(addr) = syslog.tls {
         let acceptor = tls_acceptor(config, syslog)?;
@@ -737,12 +815,34 @@ pub async fn serve(
         tasks.spawn(receiver.clone().tcp(
             listener,
             Some(acceptor),
+            Protocol::Syslog,
+            connections.clone(),
+            shutdown.clone(),
+        ));
+    }
+    for (key, addr, tls) in [("relp", syslog.relp, false), ("relp_tls", syslog.relp_tls, true)] {
+        let Some(addr) = addr else { continue };
+        let acceptor = if tls {
+            Some(tls_acceptor(config, syslog)?)
+        } else {
+            None
+        };
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for RELP on {addr} ([syslog] {key})"))?;
+        tracing::info!(%addr, "syslog {key} listener up");
+        tasks.spawn(receiver.clone().tcp(
+            listener,
+            acceptor,
+            Protocol::Relp(shutdown.clone()),
             connections.clone(),
             shutdown.clone(),
         ));
     }
     if tasks.is_empty() {
-        tracing::warn!("[syslog] has none of udp, tcp, tls: no syslog listener runs");
+        tracing::warn!(
+            "[syslog] has none of udp, tcp, tls, relp, relp_tls: no syslog listener runs"
+        );
     }
     shutdown.wait().await;
     while tasks.join_next().await.is_some() {}
