@@ -55,9 +55,15 @@ pub struct Frame {
 pub enum Cut {
     Frame(Frame),
     /// A frame whose data is over the limit: skipped without being kept.
-    Oversize { txnr: u32, len: usize },
+    Oversize {
+        txnr: u32,
+        len: usize,
+    },
     /// Not RELP: the stream cannot be read further.
-    Broken { txnr: Option<u32>, reason: String },
+    Broken {
+        txnr: Option<u32>,
+        reason: String,
+    },
 }
 
 /// Cuts RELP frames from a byte stream.
@@ -360,11 +366,15 @@ where
                         }
                     },
                     "close" => {
-                        let _ = answers.send(Answer::Last(response(frame.txnr, "200 OK"))).await;
+                        let _ = answers
+                            .send(Answer::Last(response(frame.txnr, "200 OK")))
+                            .await;
                         break 'read;
                     }
                     other => {
-                        let reason = format!("500 unknown command \"{other}\" (this server takes open, syslog, close)");
+                        let reason = format!(
+                            "500 unknown command \"{other}\" (this server takes open, syslog, close)"
+                        );
                         refused(receiver, peer, &reason);
                         Answer::Now(response(frame.txnr, &reason))
                     }
@@ -378,7 +388,10 @@ where
                     );
                     Answer::Now(response(
                         txnr,
-                        &format!("500 a {len}-byte message is over the limit of {} bytes", receiver.max_frame()),
+                        &format!(
+                            "500 a {len}-byte message is over the limit of {} bytes",
+                            receiver.max_frame()
+                        ),
                     ))
                 }
                 Cut::Broken { txnr, reason } => {
@@ -399,7 +412,9 @@ where
         }
     }
     if stopping {
-        let _ = answers.send(Answer::Last(b"0 serverclose 0\n".to_vec())).await;
+        let _ = answers
+            .send(Answer::Last(b"0 serverclose 0\n".to_vec()))
+            .await;
     }
     drop(answers);
     // The answers still due (a stopping server gives them a moment: the appender still
@@ -499,7 +514,10 @@ mod tests {
     #[test]
     fn skips_an_oversize_frame_and_goes_on() {
         let stream: &[u8] = b"5 syslog 12 <13>toolong!\n6 syslog 4 <13>\n";
-        let want = vec![Cut::Oversize { txnr: 5, len: 12 }, frame(6, "syslog", b"<13>")];
+        let want = vec![
+            Cut::Oversize { txnr: 5, len: 12 },
+            frame(6, "syslog", b"<13>"),
+        ];
         assert_eq!(cut_all(8, &[stream]), want);
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(cut_all(8, &bytes), want);
@@ -530,10 +548,21 @@ mod tests {
     #[test]
     fn answers_open_with_our_offers_or_a_reason() {
         let ok = open_answer(b"relp_version=0\nrelp_software=librelp,1.11.0,http://librelp.adiscon.com\ncommands=syslog").unwrap();
-        assert!(ok.starts_with("200 OK\n") && ok.contains("\ncommands=syslog"), "{ok}");
+        assert!(
+            ok.starts_with("200 OK\n") && ok.contains("\ncommands=syslog"),
+            "{ok}"
+        );
         assert!(ok.contains("\nrelp_version=0\n"), "{ok}");
-        assert!(open_answer(b"commands=syslog").unwrap_err().contains("relp_version"));
-        assert!(open_answer(b"relp_version=0\ncommands=other").unwrap_err().contains("syslog"));
+        assert!(
+            open_answer(b"commands=syslog")
+                .unwrap_err()
+                .contains("relp_version")
+        );
+        assert!(
+            open_answer(b"relp_version=0\ncommands=other")
+                .unwrap_err()
+                .contains("syslog")
+        );
         assert_eq!(response(3, "200 OK"), b"3 rsp 6 200 OK\n");
     }
 

@@ -820,7 +820,10 @@ pub async fn serve(
             shutdown.clone(),
         ));
     }
-    for (key, addr, tls) in [("relp", syslog.relp, false), ("relp_tls", syslog.relp_tls, true)] {
+    for (key, addr, tls) in [
+        ("relp", syslog.relp, false),
+        ("relp_tls", syslog.relp_tls, true),
+    ] {
         let Some(addr) = addr else { continue };
         let acceptor = if tls {
             Some(tls_acceptor(config, syslog)?)

@@ -507,7 +507,10 @@ async fn store(state: &TelemetryState, record: &Record, now: OffsetDateTime) -> 
     if !state.ctx.appender.append(&path, "telemetry", &line) {
         // Taken back out, so the probe's retry does not list it twice.
         if let Err(err) = records.remove(record.id.to_be_bytes()) {
-            tracing::error!(id = record.id, "telemetry record not removed after a refused append: {err}");
+            tracing::error!(
+                id = record.id,
+                "telemetry record not removed after a refused append: {err}"
+            );
         }
         anyhow::bail!("{path}: the appender's backlog is full");
     }
