@@ -342,9 +342,9 @@ impl SyslogConfig {
             ("relp", self.relp),
             ("relp_tls", self.relp_tls),
         ]
-            .into_iter()
-            .filter_map(|(kind, addr)| addr.map(|addr| (kind, addr)))
-            .collect()
+        .into_iter()
+        .filter_map(|(kind, addr)| addr.map(|addr| (kind, addr)))
+        .collect()
     }
 }
 
