@@ -18,6 +18,7 @@ use suppaftp::types::FileType;
 
 pub mod bucket;
 pub mod garage;
+pub mod relp_client;
 pub mod soak;
 pub mod statistics;
 pub mod storage;

@@ -6,9 +6,10 @@
 //!   object of strings, the TID in `X-Telemetry-TID`.
 //! - Validation as the reference collector ([`validate`]); a failure is 400
 //!   `{"message": "<field>: <why>"}`, success 201 with the stored record as JSON.
-//! - A record is stored in the catalog tree `telemetry` (flushed before the 201) and
-//!   appended to `/telemetry/<YYYY>/<MM>/<DD>.jsonl` by the shared appender (in the archive
-//!   within a second).
+//! - A record is stored in the catalog tree `telemetry` and appended to
+//!   `/telemetry/<YYYY>/<MM>/<DD>.jsonl` by the shared appender; the 201 comes once both
+//!   are written (a 503 the probe retries when either fails), so a server killed after
+//!   answering loses nothing.
 //! - `GET /api/records` lists them newest first with the reference's filters;
 //!   `GET /telemetry` is an HTML page with a filter form, the newest records and SVG
 //!   charts of counts per day by severity and by classification. Unlike the reference
@@ -492,9 +493,9 @@ async fn collect(
     }
 }
 
-/// Stores a record in the catalog tree and queues its line for the day's `.jsonl`; an
-/// error (nothing kept) when either fails, so the probe is answered 503 and retries
-/// rather than a 201 for a record the archive would lack.
+/// Stores a record in the catalog tree and its line in the day's `.jsonl` (waiting for
+/// the appender to write it); an error when either fails (the record taken back out), so
+/// the probe is answered 503 and retries rather than a 201 for a record the archive lacks.
 async fn store(state: &TelemetryState, record: &Record, now: OffsetDateTime) -> anyhow::Result<()> {
     let value = serde_json::to_vec(record)?;
     let records = state.ctx.catalog.tree(RECORDS)?;
@@ -504,17 +505,19 @@ async fn store(state: &TelemetryState, record: &Record, now: OffsetDateTime) -> 
     let path = ArchivePath::parse(&format!("/telemetry/{year}/{month}/{day}.jsonl"))?;
     let mut line = value;
     line.push(b'\n');
-    if !state.ctx.appender.append(&path, "telemetry", &line) {
-        // Taken back out, so the probe's retry does not list it twice.
-        if let Err(err) = records.remove(record.id.to_be_bytes()) {
-            tracing::error!(
-                id = record.id,
-                "telemetry record not removed after a refused append: {err}"
-            );
-        }
-        anyhow::bail!("{path}: the appender's backlog is full");
+    let problem = match state.ctx.appender.append_durable(&path, "telemetry", &line) {
+        None => "the appender's backlog is full",
+        Some(written) => match written.await {
+            Ok(true) => return Ok(()),
+            Ok(false) => "the line could not be written",
+            Err(_) => "the server is stopping",
+        },
+    };
+    // Taken back out, so the probe's retry does not list it twice.
+    if let Err(err) = records.remove(record.id.to_be_bytes()) {
+        tracing::error!(id = record.id, "telemetry record not removed after a failed append: {err}");
     }
-    Ok(())
+    anyhow::bail!("{path}: {problem}")
 }
 
 /// The record as the reference API shows it (without the internal epoch fields).

@@ -113,8 +113,8 @@ pub struct Targets<'a> {
     pub disk: Option<&'a SmallDisk>,
 }
 
-/// Does `fault`; a server kill adds its window (from 2 s before the kill, the appender's
-/// unflushed second and some, to the restart) to `crash_windows`.
+/// Does `fault`; a server kill adds its window (from the kill to the end of the restart)
+/// to `crash_windows`.
 pub fn apply(
     fault: Fault,
     targets: &mut Targets<'_>,
@@ -132,7 +132,7 @@ pub fn apply(
             counts.agent_kills += 1;
         }
         Fault::KillServer => {
-            let from = start.elapsed().saturating_sub(Duration::from_secs(2));
+            let from = start.elapsed();
             targets.server.kill();
             std::thread::sleep(Duration::from_millis(rng.random_range(500..3000)));
             targets.server.start();

@@ -1,7 +1,8 @@
 //! The feed clients of the soak: numbered syslog messages over UDP and TCP (as a plain
-//! socket sender), OTT data-logger posts and telemetry probe posts over HTTP, each
-//! message unique so it can be found in the archive afterwards. HTTP posts that get no
-//! 2xx answer are sent again, as the real clients do.
+//! socket sender) and over RELP ([`crate::relp_client`]: resent until acknowledged), OTT
+//! data-logger posts and telemetry probe posts over HTTP, each message unique so it can
+//! be found in the archive afterwards. HTTP posts that fail (refused or reset at a server
+//! kill, a 5xx) are sent again until answered 2xx, as the real clients do.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 /// The syslog host name (folder) of each sender.
 pub const UDP_HOST: &str = "soak-udp";
 pub const TCP_HOST: &str = "soak-tcp";
+pub const RELP_HOST: &str = "soak-relp";
 pub const OTT_STATION: &str = "soak";
 const TELEMETRY_TID: &str = "6907c830-eed9-4ce9-81ae-76daf8d88f0f";
 
@@ -25,11 +27,14 @@ pub fn marker(feed: &str, n: u64) -> String {
 pub struct Sent {
     pub feed: String,
     pub sent_at: Vec<Duration>,
-    /// HTTP: answers other than 2xx (and failed requests), each followed by a retry.
+    /// HTTP: answers other than 2xx (and failed requests), each followed by a retry;
+    /// RELP: messages written again after a reconnect.
     pub retries: u64,
-    /// HTTP: messages that were retried after a failed request (their answer may have
-    /// been lost after the server stored them).
+    /// Messages sent again (HTTP after a failed request, RELP unanswered at a lost
+    /// connection): the server may have stored them before the answer was lost.
     pub retried: Vec<u64>,
+    /// RELP: messages the server refused (`rsp 500`), with its reason.
+    pub refused: Vec<String>,
 }
 
 pub struct FeedTargets {
@@ -89,6 +94,55 @@ pub async fn tcp_sender(port: u16, rate: f64, start: Instant, stop: Arc<AtomicBo
             Ok(()) => sent.sent_at.push(start.elapsed()),
             Err(_) => stream = None,
         }
+    }
+    sent
+}
+
+/// RELP: `rate` messages a second until `stop`, then until every one is answered (at
+/// most a minute). A message counts as sent once handed to the client, which keeps it
+/// until the server acknowledges it (in the archive) — also while the server is down.
+pub async fn relp_sender(port: u16, rate: f64, start: Instant, stop: Arc<AtomicBool>) -> Sent {
+    let mut sent = Sent {
+        feed: RELP_HOST.into(),
+        ..Sent::default()
+    };
+    let mut client = crate::relp_client::RelpClient::new(port);
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let mut due = Instant::now();
+    let mut drain_until = None;
+    loop {
+        let now = Instant::now();
+        if stop.load(Ordering::Relaxed) {
+            let until = *drain_until.get_or_insert(now + Duration::from_secs(60));
+            if client.pending() == 0 || now >= until {
+                break;
+            }
+        } else if now >= due {
+            let n = sent.sent_at.len() as u64;
+            let line = format!("<14>1 - {RELP_HOST} soak - - - {}", marker(RELP_HOST, n));
+            client.send(n, line.into_bytes()).await;
+            sent.sent_at.push(start.elapsed());
+            due += period;
+            continue;
+        }
+        let wait = due.saturating_duration_since(now).clamp(Duration::from_millis(1), Duration::from_millis(100));
+        client.poll(wait).await;
+    }
+    let mut resent = client.resent.clone();
+    sent.retries = resent.len() as u64;
+    resent.sort_unstable();
+    resent.dedup();
+    sent.retried = resent;
+    sent.refused = client
+        .refused
+        .iter()
+        .map(|(n, why)| format!("{}: {why}", marker(RELP_HOST, *n)))
+        .collect();
+    if client.pending() > 0 {
+        sent.refused.push(format!(
+            "{} messages still unacknowledged a minute after the load stopped",
+            client.pending()
+        ));
     }
     sent
 }

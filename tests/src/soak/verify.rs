@@ -162,18 +162,32 @@ pub struct FeedCheck {
     pub duplicated: u64,
     /// Of those, messages the client had to send again (the answer was lost).
     pub duplicated_after_retry: u64,
-    /// Not stored, sent within a server crash window (the documented loss).
-    pub lost_in_crash_window: u64,
-    /// Not stored otherwise.
+    /// Not stored, sent while the server was down: from a SIGKILL to the end of the
+    /// restart (known from the fault timeline).
+    pub lost_while_down: u64,
+    /// Not stored, sent while the server was up but at most [`BEFORE_KILL`] before a
+    /// SIGKILL: the appender's unwritten interval, or bytes a socket took for a server
+    /// about to die.
+    pub lost_before_kill: u64,
+    /// Not stored, sent while the server was up, not near a kill.
     pub lost: Vec<u64>,
+    /// Sent again by the client (HTTP retries, RELP resends).
+    pub retries: u64,
+    /// Refusals the client reported (RELP `rsp 500`).
+    pub refused: Vec<String>,
 }
 
+/// How long before a kill a lost unacknowledged message is put down to the kill: the
+/// appender's flush interval (1 s) and some.
+pub const BEFORE_KILL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Counts each of `sent`'s markers in every file below `root`; messages missing from the
-/// archive that were sent inside one of `excused` (start, end) windows are counted apart.
+/// archive are told apart by when they were sent against the server's `kills` (killed,
+/// restarted) windows.
 pub fn check_feed(
     sent: &Sent,
     root: &Path,
-    excused: &[(std::time::Duration, std::time::Duration)],
+    kills: &[(std::time::Duration, std::time::Duration)],
 ) -> FeedCheck {
     let prefix = format!("{}-", sent.feed);
     let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
@@ -197,13 +211,21 @@ pub fn check_feed(
     let mut check = FeedCheck {
         feed: sent.feed.clone(),
         sent: sent.sent_at.len() as u64,
+        retries: sent.retries,
+        refused: sent.refused.clone(),
         ..FeedCheck::default()
     };
     for (n, at) in sent.sent_at.iter().enumerate() {
         let n = n as u64;
         match seen.get(&n).copied().unwrap_or(0) {
-            0 if excused.iter().any(|(from, to)| at >= from && at <= to) => {
-                check.lost_in_crash_window += 1
+            0 if kills.iter().any(|(from, to)| at >= from && at <= to) => {
+                check.lost_while_down += 1
+            }
+            0 if kills
+                .iter()
+                .any(|(from, _)| at < from && *from - *at <= BEFORE_KILL) =>
+            {
+                check.lost_before_kill += 1
             }
             0 => check.lost.push(n),
             1 => check.stored += 1,
