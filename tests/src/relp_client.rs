@@ -227,7 +227,9 @@ impl RelpClient {
         let (len, _) = rest.split_once(' ').unwrap_or((rest, ""));
         let len: usize = len.parse().ok()?;
         // Header, SP, data, LF (data may hold LFs: count bytes, not lines).
-        let start = head.find(' ').map(|a| a + 1 + command.len() + 1 + len.to_string().len())?;
+        let start = head
+            .find(' ')
+            .map(|a| a + 1 + command.len() + 1 + len.to_string().len())?;
         let data_start = if len > 0 { start + 1 } else { start };
         let end = data_start + len;
         if self.buf.len() < end + 1 {

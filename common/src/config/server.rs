@@ -1356,6 +1356,7 @@ mod tests {
         let config: ServerConfig = parse_toml(Path::new("server.toml"), &text).unwrap();
         let syslog = config.syslog.unwrap();
         assert!(syslog.udp.is_some() && syslog.tcp.is_some() && syslog.tls.is_none());
+        assert!(syslog.relp.is_some() && syslog.relp_tls.is_some());
         assert_eq!(syslog.allow.len(), 3);
         assert_eq!(config.retention.len(), 2);
         // The alert channels' examples too.
@@ -1425,6 +1426,31 @@ mod tests {
         .unwrap();
         let loaded = LoadedServerConfig::load(Some(&file)).unwrap();
         assert_eq!(loaded.config.alerts.email.unwrap().port(), 465);
+    }
+
+    #[test]
+    fn relp_tls_needs_the_cert_and_key_of_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(
+            &file,
+            "[syslog]\nrelp = \"127.0.0.1:2514\"\nrelp_tls = \"127.0.0.1:2515\"\n",
+        )
+        .unwrap();
+        let err = LoadedServerConfig::load(Some(&file))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[syslog] relp_tls is set but `cert` is missing"),
+            "{err}"
+        );
+        std::fs::write(&file, "[syslog]\nrelp = \"127.0.0.1:2514\"\n").unwrap();
+        let loaded = LoadedServerConfig::load(Some(&file)).unwrap();
+        let syslog = loaded.config.syslog.unwrap();
+        assert_eq!(
+            syslog.listeners(),
+            vec![("relp", "127.0.0.1:2514".parse().unwrap())]
+        );
     }
 
     #[test]

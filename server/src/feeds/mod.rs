@@ -228,16 +228,28 @@ struct Known {
     grown: HashMap<ArchivePath, Grown>,
     /// Folders known to exist (forgotten when a write below them fails).
     dirs: HashSet<ArchivePath>,
-    /// Consecutive failed flushes per file.
-    failures: HashMap<ArchivePath, u32>,
+    /// Files whose last appends failed.
+    failures: HashMap<ArchivePath, Failing>,
 }
 
 /// A file not appended to for this long is forgotten (its hash is recomputed if it grows
 /// again), so memory does not grow with every host and day ever seen.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
-/// After this many failed flushes in a row (about a minute), a file's buffered bytes are
-/// dropped (logged), so one unwritable file cannot fill the backlog for every sender.
+/// After this many failed tries in a row (one a second at most: about a minute), a file's
+/// buffered bytes are dropped (logged), so one unwritable file cannot fill the backlog for
+/// every sender...
 const MAX_FAILURES: u32 = 60;
+
+/// A failing file is not tried again sooner than this: flushes come more often than once a
+/// second while senders wait for their acknowledgement (RELP), and a full disk must not
+/// use up a file's tries any sooner.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// A file whose appends fail: the last try, and how many tries in a row.
+struct Failing {
+    last: std::time::Instant,
+    count: u32,
+}
 
 /// Flush early when this much is buffered.
 const FLUSH_AT: usize = 4 << 20;
@@ -258,6 +270,8 @@ pub struct Appender {
     wake: Notify,
     /// One flush at a time; holds what is known of the files grown.
     known: tokio::sync::Mutex<Known>,
+    /// [`RETRY_PAUSE`]; zero in unit tests.
+    retry_pause: Duration,
 }
 
 impl Appender {
@@ -268,6 +282,7 @@ impl Appender {
             pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
             known: tokio::sync::Mutex::new(Known::default()),
+            retry_pause: RETRY_PAUSE,
         }
     }
 
@@ -340,6 +355,16 @@ impl Appender {
         let mut retried = HashSet::new();
         let mut dropped = HashSet::new();
         for (path, (uploader, bytes)) in files {
+            // A failing file is tried once per `retry_pause`, however often flushes come.
+            if known
+                .failures
+                .get(&path)
+                .is_some_and(|failing| failing.last.elapsed() < self.retry_pause)
+            {
+                self.keep(path.clone(), uploader, bytes);
+                retried.insert(path);
+                continue;
+            }
             let Err(err) = self.write(&path, uploader, &bytes, known).await else {
                 known.failures.remove(&path);
                 continue;
@@ -348,9 +373,16 @@ impl Appender {
             if let Some(parent) = path.parent() {
                 known.dirs.remove(&parent);
             }
-            let failures = known.failures.entry(path.clone()).or_default();
-            *failures += 1;
-            if *failures >= MAX_FAILURES {
+            let failing = known
+                .failures
+                .entry(path.clone())
+                .or_insert_with(|| Failing {
+                    last: std::time::Instant::now(),
+                    count: 0,
+                });
+            failing.count += 1;
+            failing.last = std::time::Instant::now();
+            if failing.count >= MAX_FAILURES {
                 tracing::error!(%path, "dropping {} bytes after {MAX_FAILURES} failed appends: {err:#}", bytes.len());
                 known.failures.remove(&path);
                 dropped.insert(path);
@@ -358,15 +390,7 @@ impl Appender {
             }
             tracing::error!(%path, "cannot append {} bytes, will retry: {err:#}", bytes.len());
             retried.insert(path.clone());
-            // Kept for the next flush, ahead of what arrived meanwhile.
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            pending.bytes += bytes.len();
-            let slot = pending
-                .files
-                .entry(path)
-                .or_insert_with(|| (uploader, Vec::new()));
-            let newer = std::mem::replace(&mut slot.1, bytes);
-            slot.1.extend_from_slice(&newer);
+            self.keep(path, uploader, bytes);
         }
         if !waiters.is_empty() {
             self.answer(waiters, &retried, &dropped);
@@ -377,6 +401,19 @@ impl Appender {
         if known.dirs.len() > 10_000 {
             known.dirs.clear();
         }
+    }
+
+    /// Keeps bytes that could not be written for the next flush, ahead of what arrived
+    /// meanwhile.
+    fn keep(&self, path: ArchivePath, uploader: &'static str, bytes: Vec<u8>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.bytes += bytes.len();
+        let slot = pending
+            .files
+            .entry(path)
+            .or_insert_with(|| (uploader, Vec::new()));
+        let newer = std::mem::replace(&mut slot.1, bytes);
+        slot.1.extend_from_slice(&newer);
     }
 
     /// Tells the waiters of this flush whether their bytes are in the archive; those of a
@@ -662,7 +699,8 @@ mod tests {
     async fn an_unwritable_file_does_not_hold_up_the_others() {
         let dir = tempfile::tempdir().unwrap();
         let (archive, catalog) = open(dir.path());
-        let appender = Appender::new(archive.clone(), catalog);
+        let mut appender = Appender::new(archive.clone(), catalog);
+        appender.retry_pause = Duration::ZERO;
         // A file where a folder should be: every append below it fails.
         let blocker = ArchivePath::parse("/syslog/blocked").unwrap();
         archive
@@ -688,7 +726,8 @@ mod tests {
     async fn a_durable_append_is_answered_only_once_its_bytes_are_written() {
         let dir = tempfile::tempdir().unwrap();
         let (archive, catalog) = open(dir.path());
-        let appender = Appender::new(archive.clone(), catalog);
+        let mut appender = Appender::new(archive.clone(), catalog);
+        appender.retry_pause = Duration::ZERO;
         let good = ArchivePath::parse("/syslog/ok/2026.log").unwrap();
         let mut answer = appender.append_durable(&good, "syslog", b"one\n").unwrap();
         assert!(answer.try_recv().is_err(), "answered before any write");
@@ -708,6 +747,29 @@ mod tests {
         }
         appender.flush().await;
         assert_eq!(refused.try_recv(), Ok(false));
+    }
+
+    /// Flushes that come fast (a RELP sender waiting for each answer wakes the appender)
+    /// do not use up a failing file's tries: a full disk costs no data sooner than a
+    /// minute of failures.
+    #[tokio::test]
+    async fn fast_flushes_do_not_give_up_a_failing_file_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let (archive, catalog) = open(dir.path());
+        let appender = Appender::new(archive.clone(), catalog);
+        let blocker = ArchivePath::parse("/syslog/blocked").unwrap();
+        archive
+            .create_dir_all(&ArchivePath::parse("/syslog").unwrap())
+            .await
+            .unwrap();
+        archive.store_new(&blocker, b"x".to_vec()).await.unwrap();
+        let bad = ArchivePath::parse("/syslog/blocked/2026.log").unwrap();
+        let mut answer = appender.append_durable(&bad, "syslog", b"kept\n").unwrap();
+        for _ in 0..(MAX_FAILURES * 2) {
+            appender.flush().await;
+        }
+        assert!(answer.try_recv().is_err(), "given up within a second");
+        assert_eq!(appender.pending.lock().unwrap().bytes, 5);
     }
 
     /// The telemetry collector answers `POST /`; the web UI will want `GET /`: merging the

@@ -515,7 +515,10 @@ async fn store(state: &TelemetryState, record: &Record, now: OffsetDateTime) -> 
     };
     // Taken back out, so the probe's retry does not list it twice.
     if let Err(err) = records.remove(record.id.to_be_bytes()) {
-        tracing::error!(id = record.id, "telemetry record not removed after a failed append: {err}");
+        tracing::error!(
+            id = record.id,
+            "telemetry record not removed after a failed append: {err}"
+        );
     }
     anyhow::bail!("{path}: {problem}")
 }

@@ -125,7 +125,9 @@ pub async fn relp_sender(port: u16, rate: f64, start: Instant, stop: Arc<AtomicB
             due += period;
             continue;
         }
-        let wait = due.saturating_duration_since(now).clamp(Duration::from_millis(1), Duration::from_millis(100));
+        let wait = due
+            .saturating_duration_since(now)
+            .clamp(Duration::from_millis(1), Duration::from_millis(100));
         client.poll(wait).await;
     }
     let mut resent = client.resent.clone();
