@@ -292,6 +292,20 @@ fn start_rsyslog(dir: &Path, config: &str) -> Rsyslog {
     Rsyslog { child }
 }
 
+/// A certificate for `localhost` as the server's `cert.pem` and `key.pem`; returns the
+/// certificate's path (what clients trust).
+fn self_signed_cert(server: &TestServer) -> std::path::PathBuf {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let ca = server.dir.path().join("cert.pem");
+    std::fs::write(&ca, cert.cert.pem()).expect("cert");
+    std::fs::write(
+        server.dir.path().join("key.pem"),
+        cert.signing_key.serialize_pem(),
+    )
+    .expect("key");
+    ca
+}
+
 #[test]
 fn rsyslog_forwards_over_tcp_and_tls_with_fticks() {
     let (tcp_port, tls_port) = (free_port(), free_port());
@@ -301,14 +315,7 @@ fn rsyslog_forwards_over_tcp_and_tls_with_fticks() {
             "[syslog]\ntcp = \"127.0.0.1:{tcp_port}\"\ntls = \"127.0.0.1:{tls_port}\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n"
         ),
     );
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    let ca = server.dir.path().join("cert.pem");
-    std::fs::write(&ca, cert.cert.pem()).expect("cert");
-    std::fs::write(
-        server.dir.path().join("key.pem"),
-        cert.signing_key.serialize_pem(),
-    )
-    .expect("key");
+    let ca = self_signed_cert(&server);
     server.add_user("admin", PW, &["--admin"]);
     server.start();
     server.wait_for_log("syslog tls listener up");
@@ -518,14 +525,7 @@ fn relp_server(relp: u16, relp_tls: u16) -> (TestServer, std::path::PathBuf) {
             "[syslog]\nrelp = \"127.0.0.1:{relp}\"\nrelp_tls = \"127.0.0.1:{relp_tls}\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n"
         ),
     );
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    let ca = server.dir.path().join("cert.pem");
-    std::fs::write(&ca, cert.cert.pem()).expect("cert");
-    std::fs::write(
-        server.dir.path().join("key.pem"),
-        cert.signing_key.serialize_pem(),
-    )
-    .expect("key");
+    let ca = self_signed_cert(&server);
     server.add_user("admin", PW, &["--admin"]);
     server.start();
     server.wait_for_log("syslog relp_tls listener up");

@@ -662,6 +662,17 @@ mod tests {
         bytes
     }
 
+    /// A path every append to fails: a file stands where its folder should be.
+    async fn unwritable(archive: &Arc<dyn Archive>) -> ArchivePath {
+        archive
+            .create_dir_all(&ArchivePath::parse("/syslog").unwrap())
+            .await
+            .unwrap();
+        let blocker = ArchivePath::parse("/syslog/blocked").unwrap();
+        archive.store_new(&blocker, b"x".to_vec()).await.unwrap();
+        ArchivePath::parse("/syslog/blocked/2026.log").unwrap()
+    }
+
     #[tokio::test]
     async fn appends_keep_order_and_the_catalog_hash_follows() {
         let dir = tempfile::tempdir().unwrap();
@@ -701,14 +712,7 @@ mod tests {
         let (archive, catalog) = open(dir.path());
         let mut appender = Appender::new(archive.clone(), catalog);
         appender.retry_pause = Duration::ZERO;
-        // A file where a folder should be: every append below it fails.
-        let blocker = ArchivePath::parse("/syslog/blocked").unwrap();
-        archive
-            .create_dir_all(&ArchivePath::parse("/syslog").unwrap())
-            .await
-            .unwrap();
-        archive.store_new(&blocker, b"x".to_vec()).await.unwrap();
-        let bad = ArchivePath::parse("/syslog/blocked/2026.log").unwrap();
+        let bad = unwritable(&archive).await;
         let good = ArchivePath::parse("/syslog/ok/2026.log").unwrap();
         assert!(appender.append(&bad, "syslog", b"lost\n"));
         assert!(appender.append(&good, "syslog", b"kept\n"));
@@ -737,9 +741,7 @@ mod tests {
 
         // Unwritable (a file where its folder should be): no answer while retried, then
         // `false` when given up; never `true`.
-        let blocker = ArchivePath::parse("/syslog/blocked").unwrap();
-        archive.store_new(&blocker, b"x".to_vec()).await.unwrap();
-        let bad = ArchivePath::parse("/syslog/blocked/2026.log").unwrap();
+        let bad = unwritable(&archive).await;
         let mut refused = appender.append_durable(&bad, "syslog", b"lost\n").unwrap();
         for _ in 1..MAX_FAILURES {
             appender.flush().await;
@@ -757,13 +759,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (archive, catalog) = open(dir.path());
         let appender = Appender::new(archive.clone(), catalog);
-        let blocker = ArchivePath::parse("/syslog/blocked").unwrap();
-        archive
-            .create_dir_all(&ArchivePath::parse("/syslog").unwrap())
-            .await
-            .unwrap();
-        archive.store_new(&blocker, b"x".to_vec()).await.unwrap();
-        let bad = ArchivePath::parse("/syslog/blocked/2026.log").unwrap();
+        let bad = unwritable(&archive).await;
         let mut answer = appender.append_durable(&bad, "syslog", b"kept\n").unwrap();
         for _ in 0..(MAX_FAILURES * 2) {
             appender.flush().await;
