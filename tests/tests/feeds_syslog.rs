@@ -725,11 +725,11 @@ ruleset(name="viaRelp") {{
 }
 
 /// Bad frames get `rsp 500` with the reason; the server stays up and the next session
-/// works.
+/// works; a stopping server says `serverclose`.
 #[test]
 fn a_bad_relp_frame_is_answered_500_and_the_server_stays_up() {
     let (relp, relp_tls) = (free_port(), free_port());
-    let (server, _) = relp_server(relp, relp_tls);
+    let (mut server, _) = relp_server(relp, relp_tls);
     let session = || {
         let stream = TcpStream::connect(("127.0.0.1", relp)).expect("connect");
         stream
@@ -828,4 +828,16 @@ fn a_bad_relp_frame_is_answered_500_and_the_server_stays_up() {
     assert_eq!(snapshot["syslog"]["oversize"], 1, "{snapshot}");
     assert_eq!(snapshot["syslog"]["rejected"], 4, "{snapshot}");
     assert_eq!(snapshot["syslog"]["stored"], 1, "{snapshot}");
+
+    // A stopping server tells an open session `serverclose`, after the answers due.
+    let mut open_session = session();
+    open_session.write_all(open).expect("send");
+    read_some(&mut open_session, "commands=syslog");
+    let last = format!("<13>Nov 23 04:00:00 relpbad app: {}", unique("last"));
+    open_session
+        .write_all(format!("2 syslog {} {last}\n", last.len()).as_bytes())
+        .expect("send");
+    assert!(read_some(&mut open_session, "2 rsp").contains("2 rsp 6 200 OK\n"));
+    assert!(server.stop(), "{}", server.stderr());
+    assert_eq!(read_all(&mut open_session), "0 serverclose 0\n");
 }
