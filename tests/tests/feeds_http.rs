@@ -436,6 +436,28 @@ fn post_v2(server: &TestServer, path: &str, headers: &[String], payload: &str) -
 
 const TID: &str = "6907c830-eed9-4ce9-81ae-76daf8d88f0f";
 
+/// A 201 means the record's line is in the archive: with a flush interval of an hour the
+/// `.jsonl` has it as soon as the answer comes, so a server killed after answering loses
+/// nothing (the probe would not send it again).
+#[test]
+fn telemetry_answers_201_only_once_its_line_is_in_the_archive() {
+    let server = http_server("[syslog]\nflush_interval = \"1h\"\n");
+    let payload = format!("durable-{:08x}", rand::random::<u32>());
+    let posted = post_v2(&server, "/v2/collector", &v2_headers("2", TID), &payload);
+    assert_eq!(posted.status, 201, "{}", posted.text());
+    let lines: Vec<String> = files_below(&server, "/telemetry")
+        .into_iter()
+        .flat_map(|(_, bytes)| {
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .filter(|line| line.contains(&payload))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+}
+
 #[test]
 fn telemetry_records_are_validated_stored_and_listed() {
     let server = http_server("");
