@@ -7,6 +7,12 @@
 //! Where a server got to is kept in the catalog (tree `follow`), so a restarted server
 //! reads only what is new; a new server, or one whose catalog was lost, reads the whole
 //! journal (as `reindex` does, without hashing files whose record carries the hash).
+//!
+//! Applying a record is idempotent: each one is applied as the archive is *now* (an upload
+//! indexes the file as it stands, a removal of a file that exists again is ignored, a
+//! rename of nothing keeps what is known of its target). A server far behind may read a
+//! record twice, when journal objects it had read were merged meanwhile
+//! ([`run_compaction_job`]), and ends where reading it once would have.
 
 use logarchive_common::paths::ArchivePath;
 
@@ -81,11 +87,22 @@ impl Catalog {
                 }
                 let known = self.under(&from)?;
                 if known.is_empty() {
-                    let origin = Origin {
-                        uploader: None,
-                        received: time::OffsetDateTime::now_utc(),
-                        size: None,
-                        sha256: None,
+                    // A file this server never indexed under `from`, or a record read a
+                    // second time (a far-behind server reading a merged journal object):
+                    // what the catalog knows of `to` already stays.
+                    let origin = match self.get(&to)? {
+                        Some(entry) => Origin {
+                            uploader: entry.uploader,
+                            received: entry.received,
+                            size: None,
+                            sha256: None,
+                        },
+                        None => Origin {
+                            uploader: None,
+                            received: time::OffsetDateTime::now_utc(),
+                            size: None,
+                            sha256: None,
+                        },
                     };
                     return self.index_upload(to, origin, gone).await;
                 }
@@ -101,7 +118,14 @@ impl Catalog {
             }
             JournalRecord::Remove { path } => {
                 gone.remove(&path);
-                self.delete(&path)?;
+                // A record read a second time may be older than a new file of that name.
+                let replaced = matches!(
+                    self.archive.stat(&path).await,
+                    Ok(entry) if entry.kind == EntryKind::File
+                );
+                if !replaced {
+                    self.delete(&path)?;
+                }
             }
         }
         Ok(())
@@ -156,6 +180,33 @@ struct Origin {
 
 /// Uploads whose file had gone (renamed or removed) when their record was read.
 type Gone = std::collections::HashMap<ArchivePath, Origin>;
+
+/// How old a journal object must be before it is merged: far beyond the follow look-back,
+/// so objects written late (slow PUTs, skewed clocks) are in their place by then.
+pub const COMPACT_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Merges old journal objects at start and every [`COMPACT_AGE`] until shutdown, so
+/// `reindex` and a new server read a few objects per day instead of one per batch.
+pub async fn run_compaction_job(
+    archive: std::sync::Arc<dyn crate::archive::Archive>,
+    shutdown: crate::shutdown::Shutdown,
+) {
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(COMPACT_AGE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
+        match archive.compact_records(COMPACT_AGE).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "journal: old record objects merged"),
+            Err(err) => tracing::warn!("journal: cannot merge old record objects: {err}"),
+        }
+    }
+}
 
 /// Follows the shared archive every `interval` until shutdown (nothing to do for an archive
 /// only this server writes).
