@@ -1338,6 +1338,70 @@ mod tests {
         assert_eq!(record_time(&key), 1_700_000_000_000);
     }
 
+    fn merged(keys: &[&str], body: &str) -> Vec<u8> {
+        let mut bytes = MERGED.to_vec();
+        bytes.extend(serde_json::to_vec(keys).unwrap());
+        bytes.push(b'\n');
+        bytes.extend(body.as_bytes());
+        bytes
+    }
+
+    fn bodies(objects: Vec<(&str, Vec<u8>)>) -> String {
+        let objects = objects
+            .into_iter()
+            .map(|(key, bytes)| (key.to_owned(), bytes))
+            .collect();
+        S3Archive::resolve_records(objects)
+            .into_iter()
+            .map(|(_, body)| String::from_utf8(body).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn each_record_is_read_once_whatever_a_compaction_left() {
+        let plain = |text: &str| text.as_bytes().to_vec();
+        // Nothing merged: every object, in key order.
+        assert_eq!(bodies(vec![("2", plain("b\n")), ("1", plain("a\n"))]), "a\nb\n");
+        // Merged, its sources not all deleted yet (a compaction cut short).
+        assert_eq!(
+            bodies(vec![
+                ("1", plain("a\n")),
+                ("3", merged(&["1", "2"], "a\nb\n")),
+                ("4", plain("c\n")),
+            ]),
+            "a\nb\nc\n"
+        );
+        // Two servers merged the same objects at once: one of the two is read.
+        assert_eq!(
+            bodies(vec![
+                ("2x", merged(&["1", "2"], "a\nb\n")),
+                ("2y", merged(&["1", "2"], "a\nb\n")),
+            ]),
+            "a\nb\n"
+        );
+        // One of them saw an object more: the larger one is read.
+        assert_eq!(
+            bodies(vec![
+                ("2x", merged(&["1"], "a\n")),
+                ("2y", merged(&["1", "2"], "a\nb\n")),
+                ("2", plain("b\n")),
+            ]),
+            "a\nb\n"
+        );
+        // A merged object folded into a later one.
+        assert_eq!(
+            bodies(vec![
+                ("2", merged(&["1", "0"], "a\n")),
+                ("4", merged(&["2", "3"], "a\nb\n")),
+                ("5", plain("c\n")),
+            ]),
+            "a\nb\nc\n"
+        );
+        // A merged object's first line never reaches the readers.
+        let (held, body) = split_merged(merged(&["k"], "x\n"));
+        assert_eq!((held.map(|h| h.len()), body), (Some(1), b"x\n".to_vec()));
+    }
+
     #[test]
     fn keys_of_paths() {
         let path = ArchivePath::parse("/a/b.log").expect("path");
