@@ -40,9 +40,20 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     let (archive, catalog) = open_store(&config).await?;
     // On a shared bucket, the files the feeds grow carry this server's name: no other
-    // running server may have it (archive/s3.rs).
+    // running server may have it (archive/s3.rs). This server is its machine, host and
+    // data dir, whose catalog it holds locked now.
+    let home = format!(
+        "{}:{}:{}",
+        std::fs::read_to_string("/etc/machine-id")
+            .unwrap_or_default()
+            .trim(),
+        logarchive_common::config::agent::hostname(),
+        std::path::absolute(&config.data_dir)
+            .unwrap_or_else(|_| config.data_dir.clone())
+            .display()
+    );
     archive
-        .claim_writer_name()
+        .claim_writer_name(&home)
         .await
         .context("cannot claim [storage] server_name")?;
     let name_holder = archive.clone();
@@ -122,6 +133,7 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         ));
         tokio::spawn(crate::archive::keep_writer_name(
             archive.clone(),
+            home.clone(),
             shutdown.clone(),
         ));
         tokio::spawn(crate::users::shared::run_job(

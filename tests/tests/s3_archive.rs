@@ -424,7 +424,7 @@ async fn s3_archive_on_a_garage_cluster() {
     //    its own, takes the shared users.toml, sees what the first stored, and follows new
     //    uploads within a bounded delay.
     let syslog_port_two = free_port();
-    let two = s3_server(
+    let mut two = s3_server(
         &cluster,
         ("one", "srv-two"),
         1,
@@ -617,11 +617,17 @@ async fn s3_archive_on_a_garage_cluster() {
         missing.len(),
         2 * EACH,
         missing.first(),
-        files.iter().map(|(key, bytes)| (key, bytes.len())).collect::<Vec<_>>()
+        files
+            .iter()
+            .map(|(key, bytes)| (key, bytes.len()))
+            .collect::<Vec<_>>()
     );
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "stored more than once: {twice:?}");
-    eprintln!("both senders' messages stored after {:?}", sent_at.elapsed());
+    eprintln!(
+        "both senders' messages stored after {:?}",
+        sent_at.elapsed()
+    );
     let dd = format!("{:02}", time::OffsetDateTime::now_utc().day());
     let mut names: Vec<&str> = files
         .iter()
@@ -637,7 +643,12 @@ async fn s3_archive_on_a_garage_cluster() {
     // Both servers list both files at the size in the bucket (the other server's growth
     // is followed through its journal records), and serve their bytes.
     let listed_sizes = |server: &TestServer| -> Vec<(String, u64)> {
-        let (_, body) = web_get(server, "admin", "/api/search?q=.log&path=/syslog/rrhost", &[]);
+        let (_, body) = web_get(
+            server,
+            "admin",
+            "/api/search?q=.log&path=/syslog/rrhost",
+            &[],
+        );
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let mut found: Vec<(String, u64)> = value["entries"]
             .as_array()
@@ -663,7 +674,10 @@ async fn s3_archive_on_a_garage_cluster() {
         listed_sizes(&one),
         listed_sizes(&two)
     );
-    eprintln!("both servers list both day files after {:?}", sent_at.elapsed());
+    eprintln!(
+        "both servers list both day files after {:?}",
+        sent_at.elapsed()
+    );
     for (path, bytes) in &files {
         if path.ends_with('/') {
             continue;
@@ -698,6 +712,18 @@ async fn s3_archive_on_a_garage_cluster() {
     assert!(
         exited && !out.status.success() && stderr.contains("server_name \"srv-two\" is in use"),
         "a second srv-two: {stderr}"
+    );
+
+    // The same server killed and restarted takes its name back at once: the claim left
+    // names its machine and data dir, whose catalog lock it now holds.
+    two.kill();
+    let restarted = Instant::now();
+    two.start();
+    assert!(
+        restarted.elapsed() < Duration::from_secs(10),
+        "restart took {:?}: {}",
+        restarted.elapsed(),
+        two.stderr()
     );
 
     // 9. Journal compaction beside the running servers: the day's record objects become
@@ -752,12 +778,20 @@ async fn s3_archive_on_a_garage_cluster() {
     assert!(files_known, "the fresh server: {}", fresh.stderr());
     assert!(fresh.stop(), "{}", fresh.stderr());
     drop(two);
-    assert!(one.stop(), "server 1 did not stop cleanly: {}", one.stderr());
+    assert!(
+        one.stop(),
+        "server 1 did not stop cleanly: {}",
+        one.stderr()
+    );
     let known = catalog_of(&one);
     assert!(known.len() >= 10, "{known:?}");
     assert_eq!(catalog_of(&fresh), known, "the fresh server's catalog");
     let out = fresh.cli(&["reindex"], "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(catalog_of(&fresh), known, "after reindex");
     eprintln!("whole S3 test: {:?}", started.elapsed());
 }

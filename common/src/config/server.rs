@@ -1380,7 +1380,14 @@ mod tests {
             panic!("not s3")
         };
         assert_eq!(s3.server_name, "archive-2.example_org");
-        for bad in ["", ".hidden", "a/b", "two words", "\u{e9}t\u{e9}", &"x".repeat(65)] {
+        for bad in [
+            "",
+            ".hidden",
+            "a/b",
+            "two words",
+            "\u{e9}t\u{e9}",
+            &"x".repeat(65),
+        ] {
             let err = named(bad).unwrap_err().to_string();
             assert!(
                 err.contains(":6:") && err.contains("server_name"),

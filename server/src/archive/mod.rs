@@ -47,7 +47,11 @@ pub async fn open(config: &LoadedServerConfig, durable: bool) -> io::Result<Arc<
 
 /// Renews this server's claim of its name every [`s3::CLAIM_RENEW`] until shutdown (see
 /// [`Archive::claim_writer_name`]); a claim another server took is logged as an error.
-pub async fn keep_writer_name(archive: Arc<dyn Archive>, shutdown: crate::shutdown::Shutdown) {
+pub async fn keep_writer_name(
+    archive: Arc<dyn Archive>,
+    home: String,
+    shutdown: crate::shutdown::Shutdown,
+) {
     let stop = shutdown.wait();
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(s3::CLAIM_RENEW);
@@ -58,7 +62,7 @@ pub async fn keep_writer_name(archive: Arc<dyn Archive>, shutdown: crate::shutdo
             _ = tick.tick() => {}
             _ = &mut stop => return,
         }
-        if let Err(err) = archive.claim_writer_name().await {
+        if let Err(err) = archive.claim_writer_name(&home).await {
             tracing::error!("cannot renew the claim of the server name: {err}");
         }
     }
@@ -252,8 +256,10 @@ pub trait Archive: Send + Sync + std::fmt::Debug + 'static {
         None
     }
     /// Claims [`Archive::writer_name`] for this running server, or renews the claim;
-    /// refuses when another running server holds the name. Nothing to do when unshared.
-    async fn claim_writer_name(&self) -> Result<()> {
+    /// refuses when another running server holds the name. `home` names this server's
+    /// data dir on this host: a claim left with the same `home` is an earlier run of this
+    /// very server (the catalog's lock shows it is gone). Nothing to do when unshared.
+    async fn claim_writer_name(&self, _home: &str) -> Result<()> {
         Ok(())
     }
     /// Gives the claim up at a clean stop, so the name is free at once for the next start.

@@ -134,6 +134,9 @@ struct Claim {
     run: String,
     host: String,
     pid: u32,
+    /// The claiming server's host and data dir (see [`Archive::claim_writer_name`]).
+    #[serde(default)]
+    home: String,
     /// Unix seconds of the last renewal.
     renewed: u64,
 }
@@ -440,11 +443,12 @@ impl S3Archive {
         }
     }
 
-    async fn write_claim(&self) -> Result<()> {
+    async fn write_claim(&self, home: &str) -> Result<()> {
         let claim = Claim {
             run: format!("{:016x}", self.server),
             host: logarchive_common::config::agent::hostname(),
             pid: std::process::id(),
+            home: home.to_owned(),
             renewed: unix_seconds(),
         };
         let bytes = serde_json::to_vec(&claim).unwrap_or_default();
@@ -485,9 +489,7 @@ impl S3Archive {
         let held_somewhere: HashSet<&String> = merged.iter().flat_map(|(_, held)| *held).collect();
         let superseded = |key: &String, held: &HashSet<String>| {
             merged.iter().any(|(other, more)| {
-                *other != key
-                    && more.is_superset(held)
-                    && (more.len() > held.len() || *other < key)
+                *other != key && more.is_superset(held) && (more.len() > held.len() || *other < key)
             })
         };
         let keep: Vec<bool> = parsed
@@ -1068,11 +1070,7 @@ impl Archive for S3Archive {
         }
         let mut objects = Self::resolve_records(objects);
         // Oldest name first, then in time order within a name.
-        objects.sort_by(|a, b| {
-            record_name(&a.0)
-                .cmp(record_name(&b.0))
-                .then(a.0.cmp(&b.0))
-        });
+        objects.sort_by(|a, b| record_name(&a.0).cmp(record_name(&b.0)).then(a.0.cmp(&b.0)));
         Ok(objects.into_iter().flat_map(|(_, body)| body).collect())
     }
 
@@ -1143,10 +1141,11 @@ impl Archive for S3Archive {
         Some(&self.name)
     }
 
-    async fn claim_writer_name(&self) -> Result<()> {
+    async fn claim_writer_name(&self, home: &str) -> Result<()> {
         let run = format!("{:016x}", self.server);
         if let Some(claim) = self.read_claim().await?
             && claim.run != run
+            && (claim.home != home || self.claimed.load(Ordering::Relaxed))
         {
             if self.claimed.load(Ordering::Relaxed) {
                 // Taken over while this server runs (another one started with this name
@@ -1175,7 +1174,7 @@ impl Archive for S3Archive {
                 claim.pid
             );
         }
-        self.write_claim().await?;
+        self.write_claim(home).await?;
         self.claimed.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -1361,7 +1360,10 @@ mod tests {
     fn each_record_is_read_once_whatever_a_compaction_left() {
         let plain = |text: &str| text.as_bytes().to_vec();
         // Nothing merged: every object, in key order.
-        assert_eq!(bodies(vec![("2", plain("b\n")), ("1", plain("a\n"))]), "a\nb\n");
+        assert_eq!(
+            bodies(vec![("2", plain("b\n")), ("1", plain("a\n"))]),
+            "a\nb\n"
+        );
         // Merged, its sources not all deleted yet (a compaction cut short).
         assert_eq!(
             bodies(vec![

@@ -20,7 +20,10 @@ pub fn reindex(config_file: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// Merges old journal objects (S3); works beside running servers, as it opens no catalog.
-pub fn compact_journal(config_file: Option<&Path>, older_than: std::time::Duration) -> anyhow::Result<()> {
+pub fn compact_journal(
+    config_file: Option<&Path>,
+    older_than: std::time::Duration,
+) -> anyhow::Result<()> {
     let config = LoadedServerConfig::load(config_file)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let removed = runtime.block_on(async {

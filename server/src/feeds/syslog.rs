@@ -765,8 +765,8 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use logarchive_common::paths::ArchivePath;
+    use proptest::prelude::*;
 
     fn frames(max: usize, chunks: &[&[u8]]) -> Vec<Frame> {
         let mut framer = Framer::new(max);
