@@ -1113,10 +1113,12 @@ impl Archive for S3Archive {
                 merged.extend(body);
             }
             // Under the newest source's time: a follower that has not read every source yet
-            // lists from before that time, so it finds the merged object.
+            // lists from before that time, so it finds the merged object. A writer id of
+            // its own, never this server's: it holds other servers' records, and this
+            // server's follower (which skips its own objects) may not have read them all.
             let key = format!(
                 "{JOURNAL}{newest:020}-{:016x}-{:08}-{name}",
-                self.server,
+                rand::random::<u64>(),
                 self.records.sequence.fetch_add(1, Ordering::Relaxed)
             );
             self.op
