@@ -39,13 +39,16 @@ impl Catalog {
             return Ok(None);
         }
         let records = std::mem::take(&mut batch.records);
+        let mut parsed = Vec::new();
+        for line in records.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            match serde_json::from_slice::<JournalRecord>(line) {
+                Ok(record) => parsed.push(record),
+                Err(_) => tracing::warn!("skipping an unreadable journal record of another server"),
+            }
+        }
         let mut gone = Gone::new();
         let mut applied = 0;
-        for line in records.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let Ok(record) = serde_json::from_slice::<JournalRecord>(line) else {
-                tracing::warn!("skipping an unreadable journal record of another server");
-                continue;
-            };
+        for record in latest_uploads(parsed) {
             self.apply(record, &mut gone).await?;
             applied += 1;
         }
@@ -170,6 +173,30 @@ impl Catalog {
     }
 }
 
+/// The records without the uploads followed by a later upload of the same path, with no
+/// rename or removal touching it in between: a file a feed grows has a record per append,
+/// and indexing it once, as it is now, costs one HEAD instead of one per record.
+fn latest_uploads(records: Vec<JournalRecord>) -> Vec<JournalRecord> {
+    let mut uploaded_later: std::collections::HashSet<ArchivePath> = Default::default();
+    let mut kept: Vec<JournalRecord> = records
+        .into_iter()
+        .rev()
+        .filter(|record| match record {
+            JournalRecord::Upload { path, .. } => uploaded_later.insert(path.clone()),
+            JournalRecord::Remove { path } => {
+                uploaded_later.remove(path);
+                true
+            }
+            JournalRecord::Rename { from, to } => {
+                uploaded_later.retain(|p| !p.starts_with(from) && !p.starts_with(to));
+                true
+            }
+        })
+        .collect();
+    kept.reverse();
+    kept
+}
+
 /// What an upload record says about a file.
 struct Origin {
     uploader: Option<String>,
@@ -231,5 +258,62 @@ pub async fn run_job(
             Ok(Some(applied)) => tracing::debug!(applied, "catalog: followed other servers"),
             Err(err) => tracing::warn!("catalog: cannot follow the shared archive: {err}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upload(path: &str, size: u64) -> JournalRecord {
+        JournalRecord::Upload {
+            path: ArchivePath::parse(path).unwrap(),
+            uploader: "syslog".into(),
+            received: time::OffsetDateTime::UNIX_EPOCH,
+            size: Some(size),
+            sha256: None,
+        }
+    }
+
+    fn describe(records: &[JournalRecord]) -> Vec<String> {
+        records
+            .iter()
+            .map(|record| match record {
+                JournalRecord::Upload { path, size, .. } => format!("up {path} {size:?}"),
+                JournalRecord::Remove { path } => format!("rm {path}"),
+                JournalRecord::Rename { from, to } => format!("mv {from} {to}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_grown_file_is_indexed_once_per_batch_and_order_is_kept() {
+        let path = |p: &str| ArchivePath::parse(p).unwrap();
+        let records = vec![
+            upload("/s/a.log", 1),
+            upload("/s/b.log", 1),
+            upload("/s/a.log", 2),
+            JournalRecord::Rename {
+                from: path("/s/b.log"),
+                to: path("/s/c.log"),
+            },
+            upload("/s/b.log", 5),
+            upload("/s/a.log", 3),
+            JournalRecord::Remove {
+                path: path("/s/b.log"),
+            },
+            upload("/s/b.log", 7),
+        ];
+        assert_eq!(
+            describe(&latest_uploads(records)),
+            [
+                "up /s/b.log Some(1)",
+                "mv /s/b.log /s/c.log",
+                "up /s/b.log Some(5)",
+                "up /s/a.log Some(3)",
+                "rm /s/b.log",
+                "up /s/b.log Some(7)",
+            ]
+        );
     }
 }
