@@ -495,8 +495,12 @@ impl S3Archive {
         let keep: Vec<bool> = parsed
             .iter()
             .map(|(key, held, _)| {
+                // A merged object whose first line could not be read names nothing, and is
+                // kept: dropping it could drop records.
                 !held_somewhere.contains(key)
-                    && !held.as_ref().is_some_and(|held| superseded(key, held))
+                    && !held
+                        .as_ref()
+                        .is_some_and(|held| !held.is_empty() && superseded(key, held))
             })
             .collect();
         parsed
