@@ -425,8 +425,19 @@ impl Catalog {
         let known = self.get(&entry.path)?;
         match known {
             // Only the first append is journaled, so `received` stays that first time:
-            // what `reindex` derives from the journal.
+            // what `reindex` derives from the journal. On an archive several servers share,
+            // every append is (with that first time), so the others follow the growth.
             Some(known) if known.uploader.as_deref() == Some(uploader) => {
+                if self.archive.writer_name().is_some() {
+                    let record = JournalRecord::Upload {
+                        path: entry.path.clone(),
+                        uploader: uploader.to_owned(),
+                        received: known.received,
+                        size: Some(entry.size),
+                        sha256: Some(sha256.clone()),
+                    };
+                    self.journal(&record, OffsetDateTime::now_utc()).await?;
+                }
                 self.index(entry, Some(sha256), uploader, known.received)
                     .await
             }

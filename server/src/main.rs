@@ -72,6 +72,15 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Merge the journal's record objects older than --older-than (S3: one object per
+    /// batch of uploads) into one per day; safe while servers run (each does it hourly).
+    CompactJournal {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only objects at least this old ("30s", "5m", "1h").
+        #[arg(long, default_value = "1h")]
+        older_than: logarchive_common::config::Interval,
+    },
     /// Check server.toml, the users file, certificates and folders, and print what `run`
     /// would start (without starting anything or binding a port).
     CheckConfig(ConfigArg),
@@ -90,6 +99,9 @@ fn main() -> std::process::ExitCode {
         Command::Catalog { config, json } => cmd::catalog::print(config.config.as_deref(), json),
         Command::Retention { config, dry_run } => {
             retention::command(config.config.as_deref(), dry_run)
+        }
+        Command::CompactJournal { config, older_than } => {
+            cmd::catalog::compact_journal(config.config.as_deref(), older_than.0)
         }
         Command::CheckConfig(config) => cmd::check_config::run(config.config.as_deref()),
         Command::ImportUsers(args) => cmd::import_users::run(args),

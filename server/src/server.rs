@@ -39,6 +39,24 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     let (archive, catalog) = open_store(&config).await?;
+    // On a shared bucket, the files the feeds grow carry this server's name: no other
+    // running server may have it (archive/s3.rs). This server is its machine, host and
+    // data dir, whose catalog it holds locked now.
+    let home = format!(
+        "{}:{}:{}",
+        std::fs::read_to_string("/etc/machine-id")
+            .unwrap_or_default()
+            .trim(),
+        logarchive_common::config::agent::hostname(),
+        std::path::absolute(&config.data_dir)
+            .unwrap_or_else(|_| config.data_dir.clone())
+            .display()
+    );
+    archive
+        .claim_writer_name(&home)
+        .await
+        .context("cannot claim [storage] server_name")?;
+    let name_holder = archive.clone();
     let discarded = archive
         .discard_partials()
         .await
@@ -107,6 +125,15 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
         tokio::spawn(crate::catalog::follow::run_job(
             catalog.clone(),
             s3.follow_interval,
+            shutdown.clone(),
+        ));
+        tokio::spawn(crate::catalog::follow::run_compaction_job(
+            archive.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(crate::archive::keep_writer_name(
+            archive.clone(),
+            home.clone(),
             shutdown.clone(),
         ));
         tokio::spawn(crate::users::shared::run_job(
@@ -265,6 +292,7 @@ async fn serve(config: LoadedServerConfig) -> anyhow::Result<()> {
     }
     flush_trigger.trigger();
     let _ = appender.await;
+    name_holder.release_writer_name().await;
     // The alert queues send what they hold (a few seconds at most).
     let _ = alerts_task.await;
     // Hash what the last uploads left, so a stopped server's catalog is complete.

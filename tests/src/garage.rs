@@ -101,10 +101,17 @@ impl GarageCluster {
         }
     }
 
-    /// A `[storage]` section for `bucket` under `prefix`, through node `node`.
-    pub fn storage_section(&self, bucket: &str, prefix: &str, node: usize) -> String {
+    /// A `[storage]` section for `bucket` under `prefix`, through node `node`, for the
+    /// server named `server_name` (unique among the servers sharing the prefix).
+    pub fn storage_section(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        node: usize,
+        server_name: &str,
+    ) -> String {
         format!(
-            "[storage]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{bucket}\"\nregion = \"garage\"\nprefix = \"{prefix}\"\ncredentials_file = \"{}\"\nfollow_interval = \"500ms\"\n",
+            "[storage]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{bucket}\"\nregion = \"garage\"\nprefix = \"{prefix}\"\ncredentials_file = \"{}\"\nfollow_interval = \"500ms\"\nserver_name = \"{server_name}\"\n",
             self.endpoints[node],
             self.credentials().display()
         )

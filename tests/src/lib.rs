@@ -190,7 +190,12 @@ impl TestServer {
         let s3_prefix = (on_s3() && !sections.contains("[storage]"))
             .then(|| format!("test-{:016x}", rand::random::<u64>()));
         if let Some(prefix) = &s3_prefix {
-            text.push_str(&garage::shared().storage_section(storage::BUCKET, prefix, 0));
+            text.push_str(&garage::shared().storage_section(
+                storage::BUCKET,
+                prefix,
+                0,
+                storage::SERVER_NAME,
+            ));
         }
         text.push_str(sections);
         text.push('\n');

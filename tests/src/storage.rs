@@ -21,6 +21,8 @@ use crate::{TestServer, garage, sha256_hex, tree_files};
 
 /// The bucket the test servers share on S3 (the one `garage.sh start` creates).
 pub const BUCKET: &str = "archive";
+/// `[storage] server_name` of the test servers on S3 (each has a prefix of its own).
+pub const SERVER_NAME: &str = "testserver";
 
 /// Whether this process runs its servers on S3 (`LOGARCHIVE_TEST_STORAGE=s3`); panics on
 /// a value it does not know, so a typo cannot silently run the suites on disk.
@@ -52,6 +54,15 @@ impl TestServer {
     /// The disk folder of the archive (only on disk).
     fn archive_root(&self) -> PathBuf {
         self.data_dir.join("archive")
+    }
+
+    /// The archive path of a file a feed grows, `<dir>/<stem>.<ext>`: on S3 the server's
+    /// name is in it (`<dir>/<stem>.<server_name>.<ext>`: one writer per file).
+    pub fn feed_file(&self, dir: &str, stem: &str, ext: &str) -> String {
+        match self.s3_prefix {
+            Some(_) => format!("{dir}/{stem}.{SERVER_NAME}.{ext}"),
+            None => format!("{dir}/{stem}.{ext}"),
+        }
     }
 
     /// The bytes of the archived file `path` (archive path, e.g. `/node01/a.log`), read

@@ -580,7 +580,7 @@ fn telemetry_records_are_validated_stored_and_listed() {
 
     // And in the archive, one JSON line each, within a second or so.
     let day = today("+%Y/%m/%d");
-    let jsonl = format!("/telemetry/{day}.jsonl");
+    let jsonl = server.feed_file("/telemetry", &day, "jsonl");
     let written = wait_until(Duration::from_secs(10), || {
         server
             .archived(&jsonl)
@@ -652,7 +652,7 @@ fn telemetry_records_are_validated_stored_and_listed() {
     let entry = catalog
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["path"] == format!("/telemetry/{day}.jsonl").as_str())
+        .find(|e| e["path"] == jsonl.as_str())
         .unwrap_or_else(|| panic!("the .jsonl is not cataloged: {catalog}"));
     assert_eq!(entry["uploader"], "telemetry");
     assert_eq!(

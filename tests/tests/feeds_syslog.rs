@@ -116,7 +116,7 @@ fn logger_over_udp_and_tcp_in_both_formats_lands_per_host_and_day() {
     for message in &sent {
         let (path, line) = wait_for_line(&server, message);
         assert!(
-            path.starts_with("/syslog/") && path.ends_with(&format!("/{day}.log")),
+            path.starts_with("/syslog/") && path.ends_with(&server.feed_file("", &day, "log")),
             "{path}"
         );
         assert!(!path.contains("_unparsed"), "{path}: {line}");

@@ -17,6 +17,12 @@
 //!    downloaded through server 2 within a bounded delay; renames and removals through
 //!    server 2 reach server 1; users added on server 1 log in on server 2; the agent
 //!    connected to server 1 is live and ok on server 2's agents page.
+//! 8. Syslog senders behind a round-robin address: one host's numbered messages sent to
+//!    both servers at once are each in the bucket exactly once (each server grows a day
+//!    file with its `server_name` in it), and both servers list and serve both files at
+//!    their full size. A third server with a name in use refuses to start.
+//! 9. Journal compaction (`compact-journal`) while the servers run: fewer objects, and a
+//!    fresh server, and `reindex`, still know every file, its sender and time.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -30,17 +36,17 @@ use suppaftp::Status;
 
 const PW: &str = "correct horse battery";
 
-/// A server on the cluster (through node `node`); with `users`, it gets `node01` (home
-/// /node01, every letter) and `admin` (home /, admin), else it takes the users the bucket
-/// shares.
+/// A server `name` on the cluster (through node `node`); with `users`, it gets `node01`
+/// (home /node01, every letter) and `admin` (home /, admin), else it takes the users the
+/// bucket shares.
 fn s3_server(
     cluster: &GarageCluster,
-    prefix: &str,
+    (prefix, name): (&str, &str),
     node: usize,
     sections: &str,
     users: bool,
 ) -> TestServer {
-    let storage = cluster.storage_section("archive", prefix, node);
+    let storage = cluster.storage_section("archive", prefix, node, name);
     let mut server = TestServer::prepare_with_sections("", &format!("{storage}{sections}"));
     if users {
         server.add_user("node01", PW, &["--perm", "elradfmwMT"]);
@@ -130,7 +136,7 @@ async fn s3_archive_on_a_garage_cluster() {
     let syslog_port = free_port();
     let mut one = s3_server(
         &cluster,
-        "one",
+        ("one", "srv-one"),
         0,
         &format!(
             "[syslog]\ntcp = \"127.0.0.1:{syslog_port}\"\nflush_interval = \"300ms\"\n[logger]\nenabled = true\n[telemetry]\nenabled = true\n"
@@ -297,7 +303,7 @@ async fn s3_archive_on_a_garage_cluster() {
     sender.flush().unwrap();
     let today = time::OffsetDateTime::now_utc();
     let day_file = format!(
-        "/download/syslog/s3host/{:04}/{:02}/{:02}.log",
+        "/download/syslog/s3host/{:04}/{:02}/{:02}.srv-one.log",
         today.year(),
         u8::from(today.month()),
         today.day()
@@ -357,7 +363,7 @@ async fn s3_archive_on_a_garage_cluster() {
         format!("{:02}", u8::from(posted.month())),
         format!("{:02}", posted.day()),
     ];
-    let jsonl = format!("/telemetry/{year}/{month}/{day}.jsonl");
+    let jsonl = format!("/telemetry/{year}/{month}/{day}.srv-one.jsonl");
     let stored = wait_until(Duration::from_secs(10), || {
         bucket_object(&cluster, &format!("one{jsonl}"))
             .is_some_and(|bytes| bytes.split(|b| *b == b'\n').count() == 21)
@@ -417,7 +423,14 @@ async fn s3_archive_on_a_garage_cluster() {
     // 7. A second server on the same bucket and prefix (through node 1), with no users of
     //    its own, takes the shared users.toml, sees what the first stored, and follows new
     //    uploads within a bounded delay.
-    let two = s3_server(&cluster, "one", 1, "", false);
+    let syslog_port_two = free_port();
+    let mut two = s3_server(
+        &cluster,
+        ("one", "srv-two"),
+        1,
+        &format!("[syslog]\ntcp = \"127.0.0.1:{syslog_port_two}\"\nflush_interval = \"200ms\"\n"),
+        false,
+    );
     assert!(
         two.stderr()
             .contains("users.toml taken from the shared archive"),
@@ -543,11 +556,257 @@ async fn s3_archive_on_a_garage_cluster() {
         "server 2 accepted server 1's new user after {:?}",
         added.elapsed()
     );
+
+    // 8. Syslog senders behind a round-robin address: the same host's messages reach both
+    //    servers at once (one sender each, numbered lines). Each server grows a day file
+    //    of its own (its `server_name` in the name), so no append can overwrite the
+    //    other's: every message is in the bucket exactly once, and both servers list both
+    //    files, at their full size, within the follow delay.
+    const EACH: usize = 600;
+    let senders: Vec<_> = [("one", syslog_port), ("two", syslog_port_two)]
+        .into_iter()
+        .map(|(tag, port)| {
+            std::thread::spawn(move || {
+                let mut sender = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                for i in 0..EACH {
+                    writeln!(sender, "<13>Nov 23 10:00:00 rrhost app: via-{tag} {i:04}").unwrap();
+                    if i % 10 == 9 {
+                        std::thread::sleep(Duration::from_millis(40));
+                    }
+                }
+                sender.flush().unwrap();
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    let bucket = cluster.bucket("archive");
+    let day_files = || -> Vec<(String, Vec<u8>)> {
+        bucket
+            .list("one/syslog/rrhost/")
+            .into_iter()
+            .filter_map(|(key, _)| Some((key.clone(), bucket.get(&key)?)))
+            .collect()
+    };
+    let count_lines = |files: &[(String, Vec<u8>)]| -> std::collections::BTreeMap<String, usize> {
+        let mut seen = std::collections::BTreeMap::new();
+        for (_, bytes) in files {
+            for line in String::from_utf8_lossy(bytes).lines() {
+                if let Some(at) = line.find("via-") {
+                    *seen.entry(line[at..].to_owned()).or_insert(0) += 1;
+                }
+            }
+        }
+        seen
+    };
+    let sent_at = Instant::now();
+    let all_stored = wait_until(Duration::from_secs(20), || {
+        count_lines(&day_files()).len() == 2 * EACH
+    });
+    let files = day_files();
+    let seen = count_lines(&files);
+    let missing: Vec<String> = ["one", "two"]
+        .iter()
+        .flat_map(|tag| (0..EACH).map(move |i| format!("via-{tag} {i:04}")))
+        .filter(|message| !seen.contains_key(message))
+        .collect();
+    assert!(
+        all_stored && missing.is_empty(),
+        "{} of {} messages lost (e.g. {:?}) in {:?}",
+        missing.len(),
+        2 * EACH,
+        missing.first(),
+        files
+            .iter()
+            .map(|(key, bytes)| (key, bytes.len()))
+            .collect::<Vec<_>>()
+    );
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    eprintln!(
+        "both senders' messages stored after {:?}",
+        sent_at.elapsed()
+    );
+    let dd = format!("{:02}", time::OffsetDateTime::now_utc().day());
+    let mut names: Vec<&str> = files
+        .iter()
+        .filter(|(key, _)| !key.ends_with('/'))
+        .map(|(key, _)| key.rsplit('/').next().unwrap_or_default())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [format!("{dd}.srv-one.log"), format!("{dd}.srv-two.log")],
+        "one day file per server"
+    );
+    // Both servers list both files at the size in the bucket (the other server's growth
+    // is followed through its journal records), and serve their bytes.
+    let listed_sizes = |server: &TestServer| -> Vec<(String, u64)> {
+        let (_, body) = web_get(
+            server,
+            "admin",
+            "/api/search?q=.log&path=/syslog/rrhost",
+            &[],
+        );
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let mut found: Vec<(String, u64)> = value["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Some((e["path"].as_str()?.to_owned(), e["size"].as_u64()?)))
+            .collect();
+        found.sort();
+        found
+    };
+    let mut in_bucket: Vec<(String, u64)> = files
+        .iter()
+        .filter(|(key, _)| !key.ends_with('/'))
+        .map(|(key, bytes)| (key["one".len()..].to_owned(), bytes.len() as u64))
+        .collect();
+    in_bucket.sort();
+    let followed = wait_until(Duration::from_secs(10), || {
+        listed_sizes(&one) == in_bucket && listed_sizes(&two) == in_bucket
+    });
+    assert!(
+        followed,
+        "bucket {in_bucket:?}; server 1 lists {:?}; server 2 lists {:?}",
+        listed_sizes(&one),
+        listed_sizes(&two)
+    );
+    eprintln!(
+        "both servers list both day files after {:?}",
+        sent_at.elapsed()
+    );
+    for (path, bytes) in &files {
+        if path.ends_with('/') {
+            continue;
+        }
+        let url = format!("/download{}", &path["one".len()..]);
+        for server in [&one, &two] {
+            let (status, body) = web_get(server, "admin", &url, &[]);
+            assert_eq!((status, &body == bytes), (200, true), "{url}");
+        }
+    }
+    // A third server given a name in use does not start: it would grow the same files.
+    let three = TestServer::prepare_with_sections(
+        "",
+        &cluster.storage_section("archive", "one", 0, "srv-two"),
+    );
+    let mut refused = Command::new(logarchive_tests::server_bin())
+        .args(["run", "--config"])
+        .arg(&three.config)
+        .current_dir(three.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(Duration::from_secs(30), || {
+        refused.try_wait().ok().flatten().is_some()
+    });
+    if !exited {
+        let _ = refused.kill();
+    }
+    let out = refused.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        exited && !out.status.success() && stderr.contains("server_name \"srv-two\" is in use"),
+        "a second srv-two: {stderr}"
+    );
+
+    // The same server killed and restarted takes its name back at once: the claim left
+    // names its machine and data dir, whose catalog lock it now holds.
+    two.kill();
+    let restarted = Instant::now();
+    two.start();
+    assert!(
+        restarted.elapsed() < Duration::from_secs(10),
+        "restart took {:?}: {}",
+        restarted.elapsed(),
+        two.stderr()
+    );
+
+    // 9. Journal compaction beside the running servers: the day's record objects become
+    //    one (reindex and new servers read one object instead of hundreds), and a fresh
+    //    server (following the whole journal) and `reindex` still know every file.
+    let journal = |bucket: &logarchive_tests::bucket::Bucket| {
+        bucket
+            .list("one/.logarchive/journal/")
+            .into_iter()
+            .filter(|(key, _)| !key.ends_with('/'))
+            .count()
+    };
+    std::thread::sleep(Duration::from_millis(1100));
+    let before = journal(&bucket);
+    // Two compactions at once (one per server's config): neither may lose a record.
+    let compactions: Vec<_> = [&one, &two]
+        .iter()
+        .map(|server| {
+            Command::new(logarchive_tests::server_bin())
+                .args(["compact-journal", "--older-than", "1s", "--config"])
+                .arg(&server.config)
+                .current_dir(server.dir.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for compaction in compactions {
+        let out = compaction.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "compact-journal: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        reports.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    }
+    let after = journal(&bucket);
+    eprintln!("journal objects: {before} before compaction, {after} after ({reports:?})");
+    assert!(
+        before >= 20 && after <= 4,
+        "{before} objects before, {after} after"
+    );
+    let catalog_of = |server: &TestServer| -> Vec<(String, u64, String, String)> {
+        let out = server.cli(&["catalog", "--json"], "");
+        let mut entries: Vec<_> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .map(|e| {
+                (
+                    e["path"].as_str().unwrap_or_default().to_owned(),
+                    e["size"].as_u64().unwrap_or_default(),
+                    e["uploader"].as_str().unwrap_or("-").to_owned(),
+                    e["received"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        entries.sort();
+        entries
+    };
+    let mut fresh = s3_server(&cluster, ("one", "srv-fresh"), 1, "", false);
+    let files_known = wait_until(Duration::from_secs(20), || {
+        listed_sizes(&fresh) == in_bucket
+            && search(&fresh, "admin", "moved") == vec!["/node01/logs/moved.bin"]
+    });
+    assert!(files_known, "the fresh server: {}", fresh.stderr());
+    assert!(fresh.stop(), "{}", fresh.stderr());
     drop(two);
     assert!(
         one.stop(),
         "server 1 did not stop cleanly: {}",
         one.stderr()
     );
+    let known = catalog_of(&one);
+    assert!(known.len() >= 10, "{known:?}");
+    assert_eq!(catalog_of(&fresh), known, "the fresh server's catalog");
+    let out = fresh.cli(&["reindex"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(catalog_of(&fresh), known, "after reindex");
     eprintln!("whole S3 test: {:?}", started.elapsed());
 }

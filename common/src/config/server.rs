@@ -74,6 +74,10 @@ pub struct StorageConfig {
     /// so their uploads appear in its catalog (web UI, search).
     #[serde(default = "default_follow_interval")]
     pub follow_interval: Interval,
+    /// This server's name among the servers sharing the bucket (S3 only): files a feed
+    /// grows carry it (`<day>.<server_name>.log`), so each has one writer. Default: the
+    /// host name. Letters, digits, `.`, `_`, `-`; at most 64; unique per bucket and prefix.
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -96,6 +100,7 @@ impl Default for StorageConfig {
             prefix: String::new(),
             credentials_file: None,
             follow_interval: default_follow_interval(),
+            server_name: None,
         }
     }
 }
@@ -119,6 +124,8 @@ pub struct S3Settings {
     pub access_key_id: String,
     pub secret_access_key: String,
     pub follow_interval: Duration,
+    /// `[storage] server_name`, checked (see [`is_server_name`]), else the host name.
+    pub server_name: String,
 }
 
 // The secret never reaches a log line through `{:?}`.
@@ -131,6 +138,7 @@ impl std::fmt::Debug for S3Settings {
             .field("prefix", &self.prefix)
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<hidden>")
+            .field("server_name", &self.server_name)
             .finish()
     }
 }
@@ -849,6 +857,31 @@ fn load_storage(file: &Path, text: &str, storage: &StorageConfig) -> Result<Stor
             }
         },
     };
+    let server_name = match &storage.server_name {
+        Some(name) if is_server_name(name) => name.clone(),
+        Some(name) => {
+            return Err(fail(
+                "server_name",
+                format!(
+                    "[storage] server_name: \"{name}\" must be 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'"
+                ),
+            ));
+        }
+        None => {
+            let host = super::agent::hostname();
+            match crate::paths::safe_component(&host, 64) {
+                Some(name) => name,
+                None => {
+                    return Err(fail(
+                        "kind",
+                        format!(
+                            "[storage] the host name \"{host}\" cannot name this server: set `server_name`"
+                        ),
+                    ));
+                }
+            }
+        }
+    };
     Ok(Storage::S3(S3Settings {
         endpoint,
         bucket,
@@ -857,7 +890,18 @@ fn load_storage(file: &Path, text: &str, storage: &StorageConfig) -> Result<Stor
         access_key_id,
         secret_access_key,
         follow_interval: storage.follow_interval.0.max(Duration::from_millis(100)),
+        server_name,
     }))
+}
+
+/// Whether `name` may be a `[storage] server_name`: it becomes part of file names, so
+/// only plain characters, and never a hidden or relative name.
+pub fn is_server_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// `[syslog] tls` and `relp_tls` need a cert and key that exist.
@@ -1335,6 +1379,34 @@ mod tests {
             ("p/", "GKid")
         );
         assert!(!format!("{loaded:?}").contains("topsecret"));
+        assert_eq!(
+            s3.server_name,
+            crate::paths::safe_component(&super::super::agent::hostname(), 64).unwrap(),
+            "the host name by default"
+        );
+        let named = |name: &str| {
+            load(&format!(
+                "{base}bucket = \"b\"\ncredentials_file = \"c\"\nserver_name = \"{name}\"\n"
+            ))
+        };
+        let Storage::S3(s3) = named("archive-2.example_org").unwrap().storage else {
+            panic!("not s3")
+        };
+        assert_eq!(s3.server_name, "archive-2.example_org");
+        for bad in [
+            "",
+            ".hidden",
+            "a/b",
+            "two words",
+            "\u{e9}t\u{e9}",
+            &"x".repeat(65),
+        ] {
+            let err = named(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(":6:") && err.contains("server_name"),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     #[test]

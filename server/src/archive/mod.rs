@@ -45,6 +45,29 @@ pub async fn open(config: &LoadedServerConfig, durable: bool) -> io::Result<Arc<
     }
 }
 
+/// Renews this server's claim of its name every [`s3::CLAIM_RENEW`] until shutdown (see
+/// [`Archive::claim_writer_name`]); a claim another server took is logged as an error.
+pub async fn keep_writer_name(
+    archive: Arc<dyn Archive>,
+    home: String,
+    shutdown: crate::shutdown::Shutdown,
+) {
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(s3::CLAIM_RENEW);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
+        if let Err(err) = archive.claim_writer_name(&home).await {
+            tracing::error!("cannot renew the claim of the server name: {err}");
+        }
+    }
+}
+
 /// What [`Archive::follow_records`] remembers between calls, and what it found.
 #[derive(Debug, Default)]
 pub struct RecordBatch {
@@ -224,6 +247,28 @@ pub trait Archive: Send + Sync + std::fmt::Debug + 'static {
     /// Replaces a shared server-owned file (see [`Archive::read_shared`]).
     async fn write_shared(&self, _name: &str, _bytes: Vec<u8>) -> Result<()> {
         Ok(())
+    }
+    /// On an archive several servers share, this server's name (`[storage] server_name`):
+    /// every file a feed grows carries it, so each such file has exactly one writer (S3
+    /// has no append and Garage no conditional write to share one safely). `None`: no
+    /// other server writes here.
+    fn writer_name(&self) -> Option<&str> {
+        None
+    }
+    /// Claims [`Archive::writer_name`] for this running server, or renews the claim;
+    /// refuses when another running server holds the name. `home` names this server's
+    /// data dir on this host: a claim left with the same `home` is an earlier run of this
+    /// very server (the catalog's lock shows it is gone). Nothing to do when unshared.
+    async fn claim_writer_name(&self, _home: &str) -> Result<()> {
+        Ok(())
+    }
+    /// Gives the claim up at a clean stop, so the name is free at once for the next start.
+    async fn release_writer_name(&self) {}
+    /// Merges the server-owned record objects older than `age` (see
+    /// [`Archive::append_record`]) into fewer; how many objects went. Back-ends that keep
+    /// each log in one file have nothing to merge.
+    async fn compact_records(&self, _age: std::time::Duration) -> Result<usize> {
+        Ok(0)
     }
     /// Removes uploads an earlier run left unfinished; how many. Only `run` calls this, once
     /// it holds the catalog lock.

@@ -40,7 +40,19 @@
 //!   `.logarchive/journal/<time>-<server>-<n>-<name>`, written by whichever caller arrives
 //!   first while others wait (group commit); readers list the keys, which sort by time, and
 //!   [`Archive::follow_records`] lets every server read what the others wrote.
+//!   Record objects older than an hour are merged, one object per record name, by
+//!   whichever server runs [`Archive::compact_records`] (each server hourly): the merged
+//!   object is written first, under the newest merged key's time, then its sources are
+//!   deleted. Its first line names the objects it holds, so a reader that still finds some
+//!   of them (deletion cut short, or two servers compacting at once) reads each once.
 //! - **Shared files** (users.toml) are objects under `.logarchive/shared/`.
+//! - **One writer per grown file**: S3 has no append, and Garage 2.x ignores conditional
+//!   writes, so two servers composing the same object at once would lose one append.
+//!   Files the feeds grow carry this server's name ([`Archive::writer_name`]), and the
+//!   name is claimed in `.logarchive/servers/<name>` (renewed every [`CLAIM_RENEW`]), so a
+//!   second running server with the same name refuses to start. An append (APPE, REST)
+//!   also checks at commit that the object is still the one it composed from (size and
+//!   ETag), and fails rather than overwrite an append another server made meanwhile.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -74,6 +86,14 @@ const MTIME_KEY: &str = "logarchive-mtime";
 const JOURNAL: &str = ".logarchive/journal/";
 /// Server-owned files every server reads (users.toml).
 const SHARED: &str = ".logarchive/shared/";
+/// Each running server's claim of its `server_name`.
+const CLAIMS: &str = ".logarchive/servers/";
+/// How often a running server renews its claim.
+pub const CLAIM_RENEW: Duration = Duration::from_secs(5);
+/// A claim not renewed for this long belongs to a server that is gone.
+const CLAIM_STALE: Duration = Duration::from_secs(15);
+/// The first line of a merged record object: `#logarchive-merged ["key", ...]`.
+const MERGED: &[u8] = b"#logarchive-merged ";
 /// How far back a follower lists again, for records written (by a server whose clock is
 /// behind, or whose PUT was slow) with a time before the newest one it has read.
 const FOLLOW_LOOKBACK: Duration = Duration::from_secs(120);
@@ -81,8 +101,12 @@ const FOLLOW_LOOKBACK: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
 pub struct S3Archive {
     op: Operator,
-    /// Tells this server's record objects from the others'.
+    /// Tells this server's record objects from the others', and this run's name claim.
     server: u64,
+    /// `[storage] server_name`: in the name of every file a feed grows.
+    name: String,
+    /// Whether this run holds the claim of `name`.
+    claimed: Arc<std::sync::atomic::AtomicBool>,
     records: Arc<Records>,
     /// One upload at a time per key on this server: an append composes the stored object
     /// with new bytes, so two at once would lose one of them.
@@ -99,6 +123,22 @@ struct Records {
     queued: std::sync::Mutex<Vec<QueuedRecord>>,
     turn: tokio::sync::Mutex<()>,
     sequence: AtomicU64,
+    /// One compaction at a time on this server.
+    compacting: tokio::sync::Mutex<()>,
+}
+
+/// What `.logarchive/servers/<name>` holds.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Claim {
+    /// The claiming run ([`S3Archive::server`] in hex).
+    run: String,
+    host: String,
+    pid: u32,
+    /// The claiming server's host and data dir (see [`Archive::claim_writer_name`]).
+    #[serde(default)]
+    home: String,
+    /// Unix seconds of the last renewal.
+    renewed: u64,
 }
 
 impl S3Archive {
@@ -129,6 +169,8 @@ impl S3Archive {
         let archive = S3Archive {
             op,
             server: rand::random(),
+            name: settings.server_name.clone(),
+            claimed: Arc::default(),
             records: Arc::default(),
             writing: Arc::default(),
         };
@@ -387,6 +429,88 @@ impl S3Archive {
         Ok(keys)
     }
 
+    /// Where this server's name is claimed.
+    fn claim_key(&self) -> String {
+        format!("{CLAIMS}{}", self.name)
+    }
+
+    /// The claim of this server's name, if any (an unreadable one counts as none).
+    async fn read_claim(&self) -> Result<Option<Claim>> {
+        match self.op.read(&self.claim_key()).await {
+            Ok(buffer) => Ok(serde_json::from_slice(&buffer.to_vec()).ok()),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(map_err(&ArchivePath::root(), err)),
+        }
+    }
+
+    async fn write_claim(&self, home: &str) -> Result<()> {
+        let claim = Claim {
+            run: format!("{:016x}", self.server),
+            host: logarchive_common::config::agent::hostname(),
+            pid: std::process::id(),
+            home: home.to_owned(),
+            renewed: unix_seconds(),
+        };
+        let bytes = serde_json::to_vec(&claim).unwrap_or_default();
+        self.op
+            .write(&self.claim_key(), bytes)
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err(&ArchivePath::root(), e))
+    }
+
+    fn name_in_use(&self, claim: &Claim) -> ArchiveError {
+        ArchiveError::Refused {
+            path: ArchivePath::root(),
+            reason: format!(
+                "[storage] server_name \"{}\" is in use by another running server (host {}, pid {}): give every server sharing the bucket a server_name of its own",
+                self.name, claim.host, claim.pid
+            ),
+        }
+    }
+
+    /// Record objects with their bytes, as readers take them: a merged object's first line
+    /// (the keys it holds) removed, and every object some merged object holds left out, as
+    /// is a merged object whose keys another merged object holds too (two servers
+    /// compacting at once): each record once. In key order.
+    fn resolve_records(objects: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+        let mut parsed: Vec<(String, Option<HashSet<String>>, Vec<u8>)> = objects
+            .into_iter()
+            .map(|(key, bytes)| {
+                let (held, body) = split_merged(bytes);
+                (key, held, body)
+            })
+            .collect();
+        parsed.sort_by(|a, b| a.0.cmp(&b.0));
+        let merged: Vec<(&String, &HashSet<String>)> = parsed
+            .iter()
+            .filter_map(|(key, held, _)| held.as_ref().map(|held| (key, held)))
+            .collect();
+        let held_somewhere: HashSet<&String> = merged.iter().flat_map(|(_, held)| *held).collect();
+        let superseded = |key: &String, held: &HashSet<String>| {
+            merged.iter().any(|(other, more)| {
+                *other != key && more.is_superset(held) && (more.len() > held.len() || *other < key)
+            })
+        };
+        let keep: Vec<bool> = parsed
+            .iter()
+            .map(|(key, held, _)| {
+                // A merged object whose first line could not be read names nothing, and is
+                // kept: dropping it could drop records.
+                !held_somewhere.contains(key)
+                    && !held
+                        .as_ref()
+                        .is_some_and(|held| !held.is_empty() && superseded(key, held))
+            })
+            .collect();
+        parsed
+            .into_iter()
+            .zip(keep)
+            .filter(|(_, keep)| *keep)
+            .map(|((key, _, body), _)| (key, body))
+            .collect()
+    }
+
     async fn read_object(&self, key: &str) -> Result<Vec<u8>> {
         self.op
             .read(key)
@@ -409,6 +533,30 @@ fn record_time(key: &str) -> u128 {
         .next()
         .and_then(|t| t.parse().ok())
         .unwrap_or(0)
+}
+
+/// A merged record object's keys (its first line) and its records; `None` and the bytes
+/// as they are for an object written by `append_record`.
+fn split_merged(bytes: Vec<u8>) -> (Option<HashSet<String>>, Vec<u8>) {
+    if !bytes.starts_with(MERGED) {
+        return (None, bytes);
+    }
+    let end = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .unwrap_or(bytes.len());
+    let held = serde_json::from_slice::<Vec<String>>(&bytes[MERGED.len()..end])
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let body = bytes.get(end + 1..).unwrap_or_default().to_vec();
+    (Some(held), body)
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Copies `from[start..end]` into `writer`, at most [`MAX_COPY`] per call.
@@ -671,11 +819,17 @@ impl Archive for S3Archive {
         };
         let key = key(path);
         let writer = self.writer_from(path, &key, metadata, &key, keep).await?;
+        let composed_from = (mode != UploadMode::Replace).then(|| {
+            existing
+                .as_ref()
+                .map(|meta| (meta.content_length(), meta.etag().map(str::to_owned)))
+        });
         Ok(Box::new(S3Upload {
             archive: self.clone(),
             path: path.clone(),
             writer,
             hasher: (mode == UploadMode::Replace).then(sha2::Sha256::new),
+            composed_from,
             _turn: turn,
         }))
     }
@@ -909,13 +1063,139 @@ impl Archive for S3Archive {
     async fn read_records(&self, prefix: &str) -> Result<Vec<u8>> {
         let mut keys = self.record_keys("").await?;
         keys.retain(|key| record_name(key).starts_with(prefix));
-        // Oldest name first, then in time order within a name.
-        keys.sort_by(|a, b| record_name(a).cmp(record_name(b)).then(a.cmp(b)));
-        let mut all = Vec::new();
+        let mut objects = Vec::with_capacity(keys.len());
         for key in keys {
-            all.extend(self.read_object(&key).await?);
+            match self.read_object(&key).await {
+                Ok(bytes) => objects.push((key, bytes)),
+                // Merged into another object (listed too) by a compaction meanwhile.
+                Err(ArchiveError::NotFound(_)) => {}
+                Err(err) => return Err(err),
+            }
         }
-        Ok(all)
+        let mut objects = Self::resolve_records(objects);
+        // Oldest name first, then in time order within a name.
+        objects.sort_by(|a, b| record_name(&a.0).cmp(record_name(&b.0)).then(a.0.cmp(&b.0)));
+        Ok(objects.into_iter().flat_map(|(_, body)| body).collect())
+    }
+
+    async fn compact_records(&self, age: Duration) -> Result<usize> {
+        let _alone = self.records.compacting.lock().await;
+        let cutoff = SystemTime::now()
+            .checked_sub(age)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let mut by_name: HashMap<String, Vec<String>> = HashMap::new();
+        for key in self.record_keys("").await? {
+            if record_time(&key) < cutoff {
+                by_name
+                    .entry(record_name(&key).to_owned())
+                    .or_default()
+                    .push(key);
+            }
+        }
+        let mut removed = 0;
+        for (name, keys) in by_name {
+            if keys.len() < 2 {
+                continue;
+            }
+            let mut objects = Vec::with_capacity(keys.len());
+            for key in &keys {
+                match self.read_object(key).await {
+                    Ok(bytes) => objects.push((key.clone(), bytes)),
+                    // Another server merged it meanwhile: its merged object holds it.
+                    Err(ArchiveError::NotFound(_)) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            let held: Vec<&String> = objects.iter().map(|(key, _)| key).collect();
+            let mut merged = MERGED.to_vec();
+            merged.extend(serde_json::to_vec(&held).unwrap_or_default());
+            merged.push(b'\n');
+            let newest = keys.iter().map(|k| record_time(k)).max().unwrap_or(0);
+            let sources: Vec<String> = objects.iter().map(|(key, _)| key.clone()).collect();
+            for (_, body) in Self::resolve_records(objects) {
+                merged.extend(body);
+            }
+            // Under the newest source's time: a follower that has not read every source yet
+            // lists from before that time, so it finds the merged object. A writer id of
+            // its own, never this server's: it holds other servers' records, and this
+            // server's follower (which skips its own objects) may not have read them all.
+            let key = format!(
+                "{JOURNAL}{newest:020}-{:016x}-{:08}-{name}",
+                rand::random::<u64>(),
+                self.records.sequence.fetch_add(1, Ordering::Relaxed)
+            );
+            self.op
+                .write(&key, merged)
+                .await
+                .map_err(|e| map_err(&ArchivePath::root(), e))?;
+            let mut deleted = 0usize;
+            for source in sources {
+                match self.op.delete(&source).await {
+                    Ok(()) => deleted += 1,
+                    Err(err) if err.kind() == ErrorKind::NotFound => {}
+                    Err(err) => return Err(map_err(&ArchivePath::root(), err)),
+                }
+            }
+            // The merged object took their place.
+            removed += deleted.saturating_sub(1);
+        }
+        Ok(removed)
+    }
+
+    fn writer_name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+
+    async fn claim_writer_name(&self, home: &str) -> Result<()> {
+        let run = format!("{:016x}", self.server);
+        if let Some(claim) = self.read_claim().await?
+            && claim.run != run
+            && (claim.home != home || self.claimed.load(Ordering::Relaxed))
+        {
+            if self.claimed.load(Ordering::Relaxed) {
+                // Taken over while this server runs (another one started with this name
+                // while this one could not renew): both now write the same files.
+                return Err(self.name_in_use(&claim));
+            }
+            // A claim renewed lately: a running server, or one that just died. Watch it
+            // until it would be stale.
+            let age = unix_seconds().saturating_sub(claim.renewed);
+            let wait = CLAIM_STALE.saturating_sub(Duration::from_secs(age));
+            let deadline = tokio::time::Instant::now() + wait;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                match self.read_claim().await? {
+                    None => break,
+                    Some(now) if now.run != claim.run || now.renewed != claim.renewed => {
+                        return Err(self.name_in_use(&now));
+                    }
+                    Some(_) => {}
+                }
+            }
+            tracing::info!(
+                server_name = %self.name,
+                "taking over the server name from a run that stopped (host {}, pid {})",
+                claim.host,
+                claim.pid
+            );
+        }
+        self.write_claim(home).await?;
+        self.claimed.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn release_writer_name(&self) {
+        if !self.claimed.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let run = format!("{:016x}", self.server);
+        if let Ok(Some(claim)) = self.read_claim().await
+            && claim.run == run
+            && let Err(err) = self.op.delete(&self.claim_key()).await
+        {
+            tracing::warn!("cannot release the server name: {}", brief(&err));
+        }
     }
 
     async fn read_shared(&self, name: &str) -> Result<Option<Vec<u8>>> {
@@ -957,9 +1237,18 @@ impl Archive for S3Archive {
                 continue;
             }
             if record_name(&key).starts_with(prefix) && !key.contains(&own) {
-                fresh.extend(self.read_object(&key).await?);
+                match self.read_object(&key).await {
+                    Ok(bytes) => fresh.push((key, bytes)),
+                    // Merged by a compaction meanwhile: the merged object is listed too.
+                    Err(ArchiveError::NotFound(_)) => {}
+                    Err(err) => return Err(err),
+                }
             }
         }
+        let fresh: Vec<u8> = Self::resolve_records(fresh)
+            .into_iter()
+            .flat_map(|(_, body)| body)
+            .collect();
         // Remember what was seen within the look-back window only.
         let horizon = seen
             .iter()
@@ -981,6 +1270,9 @@ struct S3Upload {
     path: ArchivePath,
     writer: opendal::Writer,
     hasher: Option<sha2::Sha256>,
+    /// For an append or resume: the object it was composed from (size, ETag; `None`: no
+    /// object), which must still be there unchanged at commit.
+    composed_from: Option<Option<(u64, Option<String>)>>,
     /// Held until commit or abort.
     _turn: tokio::sync::OwnedMutexGuard<()>,
 }
@@ -1000,6 +1292,27 @@ impl Upload for S3Upload {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<Committed> {
+        if let Some(expected) = &self.composed_from {
+            // Another server may have grown the object while this append ran (the lock is
+            // per server): completing would drop its bytes. A HEAD narrows that window from
+            // the whole upload to the moment before the completion.
+            let now = self.archive.head(&self.path).await;
+            let unchanged = match (expected, &now) {
+                (None, Ok(None)) => true,
+                (Some((size, etag)), Ok(Some(meta))) => {
+                    meta.content_length() == *size && meta.etag() == etag.as_deref()
+                }
+                _ => false,
+            };
+            if !unchanged {
+                let _ = self.writer.abort().await;
+                now?;
+                return Err(ArchiveError::Refused {
+                    path: self.path.clone(),
+                    reason: "the file changed in the store while this append ran (written through another server?): nothing was appended, send it again".into(),
+                });
+            }
+        }
         if let Err(err) = self.writer.close().await {
             let _ = self.writer.abort().await;
             return Err(map_err(&self.path, err));
@@ -1028,6 +1341,73 @@ mod tests {
         );
         assert_eq!(record_name(&key), "uploads-2026-11-22.jsonl");
         assert_eq!(record_time(&key), 1_700_000_000_000);
+    }
+
+    fn merged(keys: &[&str], body: &str) -> Vec<u8> {
+        let mut bytes = MERGED.to_vec();
+        bytes.extend(serde_json::to_vec(keys).unwrap());
+        bytes.push(b'\n');
+        bytes.extend(body.as_bytes());
+        bytes
+    }
+
+    fn bodies(objects: Vec<(&str, Vec<u8>)>) -> String {
+        let objects = objects
+            .into_iter()
+            .map(|(key, bytes)| (key.to_owned(), bytes))
+            .collect();
+        S3Archive::resolve_records(objects)
+            .into_iter()
+            .map(|(_, body)| String::from_utf8(body).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn each_record_is_read_once_whatever_a_compaction_left() {
+        let plain = |text: &str| text.as_bytes().to_vec();
+        // Nothing merged: every object, in key order.
+        assert_eq!(
+            bodies(vec![("2", plain("b\n")), ("1", plain("a\n"))]),
+            "a\nb\n"
+        );
+        // Merged, its sources not all deleted yet (a compaction cut short).
+        assert_eq!(
+            bodies(vec![
+                ("1", plain("a\n")),
+                ("3", merged(&["1", "2"], "a\nb\n")),
+                ("4", plain("c\n")),
+            ]),
+            "a\nb\nc\n"
+        );
+        // Two servers merged the same objects at once: one of the two is read.
+        assert_eq!(
+            bodies(vec![
+                ("2x", merged(&["1", "2"], "a\nb\n")),
+                ("2y", merged(&["1", "2"], "a\nb\n")),
+            ]),
+            "a\nb\n"
+        );
+        // One of them saw an object more: the larger one is read.
+        assert_eq!(
+            bodies(vec![
+                ("2x", merged(&["1"], "a\n")),
+                ("2y", merged(&["1", "2"], "a\nb\n")),
+                ("2", plain("b\n")),
+            ]),
+            "a\nb\n"
+        );
+        // A merged object folded into a later one.
+        assert_eq!(
+            bodies(vec![
+                ("2", merged(&["1", "0"], "a\n")),
+                ("4", merged(&["2", "3"], "a\nb\n")),
+                ("5", plain("c\n")),
+            ]),
+            "a\nb\nc\n"
+        );
+        // A merged object's first line never reaches the readers.
+        let (held, body) = split_merged(merged(&["k"], "x\n"));
+        assert_eq!((held.map(|h| h.len()), body), (Some(1), b"x\n".to_vec()));
     }
 
     #[test]

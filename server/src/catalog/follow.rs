@@ -7,6 +7,12 @@
 //! Where a server got to is kept in the catalog (tree `follow`), so a restarted server
 //! reads only what is new; a new server, or one whose catalog was lost, reads the whole
 //! journal (as `reindex` does, without hashing files whose record carries the hash).
+//!
+//! Applying a record is idempotent: each one is applied as the archive is *now* (an upload
+//! indexes the file as it stands, a removal of a file that exists again is ignored, a
+//! rename of nothing keeps what is known of its target). A server far behind may read a
+//! record twice, when journal objects it had read were merged meanwhile
+//! ([`run_compaction_job`]), and ends where reading it once would have.
 
 use logarchive_common::paths::ArchivePath;
 
@@ -33,13 +39,16 @@ impl Catalog {
             return Ok(None);
         }
         let records = std::mem::take(&mut batch.records);
+        let mut parsed = Vec::new();
+        for line in records.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            match serde_json::from_slice::<JournalRecord>(line) {
+                Ok(record) => parsed.push(record),
+                Err(_) => tracing::warn!("skipping an unreadable journal record of another server"),
+            }
+        }
         let mut gone = Gone::new();
         let mut applied = 0;
-        for line in records.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let Ok(record) = serde_json::from_slice::<JournalRecord>(line) else {
-                tracing::warn!("skipping an unreadable journal record of another server");
-                continue;
-            };
+        for record in latest_uploads(parsed) {
             self.apply(record, &mut gone).await?;
             applied += 1;
         }
@@ -81,11 +90,22 @@ impl Catalog {
                 }
                 let known = self.under(&from)?;
                 if known.is_empty() {
-                    let origin = Origin {
-                        uploader: None,
-                        received: time::OffsetDateTime::now_utc(),
-                        size: None,
-                        sha256: None,
+                    // A file this server never indexed under `from`, or a record read a
+                    // second time (a far-behind server reading a merged journal object):
+                    // what the catalog knows of `to` already stays.
+                    let origin = match self.get(&to)? {
+                        Some(entry) => Origin {
+                            uploader: entry.uploader,
+                            received: entry.received,
+                            size: None,
+                            sha256: None,
+                        },
+                        None => Origin {
+                            uploader: None,
+                            received: time::OffsetDateTime::now_utc(),
+                            size: None,
+                            sha256: None,
+                        },
                     };
                     return self.index_upload(to, origin, gone).await;
                 }
@@ -101,7 +121,14 @@ impl Catalog {
             }
             JournalRecord::Remove { path } => {
                 gone.remove(&path);
-                self.delete(&path)?;
+                // A record read a second time may be older than a new file of that name.
+                let replaced = matches!(
+                    self.archive.stat(&path).await,
+                    Ok(entry) if entry.kind == EntryKind::File
+                );
+                if !replaced {
+                    self.delete(&path)?;
+                }
             }
         }
         Ok(())
@@ -146,6 +173,30 @@ impl Catalog {
     }
 }
 
+/// The records without the uploads followed by a later upload of the same path, with no
+/// rename or removal touching it in between: a file a feed grows has a record per append,
+/// and indexing it once, as it is now, costs one HEAD instead of one per record.
+fn latest_uploads(records: Vec<JournalRecord>) -> Vec<JournalRecord> {
+    let mut uploaded_later: std::collections::HashSet<ArchivePath> = Default::default();
+    let mut kept: Vec<JournalRecord> = records
+        .into_iter()
+        .rev()
+        .filter(|record| match record {
+            JournalRecord::Upload { path, .. } => uploaded_later.insert(path.clone()),
+            JournalRecord::Remove { path } => {
+                uploaded_later.remove(path);
+                true
+            }
+            JournalRecord::Rename { from, to } => {
+                uploaded_later.retain(|p| !p.starts_with(from) && !p.starts_with(to));
+                true
+            }
+        })
+        .collect();
+    kept.reverse();
+    kept
+}
+
 /// What an upload record says about a file.
 struct Origin {
     uploader: Option<String>,
@@ -156,6 +207,33 @@ struct Origin {
 
 /// Uploads whose file had gone (renamed or removed) when their record was read.
 type Gone = std::collections::HashMap<ArchivePath, Origin>;
+
+/// How old a journal object must be before it is merged: far beyond the follow look-back,
+/// so objects written late (slow PUTs, skewed clocks) are in their place by then.
+pub const COMPACT_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Merges old journal objects at start and every [`COMPACT_AGE`] until shutdown, so
+/// `reindex` and a new server read a few objects per day instead of one per batch.
+pub async fn run_compaction_job(
+    archive: std::sync::Arc<dyn crate::archive::Archive>,
+    shutdown: crate::shutdown::Shutdown,
+) {
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(COMPACT_AGE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
+        match archive.compact_records(COMPACT_AGE).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "journal: old record objects merged"),
+            Err(err) => tracing::warn!("journal: cannot merge old record objects: {err}"),
+        }
+    }
+}
 
 /// Follows the shared archive every `interval` until shutdown (nothing to do for an archive
 /// only this server writes).
@@ -180,5 +258,62 @@ pub async fn run_job(
             Ok(Some(applied)) => tracing::debug!(applied, "catalog: followed other servers"),
             Err(err) => tracing::warn!("catalog: cannot follow the shared archive: {err}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upload(path: &str, size: u64) -> JournalRecord {
+        JournalRecord::Upload {
+            path: ArchivePath::parse(path).unwrap(),
+            uploader: "syslog".into(),
+            received: time::OffsetDateTime::UNIX_EPOCH,
+            size: Some(size),
+            sha256: None,
+        }
+    }
+
+    fn describe(records: &[JournalRecord]) -> Vec<String> {
+        records
+            .iter()
+            .map(|record| match record {
+                JournalRecord::Upload { path, size, .. } => format!("up {path} {size:?}"),
+                JournalRecord::Remove { path } => format!("rm {path}"),
+                JournalRecord::Rename { from, to } => format!("mv {from} {to}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_grown_file_is_indexed_once_per_batch_and_order_is_kept() {
+        let path = |p: &str| ArchivePath::parse(p).unwrap();
+        let records = vec![
+            upload("/s/a.log", 1),
+            upload("/s/b.log", 1),
+            upload("/s/a.log", 2),
+            JournalRecord::Rename {
+                from: path("/s/b.log"),
+                to: path("/s/c.log"),
+            },
+            upload("/s/b.log", 5),
+            upload("/s/a.log", 3),
+            JournalRecord::Remove {
+                path: path("/s/b.log"),
+            },
+            upload("/s/b.log", 7),
+        ];
+        assert_eq!(
+            describe(&latest_uploads(records)),
+            [
+                "up /s/b.log Some(1)",
+                "mv /s/b.log /s/c.log",
+                "up /s/b.log Some(5)",
+                "up /s/a.log Some(3)",
+                "rm /s/b.log",
+                "up /s/b.log Some(7)",
+            ]
+        );
     }
 }

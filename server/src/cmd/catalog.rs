@@ -1,4 +1,4 @@
-//! `logarchive-server reindex` and `logarchive-server catalog`.
+//! `logarchive-server reindex`, `catalog` and `compact-journal`.
 
 use std::path::Path;
 
@@ -16,6 +16,24 @@ pub fn reindex(config_file: Option<&Path>) -> anyhow::Result<()> {
         catalog.reindex().await.context("reindex failed")
     })?;
     println!("reindexed {files} files");
+    Ok(())
+}
+
+/// Merges old journal objects (S3); works beside running servers, as it opens no catalog.
+pub fn compact_journal(
+    config_file: Option<&Path>,
+    older_than: std::time::Duration,
+) -> anyhow::Result<()> {
+    let config = LoadedServerConfig::load(config_file)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let removed = runtime.block_on(async {
+        let archive = crate::archive::open(&config, config.config.durable_writes).await?;
+        archive
+            .compact_records(older_than)
+            .await
+            .context("compacting the journal failed")
+    })?;
+    println!("journal: {removed} record objects fewer");
     Ok(())
 }
 

@@ -100,6 +100,13 @@ pub fn run(config_file: Option<&Path>) -> anyhow::Result<()> {
         on(c.telemetry.enabled)
     );
 
+    if let logarchive_common::config::server::Storage::S3(s3) = &config.storage {
+        // The name is in the files the feeds grow: worth seeing before the first start.
+        println!(
+            "storage:   S3 bucket {} at {}, prefix \"{}\", server_name {}",
+            s3.bucket, s3.endpoint, s3.prefix, s3.server_name
+        );
+    }
     let archive = config.data_dir.join("archive");
     let state = match probe_folder(&archive) {
         Ok(FolderState::Writable) => "exists, writable",

@@ -60,6 +60,21 @@ pub struct FeedContext {
 }
 
 impl FeedContext {
+    /// A file a feed grows: `<dir>/<stem>.<ext>`, or on an archive several servers share
+    /// `<dir>/<stem>.<server_name>.<ext>`, so that each such file has exactly one writer
+    /// (two servers composing one S3 object at once would lose an append).
+    pub fn grown_file(
+        &self,
+        dir: &str,
+        stem: &str,
+        ext: &str,
+    ) -> Result<ArchivePath, logarchive_common::paths::PathError> {
+        ArchivePath::parse(&match self.archive.writer_name() {
+            Some(server) => format!("{dir}/{stem}.{server}.{ext}"),
+            None => format!("{dir}/{stem}.{ext}"),
+        })
+    }
+
     pub fn new(
         archive: Arc<dyn Archive>,
         catalog: Catalog,

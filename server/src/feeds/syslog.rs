@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use logarchive_common::config::server::{HostFrom, LoadedServerConfig, SyslogConfig};
-use logarchive_common::paths::{ArchivePath, safe_component};
+use logarchive_common::paths::safe_component;
 use logarchive_common::rate::RateLimiter;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -487,11 +487,16 @@ impl Receiver {
         for (host, bytes, messages) in batch.files {
             let (path, counter) = match &host {
                 Some(host) => (
-                    ArchivePath::parse(&format!("/syslog/{host}/{year}/{month}/{day}.log")),
+                    self.ctx
+                        .grown_file(&format!("/syslog/{host}/{year}/{month}"), &day, "log"),
                     &counters.stored,
                 ),
                 None => (
-                    ArchivePath::parse(&format!("/syslog/{UNPARSED}/{year}-{month}-{day}.log")),
+                    self.ctx.grown_file(
+                        &format!("/syslog/{UNPARSED}"),
+                        &format!("{year}-{month}-{day}"),
+                        "log",
+                    ),
                     &counters.unparsed,
                 ),
             };
@@ -863,6 +868,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use logarchive_common::paths::ArchivePath;
     use proptest::prelude::*;
 
     fn frames(max: usize, chunks: &[&[u8]]) -> Vec<Frame> {

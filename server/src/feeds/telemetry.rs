@@ -502,7 +502,9 @@ async fn store(state: &TelemetryState, record: &Record, now: OffsetDateTime) -> 
     records.insert(record.id.to_be_bytes(), value.clone())?;
     state.ctx.catalog.flush().await?;
     let [year, month, day] = date_parts(now);
-    let path = ArchivePath::parse(&format!("/telemetry/{year}/{month}/{day}.jsonl"))?;
+    let path = state
+        .ctx
+        .grown_file(&format!("/telemetry/{year}/{month}"), &day, "jsonl")?;
     let mut line = value;
     line.push(b'\n');
     let problem = match state.ctx.appender.append_durable(&path, "telemetry", &line) {
