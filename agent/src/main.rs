@@ -255,6 +255,8 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
     let mut backoff = Duration::from_secs(1);
     let refused: Refused = Mutex::new(HashMap::new());
     let mut last_health: Option<Instant> = None;
+    // Spans the bounded passes of one large backlog.
+    let mut progress: Option<progress::Progress> = None;
     tracing::info!(agent = %agent.config.agent_id, watches = agent.watches.len(), sessions = sessions.len(), "agent started");
     loop {
         let now = Instant::now();
@@ -267,7 +269,26 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
             }
         };
         let before: Vec<Pending> = survey.iter().map(Backlog::pending).collect();
-        let (settled, next_settled) = agent.settled_files(survey);
+        let (mut settled, mut next_settled) = agent.settled_files(survey);
+        if progress.is_none() {
+            progress = progress::Progress::for_backlog(
+                settled.len(),
+                settled.iter().map(|f| f.size).sum(),
+            );
+        }
+        // A large backlog goes in bounded passes, oldest first, so a pass's queue stays
+        // small and the status and health report are refreshed between passes, not once
+        // an hour-long backlog is through.
+        let bounded = settled.len() > upload.files_per_pass.0;
+        if bounded {
+            tracing::info!(
+                "a pass of the oldest {} of {} files to send; the next pass follows",
+                upload.files_per_pass.0,
+                settled.len()
+            );
+            settled.truncate(upload.files_per_pass.0);
+            next_settled = Some(Duration::ZERO);
+        }
         let sent: Mutex<Vec<Pending>> = Mutex::new(vec![Pending::default(); before.len()]);
         let queue: Mutex<VecDeque<LocalFile>> = Mutex::new(
             settled
@@ -279,17 +300,16 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
                 })
                 .collect(),
         );
-        let progress = {
-            let queued = lock(&queue);
-            progress::Progress::for_pass(queued.len(), queued.iter().map(|f| f.size).sum())
-        };
         let ends = futures_util::future::join_all(
             sessions
                 .iter_mut()
                 .map(|slot| worker(agent, slot, &queue, &refused, &sent, progress.as_ref())),
         )
         .await;
-        if let Some(progress) = progress {
+        let drained = ends.iter().all(|end| matches!(end, WorkerEnd::Done));
+        if (!bounded || !drained)
+            && let Some(progress) = progress.take()
+        {
             progress.finish();
         }
         let sent = sent.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -299,7 +319,6 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
         // Everything sent and nothing settling after a first pass or a backlog: the agent
         // is about to idle, so sled's cache, full of records it will not read again, is
         // let go.
-        let drained = ends.iter().all(|end| matches!(end, WorkerEnd::Done));
         if drained && next_settled.is_none() {
             let started = Instant::now();
             match agent.mirror.record.release_cache() {

@@ -46,8 +46,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A progress report for a pass of `files` files and `bytes` bytes, if it is large.
-    pub fn for_pass(files: usize, bytes: u64) -> Option<Progress> {
+    /// A progress report for a backlog of `files` files and `bytes` bytes, if it is large
+    /// (sent in one or more passes).
+    pub fn for_backlog(files: usize, bytes: u64) -> Option<Progress> {
         if files < LARGE_FILES && bytes < LARGE_BYTES {
             return None;
         }
@@ -101,7 +102,7 @@ impl Progress {
         bytes as f64 / self.started.elapsed().as_secs_f64().max(0.001) / (1 << 20) as f64
     }
 
-    /// The pass ended (all sent, or interrupted by an outage).
+    /// The backlog is through (all sent, or interrupted by an outage).
     pub fn finish(self) {
         if let Some(bar) = &self.bar {
             if let Ok(mut on_screen) = ON_SCREEN.lock() {
@@ -112,7 +113,7 @@ impl Progress {
         let files = self.files_done.load(Ordering::Relaxed);
         let sent = self.bytes_done.load(Ordering::Relaxed);
         tracing::info!(
-            "backlog pass done: {files}/{} files, {sent}/{} bytes in {:.1} s ({:.1} MiB/s)",
+            "backlog done: {files}/{} files, {sent}/{} bytes in {:.1} s ({:.1} MiB/s)",
             self.files,
             self.bytes,
             self.started.elapsed().as_secs_f64(),

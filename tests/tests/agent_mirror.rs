@@ -249,7 +249,8 @@ fn kill_9_at_random_moments_sends_every_file_exactly_once() {
         "crashy",
         PW,
         root,
-        "parallel = 4\nmax_rate = \"20MiB/s\"",
+        // Bounded passes: a kill lands in the first pass or in a later one.
+        "parallel = 4\nmax_rate = \"20MiB/s\"\nfiles_per_pass = 300",
     );
     for round in 0..10u64 {
         std::thread::sleep(Duration::from_millis(150 + (round * 7919) % 450));
@@ -277,7 +278,11 @@ fn kill_9_at_random_moments_sends_every_file_exactly_once() {
     // Off a terminal, a large backlog is announced and its passes summed up in the log.
     let agent_log = agent.stderr();
     assert!(agent_log.contains("sending a backlog of "), "{agent_log}");
-    assert!(agent_log.contains("backlog pass done"), "{agent_log}");
+    assert!(agent_log.contains("backlog done"), "{agent_log}");
+    assert!(
+        agent_log.contains("a pass of the oldest 300 of "),
+        "{agent_log}"
+    );
 }
 
 #[test]

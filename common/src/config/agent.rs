@@ -79,6 +79,10 @@ pub struct UploadSection {
     /// polled for changes.
     #[serde(default = "default_poll")]
     pub poll_interval: Interval,
+    /// The most files one pass sends (oldest first); a larger backlog goes in several
+    /// passes, with the status and health report refreshed between them.
+    #[serde(default = "default_files_per_pass")]
+    pub files_per_pass: FilesPerPass,
 }
 
 impl Default for UploadSection {
@@ -90,6 +94,7 @@ impl Default for UploadSection {
             rescan_interval: default_rescan(),
             report_interval: default_report(),
             poll_interval: default_poll(),
+            files_per_pass: default_files_per_pass(),
         }
     }
 }
@@ -108,6 +113,27 @@ fn default_rescan() -> Interval {
 }
 fn default_report() -> Interval {
     Interval(Duration::from_secs(60))
+}
+
+fn default_files_per_pass() -> FilesPerPass {
+    FilesPerPass(10_000)
+}
+
+/// Files sent per pass, 1 to 1,000,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilesPerPass(pub usize);
+
+impl<'de> Deserialize<'de> for FilesPerPass {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(deserializer)?;
+        if (1..=1_000_000).contains(&n) {
+            Ok(FilesPerPass(n as usize))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "files_per_pass = {n}: use 1 to 1000000 files"
+            )))
+        }
+    }
 }
 
 /// A number of parallel sessions, 1 to 64.
