@@ -125,14 +125,7 @@ pub struct FilesPerPass(pub usize);
 
 impl<'de> Deserialize<'de> for FilesPerPass {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let n = i64::deserialize(deserializer)?;
-        if (1..=1_000_000).contains(&n) {
-            Ok(FilesPerPass(n as usize))
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "files_per_pass = {n}: use 1 to 1000000 files"
-            )))
-        }
+        count_in_range(deserializer, "files_per_pass", 1..=1_000_000, "files").map(FilesPerPass)
     }
 }
 
@@ -142,14 +135,26 @@ pub struct Parallel(pub usize);
 
 impl<'de> Deserialize<'de> for Parallel {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let n = i64::deserialize(deserializer)?;
-        if (1..=64).contains(&n) {
-            Ok(Parallel(n as usize))
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "parallel = {n}: use 1 to 64 sessions"
-            )))
-        }
+        count_in_range(deserializer, "parallel", 1..=64, "sessions").map(Parallel)
+    }
+}
+
+/// A whole number of `what` for `key`, refused with the allowed range when outside it.
+fn count_in_range<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    key: &str,
+    range: std::ops::RangeInclusive<i64>,
+    what: &str,
+) -> Result<usize, D::Error> {
+    let n = i64::deserialize(deserializer)?;
+    if range.contains(&n) {
+        Ok(n as usize)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{key} = {n}: use {} to {} {what}",
+            range.start(),
+            range.end()
+        )))
     }
 }
 
@@ -324,6 +329,10 @@ mod tests {
             (
                 format!("{SERVER}[upload]\nparallel = 0\n[[watch]]\ndir = \"a\"\n"),
                 "parallel = 0",
+            ),
+            (
+                format!("{SERVER}[upload]\nfiles_per_pass = 0\n[[watch]]\ndir = \"a\"\n"),
+                "files_per_pass = 0: use 1 to 1000000 files",
             ),
             (
                 format!("{SERVER}[[watch]]\ndir = \"a\"\ninclude = [\"[oops\"]\n"),
