@@ -261,46 +261,50 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
     tracing::info!(agent = %agent.config.agent_id, watches = agent.watches.len(), sessions = sessions.len(), "agent started");
     loop {
         let now = Instant::now();
-        // One walk per pass: it feeds the queue and, minus what was sent, the status.
-        let survey = match backlog(agent) {
+        // One walk per pass: it feeds the queue and, minus what was sent, the status. A
+        // large backlog goes in bounded passes, oldest first, so a pass holds at most
+        // `files_per_pass` files and the status and health report are refreshed between
+        // passes, not once an hour-long backlog is through. Files refused a moment ago
+        // wait for their retry time without holding back the others.
+        let per_pass = upload.files_per_pass.0;
+        let due = |file: &LocalFile| {
+            lock(&refused)
+                .get(&file.local)
+                .is_none_or(|(at, _)| *at <= now)
+        };
+        let survey = match backlog(agent, per_pass, due) {
             Ok(survey) => survey,
             Err(err) => {
                 tracing::error!("cannot read the agent record: {err:#}");
                 Vec::new()
             }
         };
-        let before: Vec<Pending> = survey.iter().map(Backlog::pending).collect();
+        let before: Vec<Pending> = survey.iter().map(|watch| watch.pending).collect();
+        let total = before
+            .iter()
+            .fold(Pending::default(), |sum, watch| Pending {
+                files: sum.files + watch.files,
+                bytes: sum.bytes + watch.bytes,
+            });
+        let mut bounded = survey.iter().any(|watch| watch.left_out);
         let (mut settled, mut next_settled) = agent.settled_files(survey);
         if progress.is_none() {
-            progress = progress::Progress::for_backlog(
-                settled.len(),
-                settled.iter().map(|f| f.size).sum(),
-            );
+            progress = progress::Progress::for_backlog(total.files as usize, total.bytes);
         }
-        // A large backlog goes in bounded passes, oldest first, so a pass's queue stays
-        // small and the status and health report are refreshed between passes, not once
-        // an hour-long backlog is through.
-        let bounded = settled.len() > upload.files_per_pass.0;
+        if settled.len() > per_pass {
+            settled.truncate(per_pass);
+            bounded = true;
+        }
         if bounded {
             tracing::info!(
                 "a pass of the oldest {} of {} files to send; the next pass follows",
-                upload.files_per_pass.0,
-                settled.len()
+                settled.len(),
+                total.files
             );
-            settled.truncate(upload.files_per_pass.0);
             next_settled = Some(Duration::ZERO);
         }
         let sent: Mutex<Vec<Pending>> = Mutex::new(vec![Pending::default(); before.len()]);
-        let queue: Mutex<VecDeque<LocalFile>> = Mutex::new(
-            settled
-                .into_iter()
-                .filter(|f| {
-                    lock(&refused)
-                        .get(&f.local)
-                        .is_none_or(|(at, _)| *at <= now)
-                })
-                .collect(),
-        );
+        let queue: Mutex<VecDeque<LocalFile>> = Mutex::new(settled.into_iter().collect());
         let ends = futures_util::future::join_all(
             sessions
                 .iter_mut()
@@ -425,7 +429,7 @@ async fn worker(
         match agent.mirror.sync(session, &file).await {
             Ok(outcome) => {
                 if let Some(progress) = progress {
-                    progress.file_done(file.size);
+                    progress.file_done(file.pending);
                 }
                 if let Some(sent) = lock(sent).get_mut(file.watch) {
                     sent.count(&file);
@@ -497,15 +501,12 @@ fn rand_millis(bound: u64) -> u64 {
 /// What is still to send in one watch: the files that differ from what the server
 /// confirmed, each with the bytes it still needs (`pending`; 0 for a file only touched).
 struct Backlog {
+    /// The oldest of them (by modification time), as many as a pass takes.
     files: Vec<LocalFile>,
-}
-
-impl Backlog {
-    fn pending(&self) -> Pending {
-        let mut pending = Pending::default();
-        self.files.iter().for_each(|file| pending.count(file));
-        pending
-    }
+    /// All of them, counted (those left out of `files` too).
+    pending: Pending,
+    /// Whether some were left out of `files` (by number, or not due yet).
+    left_out: bool,
 }
 
 /// Files with bytes to send, and those bytes, in one watch.
@@ -524,10 +525,19 @@ impl Pending {
     }
 }
 
-fn backlog(agent: &Agent) -> anyhow::Result<Vec<Backlog>> {
+/// Walks every watch and compares each file with the record: the backlog per watch, with
+/// at most `keep` of its files, the oldest that are `due`. Only those are held, so a pass
+/// over a backlog of 100,000 files allocates for `keep` of them, not all.
+fn backlog(
+    agent: &Agent,
+    keep: usize,
+    due: impl Fn(&LocalFile) -> bool,
+) -> anyhow::Result<Vec<Backlog>> {
     let mut all = Vec::new();
     for (index, watch) in agent.watches.iter().enumerate() {
         let mut files = Vec::new();
+        let mut pending = Pending::default();
+        let mut left_out = false;
         let mut failed = None;
         watch.walk(|mut file| {
             if agent
@@ -537,7 +547,7 @@ fn backlog(agent: &Agent) -> anyhow::Result<Vec<Backlog>> {
             {
                 return;
             }
-            let pending = match agent.mirror.record.get(&file.local) {
+            let bytes = match agent.mirror.record.get(&file.local) {
                 Ok(Some(record)) if mirror::is_unchanged(&record, &file) => return,
                 Ok(Some(record))
                     if record.dev == file.dev
@@ -553,22 +563,46 @@ fn backlog(agent: &Agent) -> anyhow::Result<Vec<Backlog>> {
                 }
             };
             file.watch = index;
-            file.pending = pending;
+            file.pending = bytes;
+            pending.count(&file);
+            if !due(&file) {
+                left_out = true;
+                return;
+            }
             files.push(file);
+            // Sorting every `keep` files keeps at most twice that many in memory.
+            if files.len() >= keep.saturating_mul(2) {
+                oldest_first(&mut files, keep);
+                left_out = true;
+            }
         });
         if let Some(err) = failed {
             return Err(err.into());
         }
+        if files.len() > keep {
+            left_out = true;
+        }
+        oldest_first(&mut files, keep);
         files.shrink_to_fit();
-        all.push(Backlog { files });
+        all.push(Backlog {
+            files,
+            pending,
+            left_out,
+        });
     }
     Ok(all)
+}
+
+/// Keeps the `keep` oldest files, oldest first.
+fn oldest_first(files: &mut Vec<LocalFile>, keep: usize) {
+    files.sort_by_key(|file| file.mtime);
+    files.truncate(keep);
 }
 
 fn dry_run(config_file: &Path) -> anyhow::Result<()> {
     let agent = Agent::open(config_file)?;
     let (mut files, mut bytes) = (0, 0);
-    for watch in backlog(&agent)? {
+    for watch in backlog(&agent, usize::MAX, |_| true)? {
         for file in watch.files.iter().filter(|file| file.pending > 0) {
             println!(
                 "{:>12}  {}  ->  {}",
@@ -658,7 +692,10 @@ fn status(config_file: &Path, json: bool) -> anyhow::Result<()> {
             .with_context(|| format!("{} is unreadable", path.display()))?,
         Err(_) => {
             let agent = Agent::open(config_file)?;
-            let pending: Vec<Pending> = backlog(&agent)?.iter().map(Backlog::pending).collect();
+            let pending: Vec<Pending> = backlog(&agent, 0, |_| false)?
+                .iter()
+                .map(|watch| watch.pending)
+                .collect();
             status_report(&agent, &pending)?
         }
     };
