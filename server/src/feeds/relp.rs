@@ -18,9 +18,10 @@
 //! - Limits: `max_frame` for DATALEN (larger frames are skipped unread, answered 500), at
 //!   most [`WINDOW`] frames read ahead of their answers (then the connection is not read:
 //!   TCP backpressure), commands of at most 32 letters, and the syslog listeners'
-//!   allow-list, connection limit, idle timeout and rate per sender. A frame that is not
-//!   RELP is answered `rsp 500` with the reason, and the connection closed (a byte stream
-//!   cannot be resynchronised).
+//!   allow-list, connection limit, idle timeout and rate per sender. The idle timeout
+//!   also bounds each write of answers: a client that sends without reading its answers
+//!   is disconnected, not kept forever. A frame that is not RELP is answered `rsp 500`
+//!   with the reason, and the connection closed (a byte stream cannot be resynchronised).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -303,11 +304,11 @@ where
 {
     let (mut read, write) = tokio::io::split(stream);
     let (answers, queue) = mpsc::channel::<Answer>(WINDOW);
-    let writer = tokio::spawn(write_answers(write, queue, peer));
+    let idle = receiver.idle_timeout();
+    let writer = tokio::spawn(write_answers(write, queue, peer, idle));
     let counters = receiver.counters();
     let mut cutter = Cutter::new(receiver.max_frame());
     let mut buf = vec![0u8; 64 * 1024];
-    let idle = receiver.idle_timeout();
     let mut open = false;
     let stop = shutdown.wait();
     tokio::pin!(stop);
@@ -436,13 +437,17 @@ fn refused(receiver: &Receiver, peer: SocketAddr, reason: &str) {
     tracing::warn!(%peer, "RELP frame refused: {reason}");
 }
 
-/// Sends the answers in order; ends at the last one, when a message cannot be stored, or
-/// when the connection breaks.
+/// Sends the answers in order; ends at the last one, when a message cannot be stored, when
+/// the connection breaks, or when the client takes no answer for `idle` (a client that
+/// sends without reading would otherwise hold its connection forever: the reader waits on
+/// the full window, so the idle timeout of reading never fires).
 async fn write_answers<W: AsyncWrite + Unpin>(
     mut write: W,
     mut queue: mpsc::Receiver<Answer>,
     peer: SocketAddr,
+    idle: Duration,
 ) {
+    let mut stalled = false;
     while let Some(answer) = queue.recv().await {
         let (bytes, last) = match answer {
             Answer::Now(bytes) => (bytes, false),
@@ -457,18 +462,36 @@ async fn write_answers<W: AsyncWrite + Unpin>(
             },
         };
         // Answers that are ready go out together.
-        if write.write_all(&bytes).await.is_err() {
+        if !within(idle, peer, write.write_all(&bytes)).await {
+            stalled = true;
             break;
         }
         if last {
             break;
         }
-        if queue.is_empty() && write.flush().await.is_err() {
+        if queue.is_empty() && !within(idle, peer, write.flush()).await {
+            stalled = true;
             break;
         }
     }
-    let _ = write.flush().await;
-    let _ = write.shutdown().await;
+    if !stalled && within(idle, peer, write.flush()).await {
+        let _ = within(idle, peer, write.shutdown()).await;
+    }
+}
+
+/// Whether a write to the client succeeded within `idle`.
+async fn within(
+    idle: Duration,
+    peer: SocketAddr,
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> bool {
+    match tokio::time::timeout(idle, write).await {
+        Ok(done) => done.is_ok(),
+        Err(_) => {
+            tracing::warn!(%peer, "RELP: the client took no answer for {idle:?}: disconnected");
+            false
+        }
+    }
 }
 
 #[cfg(test)]
