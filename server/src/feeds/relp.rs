@@ -421,12 +421,24 @@ where
     // The answers still due (a stopping server gives them a moment: the appender still
     // runs until the feeds have stopped).
     let mut writer = writer;
-    if stopping {
-        if tokio::time::timeout(DRAIN, &mut writer).await.is_err() {
-            writer.abort();
+    let stalled = if stopping {
+        match tokio::time::timeout(DRAIN, &mut writer).await {
+            Ok(stalled) => stalled.unwrap_or(false),
+            Err(_) => {
+                writer.abort();
+                false
+            }
         }
     } else {
-        let _ = writer.await;
+        writer.await.unwrap_or(false)
+    };
+    if stalled {
+        Counters::add(&counters.timeouts);
+        receiver.note(
+            peer.ip(),
+            Event::Timeout,
+            &format!("RELP: took no answer for {idle:?}: disconnected"),
+        );
     }
 }
 
@@ -434,19 +446,20 @@ where
 fn refused(receiver: &Receiver, peer: SocketAddr, reason: &str) {
     Counters::add(&receiver.counters().rejected);
     receiver.note(peer.ip(), Event::Refused, &format!("RELP: {reason}"));
-    tracing::warn!(%peer, "RELP frame refused: {reason}");
+    // Debug only: a sender controls how many there are (counted on the feeds page).
+    tracing::debug!(%peer, "RELP frame refused: {reason}");
 }
 
 /// Sends the answers in order; ends at the last one, when a message cannot be stored, when
-/// the connection breaks, or when the client takes no answer for `idle` (a client that
-/// sends without reading would otherwise hold its connection forever: the reader waits on
-/// the full window, so the idle timeout of reading never fires).
+/// the connection breaks, or when the client takes no answer for `idle` (then `true`: a
+/// client that sends without reading would otherwise hold its connection forever, as the
+/// reader waits on the full window and the idle timeout of reading never fires).
 async fn write_answers<W: AsyncWrite + Unpin>(
     mut write: W,
     mut queue: mpsc::Receiver<Answer>,
     peer: SocketAddr,
     idle: Duration,
-) {
+) -> bool {
     let mut stalled = false;
     while let Some(answer) = queue.recv().await {
         let (bytes, last) = match answer {
@@ -462,36 +475,34 @@ async fn write_answers<W: AsyncWrite + Unpin>(
             },
         };
         // Answers that are ready go out together.
-        if !within(idle, peer, write.write_all(&bytes)).await {
-            stalled = true;
+        if let Err(err) = within(idle, write.write_all(&bytes)).await {
+            stalled = err.kind() == std::io::ErrorKind::TimedOut;
             break;
         }
         if last {
             break;
         }
-        if queue.is_empty() && !within(idle, peer, write.flush()).await {
-            stalled = true;
+        if queue.is_empty()
+            && let Err(err) = within(idle, write.flush()).await
+        {
+            stalled = err.kind() == std::io::ErrorKind::TimedOut;
             break;
         }
     }
-    if !stalled && within(idle, peer, write.flush()).await {
-        let _ = within(idle, peer, write.shutdown()).await;
+    if !stalled && within(idle, write.flush()).await.is_ok() {
+        let _ = within(idle, write.shutdown()).await;
     }
+    stalled
 }
 
-/// Whether a write to the client succeeded within `idle`.
+/// A write to the client, given up (`TimedOut`) when it takes longer than `idle`.
 async fn within(
     idle: Duration,
-    peer: SocketAddr,
     write: impl std::future::Future<Output = std::io::Result<()>>,
-) -> bool {
-    match tokio::time::timeout(idle, write).await {
-        Ok(done) => done.is_ok(),
-        Err(_) => {
-            tracing::warn!(%peer, "RELP: the client took no answer for {idle:?}: disconnected");
-            false
-        }
-    }
+) -> std::io::Result<()> {
+    tokio::time::timeout(idle, write)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 #[cfg(test)]
