@@ -44,7 +44,9 @@
 //!   whichever server runs [`Archive::compact_records`] (each server hourly): the merged
 //!   object is written first, under the newest merged key's time, then its sources are
 //!   deleted. Its first line names the objects it holds, so a reader that still finds some
-//!   of them (deletion cut short, or two servers compacting at once) reads each once.
+//!   of them (deletion cut short, or two servers compacting at once) reads each once; a
+//!   compaction that finds a source gone (another one is merging it) leaves that name to
+//!   its next round.
 //! - **Shared files** (users.toml) are objects under `.logarchive/shared/`.
 //! - **One writer per grown file**: S3 has no append, and Garage 2.x ignores conditional
 //!   writes, so two servers composing the same object at once would lose one append.
@@ -1099,13 +1101,24 @@ impl Archive for S3Archive {
                 continue;
             }
             let mut objects = Vec::with_capacity(keys.len());
+            let mut vanished = false;
             for key in &keys {
                 match self.read_object(key).await {
                     Ok(bytes) => objects.push((key.clone(), bytes)),
-                    // Another server merged it meanwhile: its merged object holds it.
-                    Err(ArchiveError::NotFound(_)) => {}
+                    // Another compaction is merging this name now. Merging what is left
+                    // would make an object whose sources overlap the other's without
+                    // either holding the other's, and readers would read the shared
+                    // records twice: left to the next round instead.
+                    Err(ArchiveError::NotFound(_)) => {
+                        vanished = true;
+                        break;
+                    }
                     Err(err) => return Err(err),
                 }
+            }
+            if vanished {
+                tracing::debug!(%name, "journal: merged by another server meanwhile, skipped");
+                continue;
             }
             let held: Vec<&String> = objects.iter().map(|(key, _)| key).collect();
             let mut merged = MERGED.to_vec();
