@@ -94,6 +94,9 @@ const CLAIMS: &str = ".logarchive/servers/";
 pub const CLAIM_RENEW: Duration = Duration::from_secs(5);
 /// A claim not renewed for this long belongs to a server that is gone.
 const CLAIM_STALE: Duration = Duration::from_secs(15);
+/// How long a new claim must stay ours before the server starts (see
+/// [`Archive::claim_writer_name`]): longer than a claim's read and write take.
+const CLAIM_SETTLE: Duration = Duration::from_secs(1);
 /// The first line of a merged record object: `#logarchive-merged ["key", ...]`.
 const MERGED: &[u8] = b"#logarchive-merged ";
 /// How far back a follower lists again, for records written (by a server whose clock is
@@ -1193,7 +1196,19 @@ impl Archive for S3Archive {
                 claim.pid
             );
         }
+        let first = !self.claimed.load(Ordering::Relaxed);
         self.write_claim(home).await?;
+        if first {
+            // No conditional write: a server started at the same moment with this name
+            // read no claim either and may have written its own over ours. The later write
+            // stays, so the earlier writer finds the other's claim here and refuses.
+            tokio::time::sleep(CLAIM_SETTLE).await;
+            if let Some(now) = self.read_claim().await?
+                && now.run != run
+            {
+                return Err(self.name_in_use(&now));
+            }
+        }
         self.claimed.store(true, Ordering::Relaxed);
         Ok(())
     }
