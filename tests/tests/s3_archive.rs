@@ -61,6 +61,20 @@ fn s3_server(
     server
 }
 
+/// The server binary with `args` and the config of `server`, in its folder, started and
+/// not waited for (stdout and stderr piped).
+fn spawn_server(server: &TestServer, args: &[&str]) -> std::process::Child {
+    Command::new(logarchive_tests::server_bin())
+        .args(args)
+        .arg("--config")
+        .arg(&server.config)
+        .current_dir(server.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start logarchive-server")
+}
+
 /// `curl` with Basic auth against the server's web listener; (status, body).
 fn web_get(server: &TestServer, user: &str, path: &str, extra: &[&str]) -> (u16, Vec<u8>) {
     let out_file = server.dir.path().join(format!("curl-{}.out", rand_name()));
@@ -694,14 +708,7 @@ async fn s3_archive_on_a_garage_cluster() {
         "",
         &cluster.storage_section("archive", "one", 0, "srv-two"),
     );
-    let mut refused = Command::new(logarchive_tests::server_bin())
-        .args(["run", "--config"])
-        .arg(&three.config)
-        .current_dir(three.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut refused = spawn_server(&three, &["run"]);
     let exited = wait_until(Duration::from_secs(30), || {
         refused.try_wait().ok().flatten().is_some()
     });
@@ -726,16 +733,7 @@ async fn s3_archive_on_a_garage_cluster() {
         .collect();
     let mut twin_runs: Vec<std::process::Child> = twins
         .iter()
-        .map(|twin| {
-            Command::new(logarchive_tests::server_bin())
-                .args(["run", "--config"])
-                .arg(&twin.config)
-                .current_dir(twin.dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|twin| spawn_server(twin, &["run"]))
         .collect();
     let one_exited = wait_until(Duration::from_secs(30), || {
         twin_runs
@@ -788,16 +786,7 @@ async fn s3_archive_on_a_garage_cluster() {
     // Two compactions at once (one per server's config): neither may lose a record.
     let compactions: Vec<_> = [&one, &two]
         .iter()
-        .map(|server| {
-            Command::new(logarchive_tests::server_bin())
-                .args(["compact-journal", "--older-than", "1s", "--config"])
-                .arg(&server.config)
-                .current_dir(server.dir.path())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|server| spawn_server(server, &["compact-journal", "--older-than", "1s"]))
         .collect();
     let mut reports = Vec::new();
     for compaction in compactions {
