@@ -827,6 +827,12 @@ fn a_bad_relp_frame_is_answered_500_and_the_server_stays_up() {
     let snapshot = stats(&server);
     assert_eq!(snapshot["syslog"]["oversize"], 1, "{snapshot}");
     assert_eq!(snapshot["syslog"]["rejected"], 4, "{snapshot}");
+    // Counted, not logged one by one: a sender controls how many there are.
+    assert!(
+        !server.stderr().contains("RELP frame refused"),
+        "{}",
+        server.stderr()
+    );
     assert_eq!(snapshot["syslog"]["stored"], 1, "{snapshot}");
 
     // A stopping server tells an open session `serverclose`, after the answers due.
@@ -840,4 +846,51 @@ fn a_bad_relp_frame_is_answered_500_and_the_server_stays_up() {
     assert!(read_some(&mut open_session, "2 rsp").contains("2 rsp 6 200 OK\n"));
     assert!(server.stop(), "{}", server.stderr());
     assert_eq!(read_all(&mut open_session), "0 serverclose 0\n");
+}
+
+/// A RELP client that sends without ever reading its answers is disconnected once its
+/// answers have waited `idle_timeout`, not held forever (its answers fill the socket, the
+/// window fills, the server stops reading: the idle timeout of reading alone never fires).
+#[test]
+fn a_relp_client_that_never_reads_its_answers_is_disconnected() {
+    let relp = free_port();
+    // Frames over max_frame are answered at once, unstored: many answers, quickly.
+    let server = syslog_server(&format!(
+        "relp = \"127.0.0.1:{relp}\"\nmax_frame = 16\nidle_timeout = \"2s\"\n"
+    ));
+    let mut stream = TcpStream::connect(("127.0.0.1", relp)).expect("connect");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let offers = "relp_version=0\ncommands=syslog";
+    stream
+        .write_all(format!("1 open {} {offers}\n", offers.len()).as_bytes())
+        .expect("send");
+    let started = std::time::Instant::now();
+    let mut txnr = 2u32;
+    let outcome = loop {
+        let mut chunk = Vec::with_capacity(64 * 1024);
+        for _ in 0..2000 {
+            chunk.extend_from_slice(format!("{txnr} syslog 17 xxxxxxxxxxxxxxxxx\n").as_bytes());
+            txnr += 1;
+        }
+        if let Err(err) = stream.write_all(&chunk) {
+            break err;
+        }
+        assert!(
+            txnr < 5_000_000,
+            "the server kept reading without its answers read"
+        );
+    };
+    // Without a bound on writing answers, the server never reads again: our write times out.
+    assert!(
+        !matches!(
+            outcome.kind(),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+        ),
+        "not disconnected after {:?} ({txnr} frames sent): {outcome}",
+        started.elapsed()
+    );
+    assert!(server.healthy(), "{}", server.stderr());
+    assert_eq!(counter(&server, "syslog", "timeouts"), 1);
 }

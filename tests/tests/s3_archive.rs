@@ -20,7 +20,8 @@
 //! 8. Syslog senders behind a round-robin address: one host's numbered messages sent to
 //!    both servers at once are each in the bucket exactly once (each server grows a day
 //!    file with its `server_name` in it), and both servers list and serve both files at
-//!    their full size. A third server with a name in use refuses to start.
+//!    their full size. A third server with a name in use refuses to start; of two started
+//!    at the same moment with one name, one refuses.
 //! 9. Journal compaction (`compact-journal`) while the servers run: fewer objects, and a
 //!    fresh server, and `reindex`, still know every file, its sender and time.
 
@@ -58,6 +59,20 @@ fn s3_server(
     }
     server.start();
     server
+}
+
+/// The server binary with `args` and the config of `server`, in its folder, started and
+/// not waited for (stdout and stderr piped).
+fn spawn_server(server: &TestServer, args: &[&str]) -> std::process::Child {
+    Command::new(logarchive_tests::server_bin())
+        .args(args)
+        .arg("--config")
+        .arg(&server.config)
+        .current_dir(server.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start logarchive-server")
 }
 
 /// `curl` with Basic auth against the server's web listener; (status, body).
@@ -693,14 +708,7 @@ async fn s3_archive_on_a_garage_cluster() {
         "",
         &cluster.storage_section("archive", "one", 0, "srv-two"),
     );
-    let mut refused = Command::new(logarchive_tests::server_bin())
-        .args(["run", "--config"])
-        .arg(&three.config)
-        .current_dir(three.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut refused = spawn_server(&three, &["run"]);
     let exited = wait_until(Duration::from_secs(30), || {
         refused.try_wait().ok().flatten().is_some()
     });
@@ -712,6 +720,43 @@ async fn s3_archive_on_a_garage_cluster() {
     assert!(
         exited && !out.status.success() && stderr.contains("server_name \"srv-two\" is in use"),
         "a second srv-two: {stderr}"
+    );
+    // Two servers started at the same moment with one new name: both read no claim, but
+    // exactly one starts (the earlier claim, written over, is found at its check).
+    let twins: Vec<TestServer> = (0..2)
+        .map(|_| {
+            TestServer::prepare_with_sections(
+                "",
+                &cluster.storage_section("archive", "one", 0, "srv-twin"),
+            )
+        })
+        .collect();
+    let mut twin_runs: Vec<std::process::Child> = twins
+        .iter()
+        .map(|twin| spawn_server(twin, &["run"]))
+        .collect();
+    let one_exited = wait_until(Duration::from_secs(30), || {
+        twin_runs
+            .iter_mut()
+            .any(|twin| twin.try_wait().ok().flatten().is_some())
+    });
+    // The other keeps running (it renews its claim meanwhile).
+    std::thread::sleep(Duration::from_secs(if one_exited { 6 } else { 0 }));
+    let running: Vec<bool> = twin_runs
+        .iter_mut()
+        .map(|twin| twin.try_wait().ok().flatten().is_none())
+        .collect();
+    let mut errors = String::new();
+    for mut twin in twin_runs {
+        let _ = twin.kill();
+        let out = twin.wait_with_output().unwrap();
+        errors.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(
+        one_exited
+            && running.iter().filter(|up| **up).count() == 1
+            && errors.contains("server_name \"srv-twin\" is in use"),
+        "two srv-twin started at once, running {running:?}: {errors}"
     );
 
     // The same server killed and restarted takes its name back at once: the claim left
@@ -741,16 +786,7 @@ async fn s3_archive_on_a_garage_cluster() {
     // Two compactions at once (one per server's config): neither may lose a record.
     let compactions: Vec<_> = [&one, &two]
         .iter()
-        .map(|server| {
-            Command::new(logarchive_tests::server_bin())
-                .args(["compact-journal", "--older-than", "1s", "--config"])
-                .arg(&server.config)
-                .current_dir(server.dir.path())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|server| spawn_server(server, &["compact-journal", "--older-than", "1s"]))
         .collect();
     let mut reports = Vec::new();
     for compaction in compactions {

@@ -325,7 +325,8 @@ pub struct SyslogConfig {
     /// Longest frame accepted; longer ones are counted and dropped.
     #[serde(default = "default_max_frame")]
     pub max_frame: Size,
-    /// A TCP/TLS sender silent this long is disconnected.
+    /// A TCP/TLS/RELP sender silent this long is disconnected, as is a RELP sender that
+    /// takes none of its answers for this long.
     #[serde(default = "default_syslog_idle")]
     pub idle_timeout: Interval,
     /// Open TCP, TLS and RELP connections at most (together); more are refused and counted.

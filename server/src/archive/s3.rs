@@ -44,7 +44,9 @@
 //!   whichever server runs [`Archive::compact_records`] (each server hourly): the merged
 //!   object is written first, under the newest merged key's time, then its sources are
 //!   deleted. Its first line names the objects it holds, so a reader that still finds some
-//!   of them (deletion cut short, or two servers compacting at once) reads each once.
+//!   of them (deletion cut short, or two servers compacting at once) reads each once; a
+//!   compaction that finds a source gone (another one is merging it) leaves that name to
+//!   its next round.
 //! - **Shared files** (users.toml) are objects under `.logarchive/shared/`.
 //! - **One writer per grown file**: S3 has no append, and Garage 2.x ignores conditional
 //!   writes, so two servers composing the same object at once would lose one append.
@@ -92,6 +94,9 @@ const CLAIMS: &str = ".logarchive/servers/";
 pub const CLAIM_RENEW: Duration = Duration::from_secs(5);
 /// A claim not renewed for this long belongs to a server that is gone.
 const CLAIM_STALE: Duration = Duration::from_secs(15);
+/// How long a new claim must stay ours before the server starts (see
+/// [`Archive::claim_writer_name`]): longer than a claim's read and write take.
+const CLAIM_SETTLE: Duration = Duration::from_secs(1);
 /// The first line of a merged record object: `#logarchive-merged ["key", ...]`.
 const MERGED: &[u8] = b"#logarchive-merged ";
 /// How far back a follower lists again, for records written (by a server whose clock is
@@ -511,6 +516,22 @@ impl S3Archive {
             .collect()
     }
 
+    /// The record objects `keys` with their bytes; `None` when one of them is gone. A
+    /// compaction deletes its sources only after writing the merged object, so a listing
+    /// made again finds that object: the caller lists again rather than skip the gone
+    /// one, whose records a listing made before the merge would otherwise never see.
+    async fn read_listed(&self, keys: &[String]) -> Result<Option<Vec<(String, Vec<u8>)>>> {
+        let mut objects = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.read_object(key).await {
+                Ok(bytes) => objects.push((key.clone(), bytes)),
+                Err(ArchiveError::NotFound(_)) => return Ok(None),
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(Some(objects))
+    }
+
     async fn read_object(&self, key: &str) -> Result<Vec<u8>> {
         self.op
             .read(key)
@@ -551,6 +572,20 @@ fn split_merged(bytes: Vec<u8>) -> (Option<HashSet<String>>, Vec<u8>) {
         .collect();
     let body = bytes.get(end + 1..).unwrap_or_default().to_vec();
     (Some(held), body)
+}
+
+/// How often a reader lists the journal again when objects it listed were merged away
+/// meanwhile (one compaction at a time per server: a few tries outlast them).
+const RELIST_TRIES: usize = 5;
+
+/// The error of a journal that kept changing under a reader for [`RELIST_TRIES`] listings.
+fn journal_in_flux() -> ArchiveError {
+    ArchiveError::Refused {
+        path: ArchivePath::root(),
+        reason: format!(
+            "journal objects were merged away while being read, {RELIST_TRIES} times: try again"
+        ),
+    }
 }
 
 fn unix_seconds() -> u64 {
@@ -1061,17 +1096,16 @@ impl Archive for S3Archive {
     }
 
     async fn read_records(&self, prefix: &str) -> Result<Vec<u8>> {
-        let mut keys = self.record_keys("").await?;
-        keys.retain(|key| record_name(key).starts_with(prefix));
-        let mut objects = Vec::with_capacity(keys.len());
-        for key in keys {
-            match self.read_object(&key).await {
-                Ok(bytes) => objects.push((key, bytes)),
-                // Merged into another object (listed too) by a compaction meanwhile.
-                Err(ArchiveError::NotFound(_)) => {}
-                Err(err) => return Err(err),
+        let mut listed = None;
+        for _ in 0..RELIST_TRIES {
+            let mut keys = self.record_keys("").await?;
+            keys.retain(|key| record_name(key).starts_with(prefix));
+            listed = self.read_listed(&keys).await?;
+            if listed.is_some() {
+                break;
             }
         }
+        let objects = listed.ok_or_else(journal_in_flux)?;
         let mut objects = Self::resolve_records(objects);
         // Oldest name first, then in time order within a name.
         objects.sort_by(|a, b| record_name(&a.0).cmp(record_name(&b.0)).then(a.0.cmp(&b.0)));
@@ -1098,15 +1132,14 @@ impl Archive for S3Archive {
             if keys.len() < 2 {
                 continue;
             }
-            let mut objects = Vec::with_capacity(keys.len());
-            for key in &keys {
-                match self.read_object(key).await {
-                    Ok(bytes) => objects.push((key.clone(), bytes)),
-                    // Another server merged it meanwhile: its merged object holds it.
-                    Err(ArchiveError::NotFound(_)) => {}
-                    Err(err) => return Err(err),
-                }
-            }
+            // A source gone means another compaction is merging this name now. Merging
+            // what is left would make an object whose sources overlap the other's without
+            // either holding the other's, and readers would read the shared records twice:
+            // left to the next round instead.
+            let Some(objects) = self.read_listed(&keys).await? else {
+                tracing::debug!(%name, "journal: merged by another server meanwhile, skipped");
+                continue;
+            };
             let held: Vec<&String> = objects.iter().map(|(key, _)| key).collect();
             let mut merged = MERGED.to_vec();
             merged.extend(serde_json::to_vec(&held).unwrap_or_default());
@@ -1180,7 +1213,19 @@ impl Archive for S3Archive {
                 claim.pid
             );
         }
+        let first = !self.claimed.load(Ordering::Relaxed);
         self.write_claim(home).await?;
+        if first {
+            // No conditional write: a server started at the same moment with this name
+            // read no claim either and may have written its own over ours. The later write
+            // stays, so the earlier writer finds the other's claim here and refuses.
+            tokio::time::sleep(CLAIM_SETTLE).await;
+            if let Some(now) = self.read_claim().await?
+                && now.run != run
+            {
+                return Err(self.name_in_use(&now));
+            }
+        }
         self.claimed.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -1227,24 +1272,27 @@ impl Archive for S3Archive {
             let from = newest.saturating_sub(FOLLOW_LOOKBACK.as_nanos());
             format!("{JOURNAL}{from:020}")
         };
-        let keys = self.record_keys(&after).await?;
         let own = format!("-{:016x}-", self.server);
-        let mut fresh = Vec::new();
-        let mut seen = HashSet::new();
-        for key in keys {
-            seen.insert(key.clone());
-            if batch.cursor.contains(&key) {
-                continue;
-            }
-            if record_name(&key).starts_with(prefix) && !key.contains(&own) {
-                match self.read_object(&key).await {
-                    Ok(bytes) => fresh.push((key, bytes)),
-                    // Merged by a compaction meanwhile: the merged object is listed too.
-                    Err(ArchiveError::NotFound(_)) => {}
-                    Err(err) => return Err(err),
-                }
+        let mut listed = None;
+        for _ in 0..RELIST_TRIES {
+            let keys = self.record_keys(&after).await?;
+            let wanted: Vec<String> = keys
+                .iter()
+                .filter(|key| {
+                    !batch.cursor.contains(*key)
+                        && record_name(key).starts_with(prefix)
+                        && !key.contains(&own)
+                })
+                .cloned()
+                .collect();
+            if let Some(fresh) = self.read_listed(&wanted).await? {
+                listed = Some((keys, fresh));
+                break;
             }
         }
+        // Nothing is marked seen: the next call reads it all again.
+        let (keys, fresh) = listed.ok_or_else(journal_in_flux)?;
+        let seen: HashSet<String> = keys.into_iter().collect();
         let fresh: Vec<u8> = Self::resolve_records(fresh)
             .into_iter()
             .flat_map(|(_, body)| body)

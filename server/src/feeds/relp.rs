@@ -18,9 +18,10 @@
 //! - Limits: `max_frame` for DATALEN (larger frames are skipped unread, answered 500), at
 //!   most [`WINDOW`] frames read ahead of their answers (then the connection is not read:
 //!   TCP backpressure), commands of at most 32 letters, and the syslog listeners'
-//!   allow-list, connection limit, idle timeout and rate per sender. A frame that is not
-//!   RELP is answered `rsp 500` with the reason, and the connection closed (a byte stream
-//!   cannot be resynchronised).
+//!   allow-list, connection limit, idle timeout and rate per sender. The idle timeout
+//!   also bounds each write of answers: a client that sends without reading its answers
+//!   is disconnected, not kept forever. A frame that is not RELP is answered `rsp 500`
+//!   with the reason, and the connection closed (a byte stream cannot be resynchronised).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -303,11 +304,11 @@ where
 {
     let (mut read, write) = tokio::io::split(stream);
     let (answers, queue) = mpsc::channel::<Answer>(WINDOW);
-    let writer = tokio::spawn(write_answers(write, queue, peer));
+    let idle = receiver.idle_timeout();
+    let writer = tokio::spawn(write_answers(write, queue, peer, idle));
     let counters = receiver.counters();
     let mut cutter = Cutter::new(receiver.max_frame());
     let mut buf = vec![0u8; 64 * 1024];
-    let idle = receiver.idle_timeout();
     let mut open = false;
     let stop = shutdown.wait();
     tokio::pin!(stop);
@@ -420,12 +421,24 @@ where
     // The answers still due (a stopping server gives them a moment: the appender still
     // runs until the feeds have stopped).
     let mut writer = writer;
-    if stopping {
-        if tokio::time::timeout(DRAIN, &mut writer).await.is_err() {
-            writer.abort();
+    let stalled = if stopping {
+        match tokio::time::timeout(DRAIN, &mut writer).await {
+            Ok(stalled) => stalled.unwrap_or(false),
+            Err(_) => {
+                writer.abort();
+                false
+            }
         }
     } else {
-        let _ = writer.await;
+        writer.await.unwrap_or(false)
+    };
+    if stalled {
+        Counters::add(&counters.timeouts);
+        receiver.note(
+            peer.ip(),
+            Event::Timeout,
+            &format!("RELP: took no answer for {idle:?}: disconnected"),
+        );
     }
 }
 
@@ -433,16 +446,21 @@ where
 fn refused(receiver: &Receiver, peer: SocketAddr, reason: &str) {
     Counters::add(&receiver.counters().rejected);
     receiver.note(peer.ip(), Event::Refused, &format!("RELP: {reason}"));
-    tracing::warn!(%peer, "RELP frame refused: {reason}");
+    // Debug only: a sender controls how many there are (counted on the feeds page).
+    tracing::debug!(%peer, "RELP frame refused: {reason}");
 }
 
-/// Sends the answers in order; ends at the last one, when a message cannot be stored, or
-/// when the connection breaks.
+/// Sends the answers in order; ends at the last one, when a message cannot be stored, when
+/// the connection breaks, or when the client takes no answer for `idle` (then `true`: a
+/// client that sends without reading would otherwise hold its connection forever, as the
+/// reader waits on the full window and the idle timeout of reading never fires).
 async fn write_answers<W: AsyncWrite + Unpin>(
     mut write: W,
     mut queue: mpsc::Receiver<Answer>,
     peer: SocketAddr,
-) {
+    idle: Duration,
+) -> bool {
+    let mut stalled = false;
     while let Some(answer) = queue.recv().await {
         let (bytes, last) = match answer {
             Answer::Now(bytes) => (bytes, false),
@@ -457,18 +475,34 @@ async fn write_answers<W: AsyncWrite + Unpin>(
             },
         };
         // Answers that are ready go out together.
-        if write.write_all(&bytes).await.is_err() {
+        if let Err(err) = within(idle, write.write_all(&bytes)).await {
+            stalled = err.kind() == std::io::ErrorKind::TimedOut;
             break;
         }
         if last {
             break;
         }
-        if queue.is_empty() && write.flush().await.is_err() {
+        if queue.is_empty()
+            && let Err(err) = within(idle, write.flush()).await
+        {
+            stalled = err.kind() == std::io::ErrorKind::TimedOut;
             break;
         }
     }
-    let _ = write.flush().await;
-    let _ = write.shutdown().await;
+    if !stalled && within(idle, write.flush()).await.is_ok() {
+        let _ = within(idle, write.shutdown()).await;
+    }
+    stalled
+}
+
+/// A write to the client, given up (`TimedOut`) when it takes longer than `idle`.
+async fn within(
+    idle: Duration,
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> std::io::Result<()> {
+    tokio::time::timeout(idle, write)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 #[cfg(test)]
