@@ -155,7 +155,7 @@ impl Mirror {
         if known
             .as_ref()
             .is_none_or(|record| (record.dev, record.ino) != (file.dev, file.ino))
-            && let Some(old) = self.renamed_from(file)?
+            && let Some(old) = self.renamed_from(remote, file).await?
         {
             return self.follow_rename(remote, file, old).await;
         }
@@ -200,10 +200,17 @@ impl Mirror {
     /// A record whose identity and first bytes match `file` while its own path is gone or
     /// now holds another file (logrotate's `create` mode makes a new file there at once):
     /// a rotation by rename.
-    fn renamed_from(&self, file: &LocalFile) -> Result<Option<FileRecord>, MirrorError> {
+    async fn renamed_from(
+        &self,
+        remote: &mut Remote,
+        file: &LocalFile,
+    ) -> Result<Option<FileRecord>, MirrorError> {
         let Some(record) = self.record.by_identity(file.dev, file.ino)? else {
             return Ok(None);
         };
+        if record.local == file.local {
+            return Ok(None);
+        }
         let old_path_moved_on = match std::fs::symlink_metadata(&record.local) {
             Ok(meta) => (meta.dev(), meta.ino()) != (record.dev, record.ino),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => true,
@@ -214,9 +221,13 @@ impl Mirror {
                 });
             }
         };
-        let moved = record.local != file.local
-            && record.state == SendState::Confirmed
-            && old_path_moved_on
+        if !old_path_moved_on {
+            return Ok(None);
+        }
+        // A kill -9 can leave the record a step behind the server (the final state of an
+        // upload is not flushed at once): settle that first, from the server's sizes.
+        let record = self.recover(remote, record).await?;
+        let moved = (record.dev, record.ino) == (file.dev, file.ino)
             && fingerprint(&file.local, record.fingerprint_len)?.as_deref()
                 == Some(&record.fingerprint);
         Ok(moved.then_some(record))

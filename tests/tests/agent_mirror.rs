@@ -513,7 +513,7 @@ fn rotation_by_rename_with_create_is_renamed_on_the_server_not_sent_twice() {
         .flat_map(|i| format!("line {i} of the first generation\n").into_bytes())
         .collect();
     write(&root.join("app.log"), &first);
-    let agent = TestAgent::start(&server, "node01", PW, root, "");
+    let mut agent = TestAgent::start(&server, "node01", PW, root, "");
     let local = tree_hashes(root);
     wait_for_mirror(&server, &agent, "node01", |remote| *remote == local);
 
@@ -548,6 +548,33 @@ fn rotation_by_rename_with_create_is_renamed_on_the_server_not_sent_twice() {
         !uploads_to(&server, "app.log.1").is_empty(),
         "the line added after the rotation was not appended:\n{log}"
     );
+
+    // The next rotation shifts two generations (app.log.1 -> app.log.2, app.log ->
+    // app.log.1) while the agent is down, killed (-9) right after renaming /app.log.1 to
+    // /app.log.2 on the server and before its record followed: the restarted agent finds
+    // that rename done, renames /app.log to /app.log.1, sends the new app.log, and keeps
+    // no version. (Past sled's background flush first, so the kill lands in that window,
+    // not in the record's flush of the last append.)
+    std::thread::sleep(Duration::from_millis(1500));
+    agent.kill();
+    std::fs::rename(root.join("app.log.1"), root.join("app.log.2")).unwrap();
+    std::fs::rename(root.join("app.log"), root.join("app.log.1")).unwrap();
+    write(&root.join("app.log"), b"third generation\n");
+    let renamed = std::process::Command::new("curl")
+        .args(["-sS", "--head", "-u", &format!("node01:{PW}")])
+        .args(["-Q", "RNFR app.log.1", "-Q", "RNTO app.log.2"])
+        .arg(format!("ftp://{}/", server.addr()))
+        .output()
+        .unwrap();
+    assert!(renamed.status.success(), "{renamed:?}");
+    agent.restart();
+    let local = tree_hashes(root);
+    let remote = wait_for_mirror(&server, &agent, "node01", |remote| *remote == local);
+    assert_eq!(remote.len(), 3, "{remote:#?}\n{}", agent.stderr());
+    let whole = uploads_to(&server, ".app.log.2.logarchive-part");
+    assert!(whole.is_empty(), "app.log.2 was uploaded whole: {whole:#?}");
+    let whole = uploads_to(&server, ".app.log.1.logarchive-part");
+    assert!(whole.is_empty(), "app.log.1 was uploaded whole: {whole:#?}");
 }
 
 #[test]
