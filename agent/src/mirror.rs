@@ -7,7 +7,8 @@
 //! - Growth is sent with APPE while the remote size equals the confirmed size.
 //! - The archive only grows: content that does not extend the remote copy (truncation,
 //!   copytruncate, rewrite) first moves the old remote copy to `<name>.<UTC stamp>`.
-//! - A renamed file (same device, inode and first bytes) is renamed on the server.
+//! - A renamed file (same device, inode and first bytes) is renamed on the server, also when
+//!   a new file already took its old name (logrotate's `create`).
 //! - Before every transfer the record says what is about to happen; after a restart the
 //!   server's sizes tell how far it got.
 
