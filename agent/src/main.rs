@@ -303,6 +303,9 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
             );
             next_settled = Some(Duration::ZERO);
         }
+        if defer_replacements(&mut settled) {
+            next_settled = Some(Duration::ZERO);
+        }
         let sent: Mutex<Vec<Pending>> = Mutex::new(vec![Pending::default(); before.len()]);
         let queue: Mutex<VecDeque<LocalFile>> = Mutex::new(settled.into_iter().collect());
         let ends = futures_util::future::join_all(
@@ -556,7 +559,13 @@ fn backlog(
                 {
                     file.size - record.confirmed
                 }
-                Ok(_) => file.size,
+                Ok(Some(record)) => {
+                    if (record.dev, record.ino) != (file.dev, file.ino) {
+                        file.replaces = Some((record.dev, record.ino));
+                    }
+                    file.size
+                }
+                Ok(None) => file.size,
                 Err(err) => {
                     failed.get_or_insert(err);
                     return;
@@ -591,6 +600,40 @@ fn backlog(
         });
     }
     Ok(all)
+}
+
+/// Leaves for the next pass every file that took the place of a file rotated away by
+/// rename which this pass sends (`app.log` after `app.log` -> `app.log.1`): sent in
+/// parallel, the new file could replace the server's copy before the rotated one is renamed
+/// there, keeping the old bytes twice. True if any was left. Cannot hold a file back for
+/// long: once its rotated file is through (or refused, which keeps that out of the queue),
+/// it goes. Files that replace each other in a ring (two files swapped by rename) are not
+/// held back, as no pass would ever free them: they fall back to keeping versions.
+fn defer_replacements(queue: &mut Vec<LocalFile>) -> bool {
+    // Identity of each queued file -> the identity it replaces.
+    let queued: HashMap<(u64, u64), Option<(u64, u64)>> = queue
+        .iter()
+        .map(|file| ((file.dev, file.ino), file.replaces))
+        .collect();
+    // Waits if the chain of rotated files leads to one that goes in this pass.
+    let waits = |file: &LocalFile| {
+        let mut rotated = match file.replaces {
+            Some(rotated) if queued.contains_key(&rotated) => rotated,
+            _ => return false,
+        };
+        for _ in 0..queued.len() {
+            match queued.get(&rotated) {
+                Some(Some(next)) if queued.contains_key(next) => rotated = *next,
+                _ => return true,
+            }
+        }
+        false
+    };
+    let before = queue.len();
+    let keep: Vec<bool> = queue.iter().map(|file| !waits(file)).collect();
+    let mut keep = keep.into_iter();
+    queue.retain(|_| keep.next().unwrap_or(true));
+    queue.len() < before
 }
 
 /// Keeps the `keep` oldest files, oldest first.
@@ -735,4 +778,50 @@ fn status(config_file: &Path, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, ino: u64, replaces: Option<u64>) -> LocalFile {
+        LocalFile {
+            local: PathBuf::from(name),
+            remote: format!("/{name}"),
+            dev: 1,
+            ino,
+            size: 1,
+            mtime: 0,
+            watch: 0,
+            pending: 1,
+            replaces: replaces.map(|ino| (1, ino)),
+        }
+    }
+
+    fn names(queue: &[LocalFile]) -> Vec<&str> {
+        queue.iter().filter_map(|f| f.local.to_str()).collect()
+    }
+
+    #[test]
+    fn a_new_file_waits_for_the_rename_of_the_file_it_replaces() {
+        // app.log.2 <- app.log.1 <- app.log <- new app.log: one generation per pass.
+        let mut queue = vec![
+            file("app.log", 30, Some(20)),
+            file("app.log.1", 20, Some(10)),
+            file("app.log.2", 10, None),
+            file("other.log", 40, Some(99)),
+        ];
+        assert!(defer_replacements(&mut queue));
+        assert_eq!(names(&queue), ["app.log.2", "other.log"]);
+        let mut next = vec![file("app.log", 30, Some(20)), file("app.log.1", 20, None)];
+        assert!(defer_replacements(&mut next));
+        assert_eq!(names(&next), ["app.log.1"]);
+    }
+
+    #[test]
+    fn files_swapped_by_rename_are_never_held_back() {
+        let mut queue = vec![file("a", 1, Some(2)), file("b", 2, Some(1))];
+        assert!(!defer_replacements(&mut queue));
+        assert_eq!(queue.len(), 2);
+    }
 }

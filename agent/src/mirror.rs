@@ -7,11 +7,13 @@
 //! - Growth is sent with APPE while the remote size equals the confirmed size.
 //! - The archive only grows: content that does not extend the remote copy (truncation,
 //!   copytruncate, rewrite) first moves the old remote copy to `<name>.<UTC stamp>`.
-//! - A renamed file (same device, inode and first bytes) is renamed on the server.
+//! - A renamed file (same device, inode and first bytes) is renamed on the server, also when
+//!   a new file already took its old name (logrotate's `create`).
 //! - Before every transfer the record says what is about to happen; after a restart the
 //!   server's sizes tell how far it got.
 
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -147,12 +149,19 @@ impl Mirror {
         remote: &mut Remote,
         file: &LocalFile,
     ) -> Result<Outcome, MirrorError> {
-        let mut record = match self.record.get(&file.local)? {
-            Some(record) => record,
-            None => match self.renamed_from(file)? {
-                Some(old) => return self.follow_rename(remote, file, old).await,
-                None => return self.upload_whole(remote, file, false).await,
-            },
+        let known = self.record.get(&file.local)?;
+        // A path with no record, or whose record is another file's (logrotate's `create`
+        // put a new file at an old name: `app.log.1` of the generation before), may hold a
+        // file that was renamed here.
+        if known
+            .as_ref()
+            .is_none_or(|record| (record.dev, record.ino) != (file.dev, file.ino))
+            && let Some(old) = self.renamed_from(remote, file).await?
+        {
+            return self.follow_rename(remote, file, old).await;
+        }
+        let Some(mut record) = known else {
+            return self.upload_whole(remote, file, false).await;
         };
         if is_unchanged(&record, file) {
             return Ok(Outcome::Unchanged);
@@ -189,14 +198,37 @@ impl Mirror {
         self.upload_whole(remote, file, resume).await
     }
 
-    /// A record whose file vanished and whose identity matches `file`: a rotation by rename.
-    fn renamed_from(&self, file: &LocalFile) -> Result<Option<FileRecord>, MirrorError> {
+    /// A record whose identity and first bytes match `file` while its own path is gone or
+    /// now holds another file (logrotate's `create` mode makes a new file there at once):
+    /// a rotation by rename.
+    async fn renamed_from(
+        &self,
+        remote: &mut Remote,
+        file: &LocalFile,
+    ) -> Result<Option<FileRecord>, MirrorError> {
         let Some(record) = self.record.by_identity(file.dev, file.ino)? else {
             return Ok(None);
         };
-        let moved = record.local != file.local
-            && record.state == SendState::Confirmed
-            && !record.local.exists()
+        if record.local == file.local {
+            return Ok(None);
+        }
+        let old_path_moved_on = match std::fs::symlink_metadata(&record.local) {
+            Ok(meta) => (meta.dev(), meta.ino()) != (record.dev, record.ino),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => true,
+            Err(source) => {
+                return Err(MirrorError::Local {
+                    path: record.local.display().to_string(),
+                    source,
+                });
+            }
+        };
+        if !old_path_moved_on {
+            return Ok(None);
+        }
+        // A kill -9 can leave the record a step behind the server (the final state of an
+        // upload is not flushed at once): settle that first, from the server's sizes.
+        let record = self.recover(remote, record).await?;
+        let moved = (record.dev, record.ino) == (file.dev, file.ino)
             && fingerprint(&file.local, record.fingerprint_len)?.as_deref()
                 == Some(&record.fingerprint);
         Ok(moved.then_some(record))
@@ -208,10 +240,16 @@ impl Mirror {
         file: &LocalFile,
         old: FileRecord,
     ) -> Result<Outcome, MirrorError> {
-        let target_free = remote.size(&file.remote).await?.is_none();
-        let moved = target_free
-            && remote.ensure_parent(&file.remote).await.is_ok()
-            && remote.rename(&old.remote, &file.remote).await.is_ok();
+        let at_target = remote.size(&file.remote).await?;
+        // Killed between the server's rename and the rekey below: the old name is gone and
+        // the new one holds exactly the confirmed bytes, so the rename is done.
+        let done_before = at_target == Some(old.confirmed)
+            && old.remote != file.remote
+            && remote.size(&old.remote).await?.is_none();
+        let moved = done_before
+            || (at_target.is_none()
+                && remote.ensure_parent(&file.remote).await.is_ok()
+                && remote.rename(&old.remote, &file.remote).await.is_ok());
         if !moved {
             // Not permitted (no 'f') or the name is taken: send it under its new name.
             return self.upload_whole(remote, file, false).await;

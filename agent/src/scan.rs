@@ -34,6 +34,10 @@ pub struct LocalFile {
     pub watch: usize,
     /// Bytes the server does not have yet (set when compared with the record).
     pub pending: u64,
+    /// The identity (device, inode) the record holds for this path when it is another
+    /// file's: this one took the place of a file rotated away by rename, so it waits until
+    /// that rename has been followed (set when compared with the record).
+    pub replaces: Option<(u64, u64)>,
 }
 
 fn glob_set(patterns: &[logarchive_common::config::agent::Glob]) -> anyhow::Result<GlobSet> {
@@ -99,6 +103,7 @@ impl Watch {
             mtime: mtime_ns(meta),
             watch: 0,
             pending: meta.len(),
+            replaces: None,
         })
     }
 

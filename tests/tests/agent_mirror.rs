@@ -492,3 +492,137 @@ fn a_polled_watch_notices_new_files_without_inotify_or_rescans() {
     let local = tree_hashes(tree.path());
     wait_for_mirror(&server, &agent, "nfs", |remote| *remote == local);
 }
+
+/// Server log lines of finished uploads into `path` (the temporary name of a whole upload
+/// ends in `<name>.logarchive-part`).
+fn uploads_to(server: &TestServer, name: &str) -> Vec<String> {
+    server
+        .stderr()
+        .lines()
+        .filter(|l| l.contains(" upload ") && l.contains(name))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn rotation_by_rename_with_create_is_renamed_on_the_server_not_sent_twice() {
+    let server = TestServer::start_with("", &[("node01", PW, &["--perm", "elrwafm"])]);
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    let first: Vec<u8> = (0..2000)
+        .flat_map(|i| format!("line {i} of the first generation\n").into_bytes())
+        .collect();
+    write(&root.join("app.log"), &first);
+    let mut agent = TestAgent::start(&server, "node01", PW, root, "");
+    let local = tree_hashes(root);
+    wait_for_mirror(&server, &agent, "node01", |remote| *remote == local);
+
+    // logrotate with `create`: rename, a new file at the old name at once, and the writer
+    // still adds a line to the rotated file before it reopens.
+    std::fs::rename(root.join("app.log"), root.join("app.log.1")).unwrap();
+    write(&root.join("app.log"), b"second generation\n");
+    append(
+        &root.join("app.log.1"),
+        b"last line of the first generation\n",
+    );
+    let local = tree_hashes(root);
+    let remote = wait_for_mirror(&server, &agent, "node01", |remote| {
+        remote.get("app.log.1") == local.get("app.log.1")
+            && remote.get("app.log") == local.get("app.log")
+    });
+    assert!(
+        !remote.keys().any(|k| k.starts_with("app.log.2")),
+        "the rotated bytes were kept twice: {remote:#?}\n{}",
+        agent.stderr()
+    );
+    let log = server.stderr();
+    assert!(
+        log.lines().any(|l| l.contains(" renamed ")
+            && l.contains("app.log to=")
+            && l.contains("app.log.1")),
+        "no server-side rename of app.log to app.log.1:\n{log}"
+    );
+    let whole = uploads_to(&server, ".app.log.1.logarchive-part");
+    assert!(whole.is_empty(), "app.log.1 was uploaded whole: {whole:#?}");
+    assert!(
+        !uploads_to(&server, "app.log.1").is_empty(),
+        "the line added after the rotation was not appended:\n{log}"
+    );
+
+    // The next rotation shifts two generations (app.log.1 -> app.log.2, app.log ->
+    // app.log.1) while the agent is down, killed (-9) right after renaming /app.log.1 to
+    // /app.log.2 on the server and before its record followed: the restarted agent finds
+    // that rename done, renames /app.log to /app.log.1, sends the new app.log, and keeps
+    // no version. (Past sled's background flush first, so the kill lands in that window,
+    // not in the record's flush of the last append.)
+    std::thread::sleep(Duration::from_millis(1500));
+    agent.kill();
+    std::fs::rename(root.join("app.log.1"), root.join("app.log.2")).unwrap();
+    std::fs::rename(root.join("app.log"), root.join("app.log.1")).unwrap();
+    write(&root.join("app.log"), b"third generation\n");
+    let renamed = std::process::Command::new("curl")
+        .args(["-sS", "--head", "-u", &format!("node01:{PW}")])
+        .args(["-Q", "RNFR app.log.1", "-Q", "RNTO app.log.2"])
+        .arg(format!("ftp://{}/", server.addr()))
+        .output()
+        .unwrap();
+    assert!(renamed.status.success(), "{renamed:?}");
+    agent.restart();
+    let local = tree_hashes(root);
+    let remote = wait_for_mirror(&server, &agent, "node01", |remote| *remote == local);
+    assert_eq!(remote.len(), 3, "{remote:#?}\n{}", agent.stderr());
+    let whole = uploads_to(&server, ".app.log.2.logarchive-part");
+    assert!(whole.is_empty(), "app.log.2 was uploaded whole: {whole:#?}");
+    let whole = uploads_to(&server, ".app.log.1.logarchive-part");
+    assert!(whole.is_empty(), "app.log.1 was uploaded whole: {whole:#?}");
+}
+
+#[test]
+fn rotation_into_a_folder_without_rename_right_keeps_versions_and_loses_nothing() {
+    let mut server = TestServer::prepare("");
+    server.add_user("node01", PW, &["--perm", "elrwafm"]);
+    // logrotate's `olddir`: the rotated file goes to old/, where this user may write but not
+    // rename, so neither the server-side rename nor a whole upload there can succeed.
+    let users = server.config.with_file_name("users.toml");
+    let mut text = std::fs::read_to_string(&users).unwrap();
+    text.push_str("\n[user.dirs]\n\"/node01/old\" = \"elrwam\"\n");
+    std::fs::write(&users, text).unwrap();
+    server.start();
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    write(&root.join("app.log"), b"first generation\n");
+    std::fs::create_dir(root.join("old")).unwrap();
+    let agent = TestAgent::start(&server, "node01", PW, root, "");
+    wait_for_mirror(&server, &agent, "node01", |remote| {
+        remote.contains_key("app.log")
+    });
+
+    std::fs::rename(root.join("app.log"), root.join("old/app.log.1")).unwrap();
+    write(&root.join("app.log"), b"second generation\n");
+    // The new file goes ahead once the rotated one was refused; the first generation's
+    // bytes stay on the server as a version of app.log.
+    let remote = wait_for_mirror(&server, &agent, "node01", |remote| {
+        remote.get("app.log") == tree_hashes(root).get("app.log")
+            && remote.keys().any(|k| k.starts_with("app.log.2"))
+    });
+    let version = remote.keys().find(|k| k.starts_with("app.log.2")).unwrap();
+    assert_eq!(
+        server.archived(&format!("node01/{version}")).unwrap(),
+        b"first generation\n"
+    );
+    assert!(!remote.contains_key("old/app.log.1"), "{remote:#?}");
+    assert!(
+        server.stderr().contains("refused: no 'f'"),
+        "the rename into old/ was not refused:\n{}",
+        server.stderr()
+    );
+    // The rotated file is retried slowly, not in a busy loop.
+    let before = server.stderr().matches("refused: no 'f'").count();
+    std::thread::sleep(Duration::from_secs(3));
+    let refusals = server.stderr().matches("refused: no 'f'").count() - before;
+    assert!(refusals <= 4, "{refusals} refusals in 3 s");
+    assert_eq!(
+        std::fs::read(root.join("old/app.log.1")).unwrap(),
+        b"first generation\n"
+    );
+}
