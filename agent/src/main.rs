@@ -77,7 +77,6 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    tune_malloc();
     logarchive_common::logging::init_with_writer("info,sled=warn", || progress::LogWriter);
     let result = match Cli::parse().command {
         Command::Run { config } => run(&config),
@@ -463,22 +462,6 @@ async fn worker(
                 let _ = record.note("last_error", format!("{}: {err}", file.local.display()));
             }
         }
-    }
-}
-
-/// Sets glibc's malloc for an agent that runs for months, before any thread starts.
-/// - A fixed mmap threshold: by default glibc raises it each time a large block is freed,
-///   so later large buffers (sled's, a pass's lists) land on the heap, where the small
-///   blocks allocated around them keep it from shrinking again.
-/// - A trim threshold to match: free memory at the top of the heap goes back at once.
-/// - Two arenas, not eight per core: the agent's threads mostly wait on the network.
-fn tune_malloc() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets allocator parameters; called before other threads exist.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 10);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 
