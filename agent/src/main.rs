@@ -491,7 +491,7 @@ struct Backlog {
     files: Vec<LocalFile>,
     /// All of them, counted (those left out of `files` too).
     pending: Pending,
-    /// Whether some were left out of `files` (by number, or not due yet).
+    /// Whether some were left out of `files` by number (the next pass follows at once).
     left_out: bool,
 }
 
@@ -557,8 +557,9 @@ fn backlog(
             file.watch = index;
             file.pending = bytes;
             pending.count(&file);
+            // Not due (refused a moment ago): waits for its retry time, and must not make
+            // the next pass start at once (that would walk in a busy loop until then).
             if !due(&file) {
-                left_out = true;
                 return;
             }
             files.push(file);
