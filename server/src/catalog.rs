@@ -457,7 +457,26 @@ impl Catalog {
     /// noted as begun (flushed) before the archive changes, so a server killed before the
     /// journal has its line finds it at the next start and journals it then
     /// (`recovery`): the file keeps who sent it. An archive refusal changes nothing.
+    ///
+    /// It runs to its end even when the caller is dropped (an FTP session whose client
+    /// went away): cut short, an S3 rename would leave the file under both names.
     pub async fn rename(&self, from: &ArchivePath, to: &ArchivePath) -> Result<(), RenameError> {
+        let (catalog, moved_from, moved_to) = (self.clone(), from.clone(), to.clone());
+        let renaming =
+            tokio::spawn(async move { catalog.rename_to_the_end(&moved_from, &moved_to).await });
+        renaming.await.unwrap_or_else(|join| {
+            Err(RenameError::Archive(ArchiveError::Io {
+                path: from.clone(),
+                source: std::io::Error::other(join),
+            }))
+        })
+    }
+
+    async fn rename_to_the_end(
+        &self,
+        from: &ArchivePath,
+        to: &ArchivePath,
+    ) -> Result<(), RenameError> {
         let _writing = self.shared.gate.read().await;
         let intent = recovery::intent_key(from, to);
         // Without a working database the rename goes on: catching up still makes the

@@ -18,6 +18,7 @@ use suppaftp::types::FileType;
 
 pub mod bucket;
 pub mod garage;
+pub mod process;
 pub mod relp_client;
 pub mod soak;
 pub mod statistics;
@@ -547,6 +548,10 @@ impl TestAgent {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn stderr(&self) -> String {

@@ -116,6 +116,64 @@ pub struct S3Archive {
     /// One upload at a time per key on this server: an append composes the stored object
     /// with new bytes, so two at once would lose one of them.
     writing: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    moving: Arc<Moving>,
+}
+
+/// The keys a rename of a file is moving: S3 has no rename, so it is a copy, then a
+/// delete, and between the two the file is under both names. A stat of either name waits
+/// until the rename is done, so no client of this server sees that: an agent that finds
+/// its temporary file and a file at the final name takes the latter for an older copy and
+/// keeps it as a version (found by the kill -9 test on S3). A server stopped in between
+/// finishes the rename at its next start (`catalog::recovery`).
+#[derive(Debug, Default)]
+struct Moving {
+    keys: std::sync::Mutex<HashSet<String>>,
+    done: tokio::sync::Notify,
+}
+
+impl Moving {
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Marks `from` and `to` as moving until the returned guard is dropped.
+    fn mark(&self, from: &str, to: &str) -> MovingGuard<'_> {
+        let keys = [from.to_owned(), to.to_owned()];
+        self.keys().extend(keys.iter().cloned());
+        MovingGuard { moving: self, keys }
+    }
+
+    /// Returns once no rename is moving `key`.
+    async fn settled(&self, key: &str) {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a rename ending in between still wakes us.
+            notified.as_mut().enable();
+            if !self.keys().contains(key) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct MovingGuard<'a> {
+    moving: &'a Moving,
+    keys: [String; 2],
+}
+
+impl Drop for MovingGuard<'_> {
+    fn drop(&mut self) {
+        let mut keys = self.moving.keys();
+        for key in &self.keys {
+            keys.remove(key);
+        }
+        drop(keys);
+        self.moving.done.notify_waiters();
+    }
 }
 
 /// A record waiting to be written: its name, bytes, and who to tell whether it was.
@@ -178,6 +236,7 @@ impl S3Archive {
             claimed: Arc::default(),
             records: Arc::default(),
             writing: Arc::default(),
+            moving: Arc::default(),
         };
         archive
             .op
@@ -754,6 +813,7 @@ impl S3Archive {
 #[async_trait]
 impl Archive for S3Archive {
     async fn stat(&self, path: &ArchivePath) -> Result<Entry> {
+        self.moving.settled(&key(path)).await;
         if let Some(meta) = self.head(path).await? {
             return Ok(file_entry(path.clone(), &meta));
         }
@@ -966,6 +1026,7 @@ impl Archive for S3Archive {
             return Ok(());
         }
         if source.is_some() {
+            let _moving = self.moving.mark(&key(from), &key(to));
             self.copy_object(&key(from), &key(to), source, to).await?;
             self.op
                 .delete(&key(from))

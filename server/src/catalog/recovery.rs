@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 use super::{
     Catalog, CatalogEntry, CatalogError, JournalRecord, Store, to_datetime, whole_seconds,
 };
-use crate::archive::ArchiveError;
+use crate::archive::{ArchiveError, EntryKind};
 
 /// The key of the `state` tree present while no server runs after a clean stop.
 const CLEAN_STOP: &str = "clean_stop";
@@ -235,24 +235,21 @@ impl Catalog {
         Ok(())
     }
 
-    /// Journals the renames begun and done in the archive whose line is missing; forgets
-    /// the others. Callers hold the gate alone.
+    /// Journals the renames begun and done in the archive whose line is missing, and
+    /// finishes those cut short between copy and delete; forgets the others. Callers hold
+    /// the gate alone.
     pub(super) async fn resolve_intents(&self) -> Result<usize, CatalogError> {
         let store = self.store()?;
         let intents = store.intents.iter().keys().collect::<Result<Vec<_>, _>>()?;
         let mut journaled = 0;
         for key in &intents {
-            if let Some((from, to)) = parse_intent(key) {
-                let from_gone = matches!(
-                    self.archive.stat(&from).await,
-                    Err(ArchiveError::NotFound(_))
-                );
-                if from_gone && self.archive.stat(&to).await.is_ok() {
-                    tracing::info!(%from, %to, "catalog: journaling a rename cut short by a stop");
-                    let rename = JournalRecord::Rename { from, to };
-                    self.journal(&rename, OffsetDateTime::now_utc()).await?;
-                    journaled += 1;
-                }
+            if let Some((from, to)) = parse_intent(key)
+                && self.finish_rename(&from, &to).await?
+            {
+                tracing::info!(%from, %to, "catalog: journaling a rename cut short by a stop");
+                let rename = JournalRecord::Rename { from, to };
+                self.journal(&rename, OffsetDateTime::now_utc()).await?;
+                journaled += 1;
             }
             store.intents.remove(key)?;
         }
@@ -260,6 +257,37 @@ impl Catalog {
             self.flush().await?;
         }
         Ok(journaled)
+    }
+
+    /// Whether a rename begun before a stop is done in the archive now. On S3 a rename is
+    /// a copy, then a delete: a stop between them leaves the file under both names, and
+    /// deleting the source then finishes it (the target holds the same bytes, so nothing
+    /// is lost; left alone, the source would stay for ever, as the agent that asked for
+    /// the rename finds its file in place).
+    async fn finish_rename(
+        &self,
+        from: &ArchivePath,
+        to: &ArchivePath,
+    ) -> Result<bool, CatalogError> {
+        let target = match self.archive.stat(to).await {
+            Ok(target) => target,
+            Err(ArchiveError::NotFound(_)) => return Ok(false),
+            Err(err) => return Err(err.into()),
+        };
+        let source = match self.archive.stat(from).await {
+            Ok(source) => source,
+            Err(ArchiveError::NotFound(_)) => return Ok(true),
+            Err(err) => return Err(err.into()),
+        };
+        let copies = source.kind == EntryKind::File
+            && target.kind == EntryKind::File
+            && source.size == target.size
+            && self.hash_file(from).await?.0 == self.hash_file(to).await?.0;
+        if copies {
+            tracing::info!(%from, %to, "catalog: finishing a rename cut short between copy and delete");
+            self.archive.remove_file(from).await?;
+        }
+        Ok(copies)
     }
 
     /// Makes the catalog what `reindex` would make of the archive and journal now, hashing
@@ -405,6 +433,53 @@ mod tests {
         assert_eq!(entries(&catalog).await, caught_up);
         catalog.end_run().await.unwrap();
         assert_eq!(catalog.begin_run().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_rename_cut_between_copy_and_delete_is_finished_at_the_next_start() {
+        let (dir, catalog) = catalog();
+        let root = dir.path().join("archive");
+        std::fs::create_dir_all(root.join("n")).unwrap();
+        std::fs::write(root.join("n/.a.part"), b"alpha\n").unwrap();
+        std::fs::write(root.join("n/.b.part"), b"beta\n").unwrap();
+        std::fs::write(root.join("n/b.log"), b"older beta\n").unwrap();
+        for name in [".a.part", ".b.part", "b.log"] {
+            let entry = catalog
+                .archive
+                .stat(&path(&format!("/n/{name}")))
+                .await
+                .unwrap();
+            catalog.record_upload(&entry, None, "agent").await.unwrap();
+        }
+        // As S3 renames: the copy made, then killed before the source's delete.
+        let (from, to) = (path("/n/.a.part"), path("/n/a.log"));
+        catalog.note_intent(&intent_key(&from, &to)).await.unwrap();
+        std::fs::copy(root.join("n/.a.part"), root.join("n/a.log")).unwrap();
+        // Killed before the copy: the target holds other bytes, so both stay.
+        let (other, taken) = (path("/n/.b.part"), path("/n/b.log"));
+        catalog
+            .note_intent(&intent_key(&other, &taken))
+            .await
+            .unwrap();
+
+        assert!(catalog.begin_run().await.unwrap().is_some());
+        assert!(!root.join("n/.a.part").exists());
+        assert_eq!(std::fs::read(root.join("n/a.log")).unwrap(), b"alpha\n");
+        assert_eq!(std::fs::read(root.join("n/.b.part")).unwrap(), b"beta\n");
+        assert_eq!(
+            std::fs::read(root.join("n/b.log")).unwrap(),
+            b"older beta\n"
+        );
+        let caught_up = entries(&catalog).await;
+        let paths: Vec<_> = caught_up.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["/n/.b.part", "/n/a.log", "/n/b.log"]);
+        assert!(
+            caught_up
+                .iter()
+                .all(|e| e.uploader.as_deref() == Some("agent"))
+        );
+        catalog.reindex().await.unwrap();
+        assert_eq!(entries(&catalog).await, caught_up);
     }
 
     #[tokio::test]

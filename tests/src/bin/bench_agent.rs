@@ -28,6 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use logarchive_tests::process::usage;
 use logarchive_tests::statistics::percentile;
 use logarchive_tests::{TestServer, agent_bin, wait_until};
 
@@ -389,31 +390,6 @@ fn latency(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<
     Ok(())
 }
 
-/// (resident KiB, peak resident KiB, user + system clock ticks) of a process.
-fn process_usage(pid: u32) -> anyhow::Result<(u64, u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
-    Ok((field("VmRSS:"), field("VmHWM:"), ticks(11) + ticks(12)))
-}
-
 fn idle(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()> {
     let tree = base.join("idle-tree");
     for i in 0..args.idle_files {
@@ -434,23 +410,20 @@ fn idle(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()>
     if !sent {
         bail!("the idle tree was not sent: {}", agent.stderr());
     }
-    let (_, peak_sending, _) = process_usage(agent.pid())?;
+    let peak_sending = usage(agent.pid())?.peak_rss_kib;
     // Let the first pass's buffers settle, then measure a quiet window with rescans.
     std::thread::sleep(Duration::from_secs(5));
-    let (_, _, ticks_before) = process_usage(agent.pid())?;
+    let cpu_before = usage(agent.pid())?.cpu;
     let window_started = Instant::now();
     let mut rss_max = 0;
     while window_started.elapsed() < Duration::from_secs(args.idle_seconds) {
-        let (rss, _, _) = process_usage(agent.pid())?;
+        let rss = usage(agent.pid())?.rss_kib;
         rss_max = rss_max.max(rss);
         std::thread::sleep(Duration::from_millis(500));
     }
-    let (rss_end, _, ticks_after) = process_usage(agent.pid())?;
-    let ticks_per_second = command_output("getconf", &["CLK_TCK"])
-        .trim()
-        .parse::<f64>()
-        .unwrap_or(100.0);
-    let cpu_seconds = (ticks_after - ticks_before) as f64 / ticks_per_second;
+    let end = usage(agent.pid())?;
+    let rss_end = end.rss_kib;
+    let cpu_seconds = (end.cpu - cpu_before).as_secs_f64();
     let window = window_started.elapsed().as_secs_f64();
     println!(
         "## Idle: {} files recorded (sent in {send_secs:.0} s, {:.0} files/s, 8 sessions, durable server)\n",
@@ -484,22 +457,23 @@ fn idle(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()>
         );
     }
     std::thread::sleep(Duration::from_secs(5));
-    let (_, _, ticks_before) = process_usage(restarted.pid())?;
+    let cpu_before = usage(restarted.pid())?.cpu;
     let window_started = Instant::now();
     let mut rss_max = 0;
     while window_started.elapsed() < Duration::from_secs(args.idle_seconds) {
-        let (rss, _, _) = process_usage(restarted.pid())?;
+        let rss = usage(restarted.pid())?.rss_kib;
         rss_max = rss_max.max(rss);
         std::thread::sleep(Duration::from_millis(500));
     }
-    let (rss_end, _, ticks_after) = process_usage(restarted.pid())?;
+    let end = usage(restarted.pid())?;
+    let rss_end = end.rss_kib;
     let window = window_started.elapsed().as_secs_f64();
     println!(
         "| {window:.0} s, restarted agent | {} | {:.1} MiB | {:.1} MiB | - | {:.2} % of a core | <= 25 MB (23.8 MiB), < 1 % |\n",
         (window / 60.0).floor(),
         rss_end as f64 / 1024.0,
         rss_max as f64 / 1024.0,
-        (ticks_after - ticks_before) as f64 / ticks_per_second / window * 100.0
+        (end.cpu - cpu_before).as_secs_f64() / window * 100.0
     );
     if args.storage.is_none() {
         idle_agent_still_mirrors(server, &tree, &restarted)?;

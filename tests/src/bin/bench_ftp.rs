@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use logarchive_tests::process::usage;
 use logarchive_tests::statistics::{median, percentile};
 use logarchive_tests::{TestServer, Vsftpd, run};
 
@@ -166,17 +167,6 @@ async fn concurrent_sessions(
     ))
 }
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 fn main() -> anyhow::Result<()> {
     let args = <Args as clap::Parser>::parse();
     let size = args.size_mib * 1024 * 1024;
@@ -264,7 +254,11 @@ fn main() -> anyhow::Result<()> {
             p99 * 1000.0
         );
     }
-    if let Some(rss) = server.pid().and_then(peak_rss_kib) {
+    if let Some(rss) = server
+        .pid()
+        .and_then(|pid| usage(pid).ok())
+        .map(|u| u.peak_rss_kib)
+    {
         println!(
             "\nlogarchive-server peak RSS over the whole run: {:.1} MiB",
             rss as f64 / 1024.0

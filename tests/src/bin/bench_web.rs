@@ -24,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use logarchive_tests::process::usage;
 use logarchive_tests::statistics::{median, percentile};
 use logarchive_tests::{TestServer, free_port, run, wait_until};
 
@@ -169,17 +170,6 @@ fn latency(port: u16, target: &str, count: usize) -> anyhow::Result<(f64, f64, u
     }
     times.sort_by(f64::total_cmp);
     Ok((percentile(&times, 0.5), percentile(&times, 0.99), entries))
-}
-
-fn rss_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// nginx (Debian package) as a child process serving `root` on a free loopback port.
@@ -340,7 +330,7 @@ fn main() -> anyhow::Result<()> {
         let (p50, p99, entries) = latency(web, target, args.requests)?;
         println!("| {name} | {entries} | {p50:.1} | {p99:.1} |");
     }
-    let pid = server.pid().context("the server is not running")?;
+    let usage = usage(server.pid().context("the server is not running")?)?;
     let (_, metrics) = get(web, "/metrics", &basic_auth())?;
     let index_bytes = String::from_utf8_lossy(&metrics)
         .lines()
@@ -350,8 +340,8 @@ fn main() -> anyhow::Result<()> {
     println!(
         "\nreindex of {total} files: {reindex_seconds:.1} s; server start (catalog open, search table built): {open_seconds:.1} s\n\
          server memory after the searches: VmRSS {} MiB, peak {} MiB; search table estimate {:.1} MiB",
-        rss_kib(pid, "VmRSS:").unwrap_or(0) / 1024,
-        rss_kib(pid, "VmHWM:").unwrap_or(0) / 1024,
+        usage.rss_kib / 1024,
+        usage.peak_rss_kib / 1024,
         index_bytes as f64 / (1024.0 * 1024.0)
     );
 
