@@ -138,7 +138,11 @@ impl Agent {
         Ok(Agent {
             tls,
             watches,
-            mirror: Mirror { record, limiters },
+            mirror: Mirror {
+                record,
+                limiters,
+                copy_turn: tokio::sync::Mutex::new(()),
+            },
             config,
         })
     }
@@ -428,7 +432,10 @@ async fn worker(
                 }
             },
         };
-        match agent.mirror.sync(session, &file).await {
+        let Some(watch) = agent.watches.get(file.watch) else {
+            continue;
+        };
+        match agent.mirror.sync(session, watch, &file).await {
             Ok(outcome) => {
                 if let Some(progress) = progress {
                     progress.file_done(file.pending);

@@ -7,6 +7,10 @@
 //! - Growth is sent with APPE while the remote size equals the confirmed size.
 //! - The archive only grows: content that does not extend the remote copy (truncation,
 //!   copytruncate, rewrite) first moves the old remote copy to `<name>.<UTC stamp>`.
+//! - Copytruncate (`app.log` copied to `app.log.1`, then truncated): when the server holds
+//!   exactly the copy's first bytes (`SITE SHA256`), its copy is renamed to the copy's
+//!   name instead, so the old bytes are archived once, not as a version and again as
+//!   `app.log.1`.
 //! - A renamed file (same device, inode and first bytes) is renamed on the server, also when
 //!   a new file already took its old name (logrotate's `create`).
 //! - Before every transfer the record says what is about to happen; after a restart the
@@ -22,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::record::{FileRecord, Record, SendState};
 use crate::remote::{Remote, RemoteError};
-use crate::scan::LocalFile;
+use crate::scan::{LocalFile, Watch};
 
 /// How many leading bytes identify a file's content.
 const FINGERPRINT_BYTES: u64 = 4096;
@@ -46,19 +50,24 @@ pub enum MirrorError {
     },
 }
 
-/// SHA-256 (hex) of the first `len` bytes of `path`; `None` if the file is shorter.
+/// SHA-256 (hex) of the first `len` bytes of `path`, `None` if the file is shorter.
+/// Also the check that a local file starts with a whole remote file (copytruncate).
 fn fingerprint(path: &Path, len: u64) -> Result<Option<String>, MirrorError> {
     let err = |source| MirrorError::Local {
         path: path.display().to_string(),
         source,
     };
-    let mut file = std::fs::File::open(path).map_err(err)?;
-    let mut bytes = Vec::with_capacity(len as usize);
-    (&mut file).take(len).read_to_end(&mut bytes).map_err(err)?;
-    if (bytes.len() as u64) < len {
-        return Ok(None);
-    }
-    Ok(Some(hex::encode(Sha256::digest(&bytes))))
+    let mut reader = std::fs::File::open(path).map_err(err)?.take(len);
+    let mut hasher = Sha256::new();
+    let read = std::io::copy(&mut reader, &mut hasher).map_err(err)?;
+    Ok((read == len).then(|| hex::encode(hasher.finalize())))
+}
+
+/// Whether `path` (now `size` bytes) still starts with what `record` confirmed, by its
+/// fingerprint.
+fn starts_as_confirmed(path: &Path, size: u64, record: &FileRecord) -> Result<bool, MirrorError> {
+    Ok(record.confirmed <= size
+        && fingerprint(path, record.fingerprint_len)?.as_deref() == Some(&record.fingerprint))
 }
 
 /// The temporary name an upload of `remote` goes to: hidden, in the same folder.
@@ -140,22 +149,60 @@ pub enum Outcome {
 pub struct Mirror {
     pub record: Record,
     pub limiters: Vec<Arc<RateLimiter>>,
+    /// Held while a file that may take part in a copytruncate is synced: the copy and the
+    /// truncated file can be in two sessions at once, and only one may move the server's
+    /// copy (the other then finds the record moved).
+    pub copy_turn: tokio::sync::Mutex<()>,
 }
 
 impl Mirror {
-    /// Brings the server up to date with `file`.
+    /// Brings the server up to date with `file`, found by `watch`.
     pub async fn sync(
         &self,
         remote: &mut Remote,
+        watch: &Watch,
         file: &LocalFile,
     ) -> Result<Outcome, MirrorError> {
-        let known = self.record.get(&file.local)?;
+        let mut known = self.record.get(&file.local)?;
+        let other_file = |known: &Option<FileRecord>| {
+            known
+                .as_ref()
+                .is_none_or(|record| (record.dev, record.ino) != (file.dev, file.ino))
+        };
+        // Same file, but no longer starting as confirmed (truncated or rewritten).
+        let rewritten = |known: &Option<FileRecord>| -> Result<bool, MirrorError> {
+            Ok(match known {
+                Some(record) if (record.dev, record.ino) == (file.dev, file.ino) => {
+                    !is_unchanged(record, file)
+                        && !starts_as_confirmed(&file.local, file.size, record)?
+                }
+                _ => false,
+            })
+        };
+        // A copytruncate: the copy (`app.log.1`) and the file truncated (`app.log`).
+        let copied_from = match other_file(&known) {
+            true => self.copy_source(file)?,
+            false => None,
+        };
+        let _copy_turn = match copied_from.is_some() || rewritten(&known)? {
+            true => {
+                let turn = self.copy_turn.lock().await;
+                known = self.record.get(&file.local)?;
+                Some(turn)
+            }
+            false => None,
+        };
+        // The copy: the server's copy of the file truncated since becomes this file's.
+        if other_file(&known)
+            && let Some(source) = copied_from
+            && self.move_to_copy(remote, file, &source).await?
+        {
+            known = self.record.get(&file.local)?;
+        }
         // A path with no record, or whose record is another file's (logrotate's `create`
         // put a new file at an old name: `app.log.1` of the generation before), may hold a
         // file that was renamed here.
-        if known
-            .as_ref()
-            .is_none_or(|record| (record.dev, record.ino) != (file.dev, file.ino))
+        if other_file(&known)
             && let Some(old) = self.renamed_from(remote, file).await?
         {
             return self.follow_rename(remote, file, old).await;
@@ -177,10 +224,7 @@ impl Mirror {
                 == Some(&record.fingerprint);
         record = self.recover(remote, record).await?;
         let same_file = record.dev == file.dev && record.ino == file.ino;
-        let same_start = same_file
-            && record.confirmed <= file.size
-            && fingerprint(&file.local, record.fingerprint_len)?.as_deref()
-                == Some(&record.fingerprint);
+        let same_start = same_file && starts_as_confirmed(&file.local, file.size, &record)?;
         if same_start && file.size == record.confirmed && record.remote == file.remote {
             if record.mtime_seen != file.mtime {
                 record.mtime_seen = file.mtime;
@@ -194,8 +238,147 @@ impl Mirror {
                 return self.append(remote, file, record).await;
             }
         }
+        // Truncated, and copied first (copytruncate): the server's copy moves to the copy's
+        // name, and this file starts anew.
+        if same_file
+            && !same_start
+            && let Some(copy) = self.copy_beside(watch, file, &record)?
+            && self.move_to_copy(remote, &copy, &record).await?
+        {
+            return self.upload_whole(remote, file, false).await;
+        }
         // Anything else replaces the remote copy; upload_whole keeps that copy as a version.
         self.upload_whole(remote, file, resume).await
+    }
+
+    /// The record of a file that `file` may be a copy of: beside it, named as the start of
+    /// `file`'s name up to a `.`, `-` or `_` (`app.log` for `app.log.1` or
+    /// `app.log-20241122`), the same file as recorded but now shorter than confirmed.
+    fn copy_source(&self, file: &LocalFile) -> Result<Option<FileRecord>, MirrorError> {
+        let (Some(dir), Some(name)) = (
+            file.local.parent(),
+            file.local.file_name().and_then(|n| n.to_str()),
+        ) else {
+            return Ok(None);
+        };
+        for (at, _) in name
+            .match_indices(['.', '-', '_'])
+            .filter(|(at, _)| *at > 0)
+        {
+            let Some(record) = self.record.get(&dir.join(&name[..at]))? else {
+                continue;
+            };
+            let Ok(meta) = std::fs::symlink_metadata(&record.local) else {
+                continue;
+            };
+            if (meta.dev(), meta.ino()) == (record.dev, record.ino)
+                && record.state == SendState::Confirmed
+                && record.confirmed <= file.size
+                && !starts_as_confirmed(&record.local, meta.len(), &record)?
+            {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A file beside `file` that the watch mirrors, not recorded yet, named as `file`'s
+    /// name followed by `.`, `-` or `_`, and at least as long as `record` confirmed: maybe
+    /// the copy a copytruncate made before truncating `file`.
+    fn copy_beside(
+        &self,
+        watch: &Watch,
+        file: &LocalFile,
+        record: &FileRecord,
+    ) -> Result<Option<LocalFile>, MirrorError> {
+        let (Some(dir), Some(name)) = (
+            file.local.parent(),
+            file.local.file_name().and_then(|n| n.to_str()),
+        ) else {
+            return Ok(None);
+        };
+        let entries = std::fs::read_dir(dir).map_err(|source| MirrorError::Local {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let copy_name = entry.file_name();
+            let Some(rest) = copy_name.to_str().and_then(|n| n.strip_prefix(name)) else {
+                continue;
+            };
+            if !rest.starts_with(['.', '-', '_']) {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.len() < record.confirmed {
+                continue;
+            }
+            if let Some(copy) = watch.local_file(entry.path(), &meta)
+                && self.record.by_identity(copy.dev, copy.ino)?.is_none()
+            {
+                return Ok(Some(copy));
+            }
+        }
+        Ok(None)
+    }
+
+    /// If the server's copy of `source` holds exactly the first bytes of `copy` (its size
+    /// and its SHA-256, which only logarchive-server tells), renames it to `copy`'s remote
+    /// name and moves the record to `copy`. Also finishes a move a kill cut short (the
+    /// server's copy already there). False when it is not such a copy, or the server
+    /// cannot tell: the caller then sends as usual.
+    async fn move_to_copy(
+        &self,
+        remote: &mut Remote,
+        copy: &LocalFile,
+        source: &FileRecord,
+    ) -> Result<bool, MirrorError> {
+        if source.state != SendState::Confirmed
+            || source.confirmed == 0
+            || copy.size < source.confirmed
+            || copy.remote == source.remote
+            || fingerprint(&copy.local, source.fingerprint_len)?.as_deref()
+                != Some(&source.fingerprint)
+        {
+            return Ok(false);
+        }
+        let at_source = remote.size(&source.remote).await?;
+        let at_copy = remote.size(&copy.remote).await?;
+        let held_at = match (at_source, at_copy) {
+            (Some(size), None) if size == source.confirmed => &source.remote,
+            // Moved before a kill; the record was not.
+            (None, Some(size)) if size == source.confirmed => &copy.remote,
+            _ => return Ok(false),
+        };
+        let Some(held) = remote.sha256(held_at).await? else {
+            return Ok(false);
+        };
+        let (path, len) = (copy.local.clone(), source.confirmed);
+        let local = tokio::task::spawn_blocking(move || fingerprint(&path, len))
+            .await
+            .map_err(|join| MirrorError::Local {
+                path: copy.local.display().to_string(),
+                source: std::io::Error::other(join),
+            })??;
+        if local.as_deref() != Some(held.as_str()) {
+            return Ok(false);
+        }
+        if *held_at == source.remote {
+            remote.ensure_parent(&copy.remote).await?;
+            remote.rename(&source.remote, &copy.remote).await?;
+        }
+        tracing::info!(from = %source.remote, to = %copy.remote, "renamed on the server: the local file was copied, then truncated");
+        let record = FileRecord {
+            local: copy.local.clone(),
+            remote: copy.remote.clone(),
+            dev: copy.dev,
+            ino: copy.ino,
+            size_seen: source.confirmed,
+            mtime_seen: copy.mtime,
+            ..source.clone()
+        };
+        self.record.rekey(&source.local, &record)?;
+        Ok(true)
     }
 
     /// A record whose identity and first bytes match `file` while its own path is gone or

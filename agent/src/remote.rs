@@ -199,6 +199,22 @@ impl Remote {
         Ok(())
     }
 
+    /// The SHA-256 (hex) of a whole remote file, by `SITE SHA256` (logarchive-server's);
+    /// `None` when the file is not there or the server has no such command (vsftpd).
+    pub async fn sha256(&mut self, path: &str) -> Result<Option<String>, RemoteError> {
+        match self.ftp.site(format!("SHA256 {path}")).await {
+            Ok(response) => {
+                let text = String::from_utf8_lossy(&response.body);
+                // "200 <hex>"
+                let hash = text.trim().trim_start_matches("200").trim();
+                let valid = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+                Ok(valid.then(|| hash.to_ascii_lowercase()))
+            }
+            Err(FtpError::UnexpectedResponse(_)) => Ok(None),
+            Err(err) => Err(RemoteError::from_ftp("SITE SHA256", path, err)),
+        }
+    }
+
     pub async fn rename(&mut self, from: &str, to: &str) -> Result<(), RemoteError> {
         self.ftp
             .rename(from, to)

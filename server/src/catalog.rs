@@ -703,6 +703,20 @@ impl Catalog {
         }
     }
 
+    /// The SHA-256 of a file as it is now: the catalog's, when its entry has one and
+    /// still matches the file's size and time, else read from the archive.
+    pub async fn sha256(&self, path: &ArchivePath) -> Result<String, CatalogError> {
+        let file = self.archive.stat(path).await?;
+        if let Some(entry) = self.get(path)?
+            && !entry.sha256.is_empty()
+            && entry.size == file.size
+            && whole_seconds(entry.modified) == whole_seconds(to_datetime(file.modified))
+        {
+            return Ok(entry.sha256);
+        }
+        Ok(self.hash_file(path).await?.0)
+    }
+
     /// Makes everything recorded so far durable.
     ///
     /// sled's own `flush_async` can leave concurrent callers waiting forever (sled issue

@@ -120,7 +120,9 @@ fn mirrors_a_tree_with_growth_and_rotations() {
     let root = tree.path();
     write_sample_tree(root);
     write(&root.join("app.log"), b"app start\n");
-    write(&root.join("copy.log"), b"copytruncate me\n");
+    write(&root.join("copy.log"), b"truncate me\n");
+    write(&root.join("copied.log"), b"copytruncate me\n");
+    write(&root.join("copied2.log"), b"copytruncate me too\n");
     let mut agent = TestAgent::start(&server, "node01", PW, root, "");
 
     // 1. The nested tree arrives byte-identical with the same layout.
@@ -140,7 +142,8 @@ fn mirrors_a_tree_with_growth_and_rotations() {
         "growth was not sent with APPE"
     );
 
-    // 3. copytruncate: the old content is kept as a version, the new content arrives.
+    // 3. Truncation (a rewrite in place): the old content is kept as a version, the new
+    //    content arrives.
     let old_copy = std::fs::read(root.join("copy.log")).unwrap();
     std::fs::write(root.join("copy.log"), b"after truncation\n").unwrap();
     let local = tree_hashes(root);
@@ -153,6 +156,48 @@ fn mirrors_a_tree_with_growth_and_rotations() {
         server.archived(&format!("node01/{version}")).unwrap(),
         old_copy
     );
+
+    // 3b. copytruncate, the copy seen first (copied.log) and the truncated file seen first
+    //     (copied2.log, its copy written last): the server's copy is renamed to the copy's
+    //     name, nothing is kept as a version and nothing is sent twice.
+    let old_copied = std::fs::read(root.join("copied.log")).unwrap();
+    std::fs::copy(root.join("copied.log"), root.join("copied.log.1")).unwrap();
+    std::fs::write(root.join("copied.log"), b"after copytruncate\n").unwrap();
+    let old_copied2 = std::fs::read(root.join("copied2.log")).unwrap();
+    std::fs::write(root.join("copied2.log"), b"").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(root.join("copied2.log-20261123"), &old_copied2).unwrap();
+    let local = tree_hashes(root);
+    let remote = wait_for_mirror(&server, &agent, "node01", |remote| {
+        [
+            "copied.log",
+            "copied.log.1",
+            "copied2.log",
+            "copied2.log-20261123",
+        ]
+        .iter()
+        .all(|name| remote.get(*name) == local.get(*name))
+    });
+    assert_eq!(server.archived("node01/copied.log.1").unwrap(), old_copied);
+    assert!(
+        !remote
+            .keys()
+            .any(|k| k.starts_with("copied.log.2") || k.starts_with("copied2.log.2")),
+        "a copytruncate kept a version: {:?}\n{}",
+        remote.keys().collect::<Vec<_>>(),
+        agent.stderr()
+    );
+    let log = server.stderr();
+    for (from, to) in [
+        ("copied.log", "copied.log.1"),
+        ("copied2.log", "copied2.log-20261123"),
+    ] {
+        assert!(
+            log.contains(&format!("from=/node01/{from} to=/node01/{to}")),
+            "{from} was not renamed to {to} on the server:\n{}",
+            agent.stderr()
+        );
+    }
 
     // 4. Rotation by rename: app.log -> app.log.1 is renamed on the server, a new app.log
     //    arrives; nothing is lost.

@@ -208,6 +208,21 @@ impl Guard {
             .map_err(|e| self.archive_error(&account, e))
     }
 
+    /// SITE SHA256 (letter r: it tells about the content). An agent asks before it moves
+    /// the server's copy of a log to the name of a local copy of it (copytruncate).
+    pub async fn sha256(&self, user: &FtpUser, path: &Path) -> Result<String> {
+        let account = self.account(user)?;
+        let path = self.authorize(&account, path, Perm::Read)?;
+        match self.catalog.sha256(&path).await {
+            Ok(hash) => Ok(hash),
+            Err(CatalogError::Archive(err)) => Err(self.archive_error(&account, err)),
+            Err(err) => {
+                tracing::error!(path = %path, "SITE SHA256: {err}");
+                Err(Error::from(ErrorKind::LocalError))
+            }
+        }
+    }
+
     /// MFMT / SITE MFMT (letter T).
     pub async fn set_modified(&self, user: &FtpUser, path: &Path, time: SystemTime) -> Result<()> {
         let account = self.account(user)?;

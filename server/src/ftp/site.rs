@@ -1,4 +1,4 @@
-//! SITE CHMOD (letter M) and MFMT / SITE MFMT (letter T).
+//! SITE CHMOD (letter M), MFMT / SITE MFMT (letter T) and SITE SHA256 (letter r).
 //!
 //! libunftp hands these to handlers registered by name; both resolve their path against
 //! the session's working directory and go through the [`Guard`] like every other command.
@@ -87,6 +87,32 @@ impl SiteCommandHandler<Guard, FtpUser> for Mfmt {
             Ok(()) => {
                 Reply::new_with_string(ReplyCode::FileStatus, format!("Modify={stamp}; {file}"))
             }
+            Err(err) => error_reply(&err),
+        }
+    }
+}
+
+/// `SITE SHA256 <path>`: `200 <hex>`, the SHA-256 of the whole file. Agents ask it before
+/// moving a copy on the server instead of sending the same bytes again (copytruncate).
+#[derive(Debug)]
+pub struct Sha256;
+
+#[async_trait]
+impl SiteCommandHandler<Guard, FtpUser> for Sha256 {
+    async fn handle(&self, ctx: &SiteCommandContext<Guard, FtpUser>) -> Reply {
+        let Some(user) = user(ctx) else {
+            return Reply::new(ReplyCode::NotLoggedIn, "Not logged in");
+        };
+        let file = ctx.arguments.trim();
+        if file.is_empty() {
+            return Reply::new(ReplyCode::ParameterSyntaxError, "Usage: SITE SHA256 <path>");
+        }
+        match ctx
+            .storage
+            .sha256(user, &ctx.cwd.join(Path::new(file)))
+            .await
+        {
+            Ok(hash) => Reply::new_with_string(ReplyCode::CommandOkay, hash),
             Err(err) => error_reply(&err),
         }
     }
