@@ -2,7 +2,7 @@
 //! one is refused exactly that letter's commands (550 with a reason, nothing changed in
 //! the archive) and allowed all the others — with suppaftp and with curl.
 
-use logarchive_tests::{TestServer, ftp_login, ftp_retr, run};
+use logarchive_tests::{TestServer, ftp_login, ftp_retr, run, sha256_hex};
 use suppaftp::FtpError;
 use suppaftp::Status;
 
@@ -135,6 +135,13 @@ async fn each_letter_is_enforced_with_suppaftp() {
         results.push(('l', "MLSD", ftp.mlsd(None).await.map(drop)));
         results.push(('l', "SIZE", ftp.size("f.txt").await.map(drop)));
         results.push(('r', "RETR", ftp_retr(&mut ftp, "f.txt").await.map(drop)));
+        // The whole file's SHA-256, as agents ask before moving a copy (copytruncate).
+        let sha256 = ftp.site("SHA256 f.txt").await;
+        if let Ok(reply) = &sha256 {
+            let body = String::from_utf8_lossy(&reply.body).to_string();
+            assert_eq!(body.trim(), format!("200 {}", sha256_hex(b"original\n")));
+        }
+        results.push(('r', "SITE SHA256", sha256.map(drop)));
         results.push((
             'a',
             "APPE",
