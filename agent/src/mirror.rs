@@ -50,24 +50,37 @@ pub enum MirrorError {
     },
 }
 
-/// SHA-256 (hex) of the first `len` bytes of `path`, `None` if the file is shorter.
+/// SHA-256 (hex) of the first `len` bytes of the file at `path` whose identity (device,
+/// inode) is `identity`; `None` if it is shorter, or if the path holds another file now (a
+/// rotation since the scan must not lend the new file's bytes to the old one's record).
 /// Also the check that a local file starts with a whole remote file (copytruncate).
-fn fingerprint(path: &Path, len: u64) -> Result<Option<String>, MirrorError> {
+fn fingerprint(path: &Path, identity: (u64, u64), len: u64) -> Result<Option<String>, MirrorError> {
     let err = |source| MirrorError::Local {
         path: path.display().to_string(),
         source,
     };
-    let mut reader = std::fs::File::open(path).map_err(err)?.take(len);
+    let file = std::fs::File::open(path).map_err(err)?;
+    let meta = file.metadata().map_err(err)?;
+    if (meta.dev(), meta.ino()) != identity {
+        return Ok(None);
+    }
+    let mut reader = file.take(len);
     let mut hasher = Sha256::new();
     let read = std::io::copy(&mut reader, &mut hasher).map_err(err)?;
     Ok((read == len).then(|| hex::encode(hasher.finalize())))
 }
 
-/// Whether `path` (now `size` bytes) still starts with what `record` confirmed, by its
-/// fingerprint.
-fn starts_as_confirmed(path: &Path, size: u64, record: &FileRecord) -> Result<bool, MirrorError> {
+/// Whether the file at `path` (identity `identity`, now `size` bytes) still starts with
+/// what `record` confirmed, by its fingerprint.
+fn starts_as_confirmed(
+    path: &Path,
+    identity: (u64, u64),
+    size: u64,
+    record: &FileRecord,
+) -> Result<bool, MirrorError> {
     Ok(record.confirmed <= size
-        && fingerprint(path, record.fingerprint_len)?.as_deref() == Some(&record.fingerprint))
+        && fingerprint(path, identity, record.fingerprint_len)?.as_deref()
+            == Some(&record.fingerprint))
 }
 
 /// The temporary name an upload of `remote` goes to: hidden, in the same folder.
@@ -128,7 +141,8 @@ pub fn confirmed_record(file: &LocalFile) -> Result<FileRecord, MirrorError> {
         remote: file.remote.clone(),
         dev: file.dev,
         ino: file.ino,
-        fingerprint: fingerprint(&file.local, fingerprint_len)?.unwrap_or_default(),
+        fingerprint: fingerprint(&file.local, (file.dev, file.ino), fingerprint_len)?
+            .unwrap_or_default(),
         fingerprint_len,
         size_seen: file.size,
         mtime_seen: file.mtime,
@@ -174,7 +188,12 @@ impl Mirror {
             Ok(match known {
                 Some(record) if (record.dev, record.ino) == (file.dev, file.ino) => {
                     !is_unchanged(record, file)
-                        && !starts_as_confirmed(&file.local, file.size, record)?
+                        && !starts_as_confirmed(
+                            &file.local,
+                            (file.dev, file.ino),
+                            file.size,
+                            record,
+                        )?
                 }
                 _ => false,
             })
@@ -195,9 +214,13 @@ impl Mirror {
         // The copy: the server's copy of the file truncated since becomes this file's.
         if other_file(&known)
             && let Some(source) = copied_from
-            && self.move_to_copy(remote, file, &source).await?
         {
-            known = self.record.get(&file.local)?;
+            // Its last append or upload may have been cut short (a full disk, a kill):
+            // settled from the server's sizes first.
+            let source = self.recover(remote, source).await?;
+            if source.dev != u64::MAX && self.move_to_copy(remote, file, &source).await? {
+                known = self.record.get(&file.local)?;
+            }
         }
         // A path with no record, or whose record is another file's (logrotate's `create`
         // put a new file at an old name: `app.log.1` of the generation before), may hold a
@@ -220,11 +243,12 @@ impl Mirror {
         let resume = matches!(record.state, SendState::Sending { .. })
             && record.dev == file.dev
             && record.ino == file.ino
-            && fingerprint(&file.local, record.fingerprint_len)?.as_deref()
+            && fingerprint(&file.local, (file.dev, file.ino), record.fingerprint_len)?.as_deref()
                 == Some(&record.fingerprint);
         record = self.recover(remote, record).await?;
         let same_file = record.dev == file.dev && record.ino == file.ino;
-        let same_start = same_file && starts_as_confirmed(&file.local, file.size, &record)?;
+        let same_start = same_file
+            && starts_as_confirmed(&file.local, (file.dev, file.ino), file.size, &record)?;
         if same_start && file.size == record.confirmed && record.remote == file.remote {
             if record.mtime_seen != file.mtime {
                 record.mtime_seen = file.mtime;
@@ -272,9 +296,13 @@ impl Mirror {
                 continue;
             };
             if (meta.dev(), meta.ino()) == (record.dev, record.ino)
-                && record.state == SendState::Confirmed
                 && record.confirmed <= file.size
-                && !starts_as_confirmed(&record.local, meta.len(), &record)?
+                && !starts_as_confirmed(
+                    &record.local,
+                    (meta.dev(), meta.ino()),
+                    meta.len(),
+                    &record,
+                )?
             {
                 return Ok(Some(record));
             }
@@ -283,8 +311,8 @@ impl Mirror {
     }
 
     /// A file beside `file` that the watch mirrors, not recorded yet, named as `file`'s
-    /// name followed by `.`, `-` or `_`, and at least as long as `record` confirmed: maybe
-    /// the copy a copytruncate made before truncating `file`.
+    /// name followed by `.`, `-` or `_`, and starting as `record` confirmed: maybe the
+    /// copy a copytruncate made before truncating `file`.
     fn copy_beside(
         &self,
         watch: &Watch,
@@ -313,8 +341,11 @@ impl Mirror {
             if meta.len() < record.confirmed {
                 continue;
             }
+            // Several copies may wait (rotated twice before the agent looked): the one
+            // that starts as confirmed.
             if let Some(copy) = watch.local_file(entry.path(), &meta)
                 && self.record.by_identity(copy.dev, copy.ino)?.is_none()
+                && starts_as_confirmed(&copy.local, (copy.dev, copy.ino), copy.size, record)?
             {
                 return Ok(Some(copy));
             }
@@ -337,7 +368,7 @@ impl Mirror {
             || source.confirmed == 0
             || copy.size < source.confirmed
             || copy.remote == source.remote
-            || fingerprint(&copy.local, source.fingerprint_len)?.as_deref()
+            || fingerprint(&copy.local, (copy.dev, copy.ino), source.fingerprint_len)?.as_deref()
                 != Some(&source.fingerprint)
         {
             return Ok(false);
@@ -353,8 +384,8 @@ impl Mirror {
         let Some(held) = remote.sha256(held_at).await? else {
             return Ok(false);
         };
-        let (path, len) = (copy.local.clone(), source.confirmed);
-        let local = tokio::task::spawn_blocking(move || fingerprint(&path, len))
+        let (path, identity, len) = (copy.local.clone(), (copy.dev, copy.ino), source.confirmed);
+        let local = tokio::task::spawn_blocking(move || fingerprint(&path, identity, len))
             .await
             .map_err(|join| MirrorError::Local {
                 path: copy.local.display().to_string(),
@@ -412,7 +443,7 @@ impl Mirror {
         // upload is not flushed at once): settle that first, from the server's sizes.
         let record = self.recover(remote, record).await?;
         let moved = (record.dev, record.ino) == (file.dev, file.ino)
-            && fingerprint(&file.local, record.fingerprint_len)?.as_deref()
+            && fingerprint(&file.local, (file.dev, file.ino), record.fingerprint_len)?.as_deref()
                 == Some(&record.fingerprint);
         Ok(moved.then_some(record))
     }
@@ -557,7 +588,7 @@ impl Mirror {
         // that it always describes what the server has (see `recover`).
         if record.fingerprint_len < FINGERPRINT_BYTES {
             let len = to.min(FINGERPRINT_BYTES);
-            if let Some(longer) = fingerprint(&file.local, len)? {
+            if let Some(longer) = fingerprint(&file.local, (file.dev, file.ino), len)? {
                 record.fingerprint_len = len;
                 record.fingerprint = longer;
             }
@@ -601,8 +632,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"hello world").unwrap();
-        let five = fingerprint(&path, 5).unwrap().unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let identity = (meta.dev(), meta.ino());
+        let five = fingerprint(&path, identity, 5).unwrap().unwrap();
         assert_eq!(five, hex::encode(Sha256::digest(b"hello")));
-        assert!(fingerprint(&path, 100).unwrap().is_none());
+        assert!(fingerprint(&path, identity, 100).unwrap().is_none());
+        // Another file at the path now (rotated since the scan): no fingerprint.
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"hello world").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert!(fingerprint(&path, identity, 5).unwrap().is_none());
     }
 }

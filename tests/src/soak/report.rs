@@ -233,6 +233,8 @@ impl SoakOutcome {
         let final_bytes: u64 = self.nodes.iter().map(|(_, n)| n.final_bytes).sum();
         let kept: u64 = self.nodes.iter().map(|(_, n)| n.kept_versions).sum();
         let kept_bytes: u64 = self.nodes.iter().map(|(_, n)| n.kept_version_bytes).sum();
+        let twice: u64 = self.nodes.iter().map(|(_, n)| n.archived_twice).sum();
+        let twice_bytes: u64 = self.nodes.iter().map(|(_, n)| n.archived_twice_bytes).sum();
         let _ = writeln!(out, "| At the end | |\n|---|---|");
         let _ = writeln!(
             out,
@@ -247,6 +249,10 @@ impl SoakOutcome {
         let _ = writeln!(
             out,
             "| kept versions (`<name>.<stamp>`, prior remote copies of replaced content) | {kept} ({kept_bytes} bytes) |"
+        );
+        let _ = writeln!(
+            out,
+            "| of which also archived in the rotated file (bytes archived twice) | {twice} ({twice_bytes} bytes) |"
         );
         for feed in &self.feeds {
             let _ = writeln!(

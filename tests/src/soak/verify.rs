@@ -23,6 +23,12 @@ pub struct NodeCheck {
     /// copytruncate), as its contract says; their bytes are also in the rotated files.
     pub kept_versions: u64,
     pub kept_version_bytes: u64,
+    /// Kept versions whose bytes are also the start of the archived file the content
+    /// lives in now (a rotated copy): archived twice. The agent avoids this where it can
+    /// (rotation by rename is followed, a copytruncate's copy takes the server's copy);
+    /// what is left is counted, not failed.
+    pub archived_twice: u64,
+    pub archived_twice_bytes: u64,
     /// Kept versions of content that was never replaced locally, or a second version of
     /// the same content: bytes sent twice.
     pub duplicates: Vec<String>,
@@ -130,6 +136,15 @@ pub fn check_node(ledger: &Ledger, tree: &Path, home: &Path) -> NodeCheck {
                 versions_of.entry(id).or_default().push(path.clone());
                 check.kept_versions += 1;
                 check.kept_version_bytes += bytes.len() as u64;
+                let lives_at = &ledger.generations[id].lives_at;
+                if lives_at != base
+                    && archive
+                        .get(lives_at)
+                        .is_some_and(|content| content.starts_with(bytes))
+                {
+                    check.archived_twice += 1;
+                    check.archived_twice_bytes += bytes.len() as u64;
+                }
             }
             None if !matching.is_empty() => check
                 .duplicates
