@@ -436,6 +436,9 @@ async fn worker(
             continue;
         };
         match agent.mirror.sync(session, watch, &file).await {
+            Ok(mirror::Outcome::Gone) => {
+                tracing::debug!(local = %file.local.display(), "rotated or deleted since the scan");
+            }
             Ok(outcome) => {
                 if let Some(progress) = progress {
                     progress.file_done(file.pending);

@@ -155,6 +155,9 @@ pub fn confirmed_record(file: &LocalFile) -> Result<FileRecord, MirrorError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Unchanged,
+    /// The path holds another file since the scan, or none (rotated or deleted a moment
+    /// ago): nothing done; the next pass sees the files as they are.
+    Gone,
     Uploaded,
     Appended,
     Renamed,
@@ -177,6 +180,20 @@ impl Mirror {
         watch: &Watch,
         file: &LocalFile,
     ) -> Result<Outcome, MirrorError> {
+        // Everything below reads the file by its path: a rotation since the scan would lend
+        // the new file's bytes to the old file's record (found by the soak: the rotated
+        // file's record lost its fingerprint, and it was sent again whole).
+        match std::fs::symlink_metadata(&file.local) {
+            Ok(meta) if (meta.dev(), meta.ino()) == (file.dev, file.ino) => {}
+            Ok(_) => return Ok(Outcome::Gone),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Outcome::Gone),
+            Err(source) => {
+                return Err(MirrorError::Local {
+                    path: file.local.display().to_string(),
+                    source,
+                });
+            }
+        }
         let mut known = self.record.get(&file.local)?;
         let other_file = |known: &Option<FileRecord>| {
             known
