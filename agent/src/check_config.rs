@@ -52,14 +52,15 @@ pub fn run(config_file: &Path) -> anyhow::Result<()> {
     println!("record:    {} ({state})", record.display());
     let upload = &config.config.upload;
     println!(
-        "upload:    max_rate {} (0 = unlimited), {} sessions, settle {:?}, rescan every {:?}, report every {:?}, poll every {:?}, at most {} files per pass",
+        "upload:    max_rate {} (0 = unlimited), {} sessions, settle {:?}, rescan every {:?}, report every {:?}, poll every {:?}, at most {} files per pass, a fresh process after a backlog of {} files (0 = never)",
         upload.max_rate,
         upload.parallel.0,
         upload.settle.0,
         upload.rescan_interval.0,
         upload.report_interval.0,
         upload.poll_interval.0,
-        upload.files_per_pass.0
+        upload.files_per_pass.0,
+        upload.fresh_start_after.0
     );
     for section in &config.watches {
         let globs = |list: &[logarchive_common::config::agent::Glob]| {

@@ -191,17 +191,36 @@ fn run(config_file: &Path) -> anyhow::Result<()> {
         let mut agent = Agent::open(config_file)?;
         loop {
             enum Wake {
-                Stopped(anyhow::Result<()>),
+                /// A large backlog was sent (or the record failed).
+                Returned(anyhow::Result<BacklogSent>),
                 Signalled(anyhow::Result<()>),
                 Reload,
             }
             let wake = tokio::select! {
-                result = mirror_forever(&agent) => Wake::Stopped(result),
+                result = mirror_forever(&agent) => Wake::Returned(result),
                 signal = stop_signal() => Wake::Signalled(signal),
                 _ = hangup.recv() => Wake::Reload,
             };
             match wake {
-                Wake::Stopped(result) => return result,
+                Wake::Returned(result) => {
+                    let backlog = result?;
+                    // Only with a config that still loads: the fresh process reads it.
+                    match LoadedAgentConfig::load(config_file) {
+                        Ok(_) => {
+                            tracing::info!(
+                                files = backlog.files,
+                                "backlog sent: continuing in a fresh process (same process id) to return the memory sending fragmented"
+                            );
+                            drop(agent); // flushes and closes the record
+                            let err = exec_fresh();
+                            tracing::error!("could not start a fresh process, going on: {err}");
+                            agent = Agent::open(config_file)?;
+                        }
+                        Err(err) => tracing::error!(
+                            "no fresh start after the backlog, the configuration no longer loads: {err}"
+                        ),
+                    }
+                }
                 Wake::Signalled(signal) => {
                     signal?;
                     tracing::info!("stopping");
@@ -237,6 +256,26 @@ async fn stop_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Replaces this process with a fresh run of the same program, arguments and environment
+/// (`execve` keeps the process id, so a service manager sees no restart). Sending a large
+/// backlog leaves glibc's heap in small free pieces between live ones (sled's
+/// copy-on-write pages) that `malloc_trim` cannot give back; a fresh process holds only
+/// what an idle agent needs. Returns only if the exec failed.
+fn exec_fresh() -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let program = args.next().unwrap_or_default();
+    std::process::Command::new("/proc/self/exe")
+        .arg0(program)
+        .args(args)
+        .exec()
+}
+
+/// A backlog sent in full (the agent idles next): how many files it held.
+struct BacklogSent {
+    files: u64,
+}
+
 /// Files the server refused, and when to try each again (doubling, 2 s to 5 min).
 type Refused = Mutex<HashMap<PathBuf, (Instant, Duration)>>;
 
@@ -250,8 +289,9 @@ enum WorkerEnd {
 
 /// Scan, send with `parallel` sessions, wait; when the server is away, back off
 /// exponentially with jitter. An outage of any length only grows the backlog, which then
-/// drains oldest first.
-async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
+/// drains oldest first. Returns once a backlog of `fresh_start_after` files or more is
+/// sent, for the caller to start afresh.
+async fn mirror_forever(agent: &Agent) -> anyhow::Result<BacklogSent> {
     let upload = &agent.config.config.upload;
     let settle = upload.settle.0;
     let hints = watch::ChangeHints::start(&agent.watches, upload.poll_interval.0);
@@ -261,6 +301,8 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
     let mut last_health: Option<Instant> = None;
     // Spans the bounded passes of one large backlog.
     let mut progress: Option<progress::Progress> = None;
+    // Files sent since the agent last went idle.
+    let mut sent_since_idle: u64 = 0;
     tracing::info!(agent = %agent.config.agent_id, watches = agent.watches.len(), sessions = sessions.len(), "agent started");
     loop {
         let now = Instant::now();
@@ -324,6 +366,7 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
             progress.finish();
         }
         let sent = sent.into_inner().unwrap_or_else(|p| p.into_inner());
+        sent_since_idle += sent.iter().map(|watch| watch.files).sum::<u64>();
         // Empty now, but still as large as the pass was (100,000 files: 11 MiB): freed
         // before the agent waits, not after.
         drop(queue);
@@ -331,6 +374,13 @@ async fn mirror_forever(agent: &Agent) -> anyhow::Result<()> {
         // is about to idle, so sled's cache, full of records it will not read again, is
         // let go.
         if drained && next_settled.is_none() {
+            let fresh_after = upload.fresh_start_after.0;
+            if fresh_after > 0 && sent_since_idle >= fresh_after {
+                return Ok(BacklogSent {
+                    files: sent_since_idle,
+                });
+            }
+            sent_since_idle = 0;
             let started = Instant::now();
             match agent.mirror.record.release_cache() {
                 Ok(true) => {

@@ -1,37 +1,48 @@
 //! An agent that let go of its record's cache (a pass drained after more than a thousand
 //! records went through it, so the record was reopened, and rescans answer from the
-//! in-memory index) goes on mirroring: growth by APPE, a rotation by rename, a new file,
-//! and nothing it had sent is sent again.
+//! in-memory index), or that went on in a fresh process after a large backlog, goes on
+//! mirroring: growth by APPE, a rotation by rename, a new file, and nothing it had sent is
+//! sent again.
 
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use logarchive_tests::{TestAgent, TestServer, tree_hashes, wait_until};
 
 const PW: &str = "agent-password";
+const IDLER: &str = "idler";
 
-#[test]
-fn after_releasing_its_cache_the_agent_mirrors_every_change_once() {
-    let server = TestServer::start_with("", &[("idler", PW, &["--perm", "elrwafm"])]);
-    let tree = tempfile::tempdir().unwrap();
-    let root = tree.path();
-    // Two record writes per new file: 600 files pass the reopening threshold (1,000).
-    for i in 0..600 {
+/// `count` small files in six folders, and `app.log`; then lets them settle.
+fn write_files(root: &Path, count: usize) {
+    for i in 0..count {
         let dir = root.join(format!("d{}", i % 6));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("f{i}.log")), format!("line {i}\n")).unwrap();
     }
     std::fs::write(root.join("app.log"), b"app start\n").unwrap();
-    std::thread::sleep(Duration::from_millis(300)); // let the files settle
-    let agent = TestAgent::start(&server, "idler", PW, root, "parallel = 4");
-    let mirrored = || {
-        let mut remote = tree_hashes(&server.archive("idler"));
-        remote.retain(|path, _| !path.starts_with(".logarchive-agent/"));
-        remote
-    };
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// The server's copy of the idler's home (path -> sha256), its health report aside.
+fn mirrored(server: &TestServer) -> BTreeMap<String, String> {
+    let mut remote = tree_hashes(&server.archive(IDLER));
+    remote.retain(|path, _| !path.starts_with(".logarchive-agent/"));
+    remote
+}
+
+#[test]
+fn after_releasing_its_cache_the_agent_mirrors_every_change_once() {
+    let server = TestServer::start_with("", &[(IDLER, PW, &["--perm", "elrwafm"])]);
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    // Two record writes per new file: 600 files pass the reopening threshold (1,000).
+    write_files(root, 600);
+    let agent = TestAgent::start(&server, IDLER, PW, root, "parallel = 4");
     let local = tree_hashes(root);
     assert!(
-        wait_until(Duration::from_secs(120), || mirrored() == local),
+        wait_until(Duration::from_secs(120), || mirrored(&server) == local),
         "first mirror incomplete; agent log:\n{}",
         agent.stderr()
     );
@@ -48,7 +59,13 @@ fn after_releasing_its_cache_the_agent_mirrors_every_change_once() {
     let sent_before = uploads(&agent.stderr());
     assert_eq!(sent_before, 601, "{}", agent.stderr());
 
-    // Growth, a rotation by rename and a new file.
+    mirror_changes_once(&server, &agent, root, sent_before);
+}
+
+/// Growth, a rotation by rename and a new file: all mirrored, and only the new file is
+/// sent whole (`sent_before` whole uploads so far).
+fn mirror_changes_once(server: &TestServer, agent: &TestAgent, root: &Path, sent_before: usize) {
+    let uploads = |log: &str| log.matches(" uploaded ").count();
     let mut app = std::fs::OpenOptions::new()
         .append(true)
         .open(root.join("app.log"))
@@ -59,9 +76,9 @@ fn after_releasing_its_cache_the_agent_mirrors_every_change_once() {
     std::fs::write(root.join("d5/new.log"), b"new after the reopening\n").unwrap();
     let local = tree_hashes(root);
     assert!(
-        wait_until(Duration::from_secs(60), || mirrored() == local),
+        wait_until(Duration::from_secs(60), || mirrored(server) == local),
         "changes not mirrored: {:#?}\nagent log:\n{}",
-        mirrored(),
+        mirrored(server),
         agent.stderr()
     );
     let log = agent.stderr();
@@ -75,4 +92,49 @@ fn after_releasing_its_cache_the_agent_mirrors_every_change_once() {
     // One whole upload more (the new file): the grown and the renamed ones were not sent
     // again.
     assert_eq!(uploads(&log), sent_before + 1, "{log}");
+}
+
+#[test]
+fn after_a_large_backlog_the_agent_goes_on_in_a_fresh_process_and_sends_nothing_twice() {
+    let server = TestServer::start_with("", &[(IDLER, PW, &["--perm", "elrwafm"])]);
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    write_files(root, 400);
+    let agent = TestAgent::start(
+        &server,
+        IDLER,
+        PW,
+        root,
+        "parallel = 4\nfresh_start_after = 300",
+    );
+    let pid = agent.pid().unwrap();
+    let local = tree_hashes(root);
+    assert!(
+        wait_until(Duration::from_secs(120), || mirrored(&server) == local),
+        "first mirror incomplete; agent log:\n{}",
+        agent.stderr()
+    );
+    // The same process (id, program), started afresh: it logs its start a second time.
+    assert!(
+        wait_until(Duration::from_secs(20), || agent
+            .stderr()
+            .matches("agent started")
+            .count()
+            == 2),
+        "no fresh start; agent log:\n{}",
+        agent.stderr()
+    );
+    assert!(agent.stderr().contains("continuing in a fresh process"));
+    assert_eq!(agent.pid(), Some(pid));
+    let program = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(
+        program.ends_with("logarchive-agent"),
+        "{}",
+        program.display()
+    );
+    // The fresh process's first pass finds everything sent.
+    std::thread::sleep(Duration::from_millis(2500));
+    let sent_before = agent.stderr().matches(" uploaded ").count();
+    assert_eq!(sent_before, 401, "{}", agent.stderr());
+    mirror_changes_once(&server, &agent, root, sent_before);
 }

@@ -83,6 +83,11 @@ pub struct UploadSection {
     /// passes, with the status and health report refreshed between them.
     #[serde(default = "default_files_per_pass")]
     pub files_per_pass: FilesPerPass,
+    /// After sending a backlog of at least this many files, the agent continues in a
+    /// fresh process (the same process id, `execve`), which returns the memory that
+    /// sending fragmented; 0: never.
+    #[serde(default = "default_fresh_after")]
+    pub fresh_start_after: FreshStartAfter,
 }
 
 impl Default for UploadSection {
@@ -95,6 +100,7 @@ impl Default for UploadSection {
             report_interval: default_report(),
             poll_interval: default_poll(),
             files_per_pass: default_files_per_pass(),
+            fresh_start_after: default_fresh_after(),
         }
     }
 }
@@ -117,6 +123,21 @@ fn default_report() -> Interval {
 
 fn default_files_per_pass() -> FilesPerPass {
     FilesPerPass(10_000)
+}
+
+fn default_fresh_after() -> FreshStartAfter {
+    FreshStartAfter(20_000)
+}
+
+/// Files of a backlog after which the agent starts afresh, 0 (never) to 100,000,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreshStartAfter(pub u64);
+
+impl<'de> Deserialize<'de> for FreshStartAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        count_in_range(deserializer, "fresh_start_after", 0..=100_000_000, "files")
+            .map(|files| FreshStartAfter(files as u64))
+    }
 }
 
 /// Files sent per pass, 1 to 1,000,000.

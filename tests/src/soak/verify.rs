@@ -19,8 +19,8 @@ pub struct NodeCheck {
     pub ledger_mismatches: Vec<String>,
     /// Final files absent or different in the archive.
     pub missing: Vec<String>,
-    /// `<name>.<stamp>` copies the agent kept of content that was replaced (rotation or
-    /// copytruncate), as its contract says; their bytes are also in the rotated files.
+    /// `<name>.<stamp>` copies the agent kept of content that was replaced, as its
+    /// contract says (a truncation, or a rotation it could not follow).
     pub kept_versions: u64,
     pub kept_version_bytes: u64,
     /// Kept versions whose bytes are also the start of the archived file the content
