@@ -101,6 +101,9 @@ pub struct FaultCounts {
     pub filled_bytes: u64,
     /// The longest time from freeing the disk to `/healthz` ok (the catalog caught up).
     pub slowest_recovery: Duration,
+    /// When the disk was full: (filled, freed), since the start.
+    pub full_windows: Vec<(Duration, Duration)>,
+    full_since: Option<Duration>,
     /// Anything that went wrong while applying a fault.
     pub notes: Vec<String>,
 }
@@ -156,6 +159,7 @@ pub fn apply(
             Some(Ok(bytes)) => {
                 counts.disk_fills += 1;
                 counts.filled_bytes += bytes;
+                counts.full_since = Some(start.elapsed());
             }
             Some(Err(err)) => counts.notes.push(format!("cannot fill the disk: {err:#}")),
             None => {}
@@ -166,6 +170,9 @@ pub fn apply(
             };
             if let Err(err) = disk.free() {
                 counts.notes.push(format!("cannot free the disk: {err:#}"));
+            }
+            if let Some(from) = counts.full_since.take() {
+                counts.full_windows.push((from, start.elapsed()));
             }
             // A catalog write that failed on the full disk makes /healthz answer 503 until
             // the catalog has caught up, a few seconds after the space is back.

@@ -323,9 +323,12 @@ pub fn run(config: &SoakConfig) -> anyhow::Result<SoakOutcome> {
             "ott" => archive.join("logger"),
             _ => archive.join("telemetry"),
         };
-        outcome
-            .feeds
-            .push(verify::check_feed(feed, &root, &crash_windows));
+        outcome.feeds.push(verify::check_feed(
+            feed,
+            &root,
+            &crash_windows,
+            &outcome.counts.full_windows,
+        ));
     }
 
     // Nothing temporary visible: FTP listings (as admin) and the web search. An agent's

@@ -113,7 +113,12 @@ impl SoakOutcome {
             let lost = match feed.feed.as_str() {
                 UDP_HOST => 0,
                 TCP_HOST => feed.lost.len() as u64,
-                _ => feed.lost.len() as u64 + feed.lost_while_down + feed.lost_before_kill,
+                _ => {
+                    feed.lost.len() as u64
+                        + feed.lost_while_down
+                        + feed.lost_before_kill
+                        + feed.lost_held_at_kill
+                }
             };
             if lost > 0 {
                 problems.push(format!(
@@ -257,13 +262,14 @@ impl SoakOutcome {
         for feed in &self.feeds {
             let _ = writeln!(
                 out,
-                "| {}: sent / stored / lost while the server was down / lost in the {} s before a kill / lost while up / stored twice (of which resent) / retries | {} / {} / {} / {} / {} / {} ({}) / {} |",
+                "| {}: sent / stored / lost while the server was down / lost in the {} s before a kill / lost at a kill while the disk was full (held) / lost while up / stored twice (of which resent) / retries | {} / {} / {} / {} / {} / {} / {} ({}) / {} |",
                 feed.feed,
                 super::verify::BEFORE_KILL.as_secs(),
                 feed.sent,
                 feed.stored,
                 feed.lost_while_down,
                 feed.lost_before_kill,
+                feed.lost_held_at_kill,
                 feed.lost.len(),
                 feed.duplicated,
                 feed.duplicated_after_retry,

@@ -184,6 +184,10 @@ pub struct FeedCheck {
     /// SIGKILL: the appender's unwritten interval, or bytes a socket took for a server
     /// about to die.
     pub lost_before_kill: u64,
+    /// Not stored, sent while the server's disk was full and the server was killed before
+    /// the disk was freed: accepted and held in memory (the appender retries a full disk
+    /// every second), so the kill took it. Unacknowledged protocols only.
+    pub lost_held_at_kill: u64,
     /// Not stored, sent while the server was up, not near a kill.
     pub lost: Vec<u64>,
     /// Sent again by the client (HTTP retries, RELP resends).
@@ -198,11 +202,12 @@ pub const BEFORE_KILL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Counts each of `sent`'s markers in every file below `root`; messages missing from the
 /// archive are told apart by when they were sent against the server's `kills` (killed,
-/// restarted) windows.
+/// restarted) and `full` (disk filled, freed) windows.
 pub fn check_feed(
     sent: &Sent,
     root: &Path,
     kills: &[(std::time::Duration, std::time::Duration)],
+    full: &[(std::time::Duration, std::time::Duration)],
 ) -> FeedCheck {
     let prefix = format!("{}-", sent.feed);
     let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
@@ -241,6 +246,14 @@ pub fn check_feed(
                 .any(|(from, _)| at < from && *from - *at <= BEFORE_KILL) =>
             {
                 check.lost_before_kill += 1
+            }
+            0 if full.iter().any(|(filled, freed)| {
+                at >= filled
+                    && at <= freed
+                    && kills.iter().any(|(kill, _)| kill >= at && kill <= freed)
+            }) =>
+            {
+                check.lost_held_at_kill += 1
             }
             0 => check.lost.push(n),
             1 => check.stored += 1,
