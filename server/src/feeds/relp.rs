@@ -341,6 +341,7 @@ where
                 Cut::Frame(frame) => match frame.command.as_str() {
                     "syslog" if open => {
                         let message = trim_line_end(frame.data);
+                        tracing::trace!(%peer, txnr = frame.txnr, "RELP syslog frame: {}", String::from_utf8_lossy(&message));
                         match receiver.ingest_durable(&message, peer.ip()) {
                             Some(stored) => Answer::Stored(frame.txnr, stored),
                             // Not answered: the sender keeps it and resends it.
