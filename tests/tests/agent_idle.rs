@@ -32,20 +32,27 @@ fn mirrored(server: &TestServer) -> BTreeMap<String, String> {
     remote
 }
 
-#[test]
-fn after_releasing_its_cache_the_agent_mirrors_every_change_once() {
+/// A server, a tree of `count` new files (see `write_files`) and an agent with `extra` in
+/// `[upload]`, once the agent has mirrored the tree.
+fn mirror_new_files(count: usize, extra: &str) -> (TestServer, tempfile::TempDir, TestAgent) {
     let server = TestServer::start_with("", &[(IDLER, PW, &["--perm", "elrwafm"])]);
     let tree = tempfile::tempdir().unwrap();
-    let root = tree.path();
-    // Two record writes per new file: 600 files pass the reopening threshold (1,000).
-    write_files(root, 600);
-    let agent = TestAgent::start(&server, IDLER, PW, root, "parallel = 4");
-    let local = tree_hashes(root);
+    write_files(tree.path(), count);
+    let agent = TestAgent::start(&server, IDLER, PW, tree.path(), extra);
+    let local = tree_hashes(tree.path());
     assert!(
         wait_until(Duration::from_secs(120), || mirrored(&server) == local),
         "first mirror incomplete; agent log:\n{}",
         agent.stderr()
     );
+    (server, tree, agent)
+}
+
+#[test]
+fn after_releasing_its_cache_the_agent_mirrors_every_change_once() {
+    // Two record writes per new file: 600 files pass the reopening threshold (1,000).
+    let (server, tree, agent) = mirror_new_files(600, "parallel = 4");
+    let root = tree.path();
     assert!(
         wait_until(Duration::from_secs(20), || agent
             .stderr()
@@ -96,24 +103,9 @@ fn mirror_changes_once(server: &TestServer, agent: &TestAgent, root: &Path, sent
 
 #[test]
 fn after_a_large_backlog_the_agent_goes_on_in_a_fresh_process_and_sends_nothing_twice() {
-    let server = TestServer::start_with("", &[(IDLER, PW, &["--perm", "elrwafm"])]);
-    let tree = tempfile::tempdir().unwrap();
+    let (server, tree, agent) = mirror_new_files(400, "parallel = 4\nfresh_start_after = 300");
     let root = tree.path();
-    write_files(root, 400);
-    let agent = TestAgent::start(
-        &server,
-        IDLER,
-        PW,
-        root,
-        "parallel = 4\nfresh_start_after = 300",
-    );
     let pid = agent.pid().unwrap();
-    let local = tree_hashes(root);
-    assert!(
-        wait_until(Duration::from_secs(120), || mirrored(&server) == local),
-        "first mirror incomplete; agent log:\n{}",
-        agent.stderr()
-    );
     // The same process (id, program), started afresh: it logs its start a second time.
     assert!(
         wait_until(Duration::from_secs(20), || agent
