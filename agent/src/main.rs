@@ -10,6 +10,7 @@
 mod check_config;
 mod confirmed_index;
 mod import;
+mod local_range;
 mod mirror;
 mod progress;
 mod record;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use logarchive_common::rate::RateLimiter;
 use sha2::{Digest, Sha256};
 
+use crate::local_range::FirstBytes;
 use crate::record::{FileRecord, Record, SendState};
 use crate::remote::{Remote, RemoteError};
 use crate::scan::{LocalFile, Watch};
@@ -81,6 +82,14 @@ fn starts_as_confirmed(
     Ok(record.confirmed <= size
         && fingerprint(path, identity, record.fingerprint_len)?.as_deref()
             == Some(&record.fingerprint))
+}
+
+/// What the file must go on starting with while it is sent: what its record says.
+fn first_bytes(record: &FileRecord) -> FirstBytes {
+    FirstBytes {
+        len: record.fingerprint_len,
+        sha256: record.fingerprint.clone(),
+    }
 }
 
 /// The temporary name an upload of `remote` goes to: hidden, in the same folder.
@@ -523,7 +532,8 @@ impl Mirror {
                 Some(size) if size == to => record.confirmed = to,
                 Some(size) if size >= from && size < to => {
                     // Part of the append arrived (a plain FTP server keeps it): the bytes
-                    // on the server are ours, so continue from there.
+                    // on the server are ours (`local_range` sends no byte read after a
+                    // truncation), so continue from there.
                     record.confirmed = size;
                 }
                 _ => record.dev = u64::MAX,
@@ -574,7 +584,7 @@ impl Mirror {
             false => 0,
         };
         remote
-            .store(file, &temp, offset, size, &self.limiters)
+            .store(file, &temp, offset, size, first_bytes(&record), &self.limiters)
             .await?;
         let stored = remote.size(&temp).await?.unwrap_or(0);
         if stored != size {
@@ -613,7 +623,7 @@ impl Mirror {
         record.state = SendState::Appending { from, to };
         self.record.put(&record)?;
         remote
-            .append(file, &record.remote, from, to, &self.limiters)
+            .append(file, &record.remote, from, to, first_bytes(&record), &self.limiters)
             .await?;
         let stored = remote.size(&record.remote).await?.unwrap_or(0);
         if stored != to {

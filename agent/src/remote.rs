@@ -7,12 +7,12 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use logarchive_common::rate::{RateLimiter, ThrottledReader};
+use logarchive_common::rate::RateLimiter;
 use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Status};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use crate::local_range::{self, FirstBytes, RangeReader};
 use crate::scan::LocalFile;
 
 #[derive(Debug, thiserror::Error)]
@@ -157,9 +157,10 @@ impl Remote {
         remote: &str,
         offset: u64,
         end: u64,
+        first: FirstBytes,
         limiters: &[Arc<RateLimiter>],
     ) -> Result<(), RemoteError> {
-        let mut reader = open_range(local, offset, end, limiters).await?;
+        let mut reader = open_range(local, offset, end, first, limiters)?;
         if offset > 0 {
             self.ftp
                 .resume_transfer(offset as usize)
@@ -189,9 +190,10 @@ impl Remote {
         remote: &str,
         from: u64,
         to: u64,
+        first: FirstBytes,
         limiters: &[Arc<RateLimiter>],
     ) -> Result<(), RemoteError> {
-        let mut reader = open_range(local, from, to, limiters).await?;
+        let mut reader = open_range(local, from, to, first, limiters)?;
         self.ftp
             .append_file(remote, &mut reader)
             .await
@@ -223,30 +225,16 @@ impl Remote {
     }
 }
 
-/// A throttled reader of bytes `from..to` of a local file, if the file at its path is
-/// still the one the scan found: a log rotated since (renamed, and a new file under the
-/// name) must not lend its successor's bytes to the old file's copy (found by the soak).
-async fn open_range(
+/// `local_range::open`, its failure named by the local path.
+fn open_range(
     local: &LocalFile,
     from: u64,
     to: u64,
+    first: FirstBytes,
     limiters: &[Arc<RateLimiter>],
-) -> Result<ThrottledReader<tokio::io::Take<tokio::io::BufReader<tokio::fs::File>>>, RemoteError> {
-    use std::os::unix::fs::MetadataExt;
-    let err = |source| RemoteError::Local {
+) -> Result<RangeReader, RemoteError> {
+    local_range::open(local, from, to, first, limiters).map_err(|source| RemoteError::Local {
         path: local.local.display().to_string(),
         source,
-    };
-    let mut file = tokio::fs::File::open(&local.local).await.map_err(err)?;
-    let meta = file.metadata().await.map_err(err)?;
-    if (meta.dev(), meta.ino()) != (local.dev, local.ino) {
-        return Err(err(std::io::Error::other(
-            "replaced by another file since the scan (rotated); sent at the next pass",
-        )));
-    }
-    file.seek(std::io::SeekFrom::Start(from))
-        .await
-        .map_err(err)?;
-    let reader = tokio::io::BufReader::with_capacity(256 << 10, file).take(to.saturating_sub(from));
-    Ok(ThrottledReader::new(reader, limiters.to_vec()))
+    })
 }
