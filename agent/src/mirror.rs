@@ -584,7 +584,14 @@ impl Mirror {
             false => 0,
         };
         remote
-            .store(file, &temp, offset, size, first_bytes(&record), &self.limiters)
+            .store(
+                file,
+                &temp,
+                offset,
+                size,
+                first_bytes(&record),
+                &self.limiters,
+            )
             .await?;
         let stored = remote.size(&temp).await?.unwrap_or(0);
         if stored != size {
@@ -623,7 +630,14 @@ impl Mirror {
         record.state = SendState::Appending { from, to };
         self.record.put(&record)?;
         remote
-            .append(file, &record.remote, from, to, first_bytes(&record), &self.limiters)
+            .append(
+                file,
+                &record.remote,
+                from,
+                to,
+                first_bytes(&record),
+                &self.limiters,
+            )
             .await?;
         let stored = remote.size(&record.remote).await?.unwrap_or(0);
         if stored != to {
