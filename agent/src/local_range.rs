@@ -23,6 +23,23 @@ use tokio_util::io::StreamReader;
 
 use crate::scan::LocalFile;
 
+/// The file changed under the reader (rotated, truncated, rewritten): not a failure of
+/// the agent or the server, only a transfer to drop; the next pass sees the file as it is.
+/// Carried inside the `io::Error` the reader fails with, to be told apart from real faults.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ChangedWhileSent(String);
+
+/// Whether `err` is a `ChangedWhileSent`.
+pub fn changed_while_sent(err: &io::Error) -> bool {
+    err.get_ref()
+        .is_some_and(|inner| inner.is::<ChangedWhileSent>())
+}
+
+fn changed(reason: String) -> io::Error {
+    io::Error::other(ChangedWhileSent(reason))
+}
+
 /// How much is read, checked and handed on at a time.
 const CHUNK: usize = 256 << 10;
 
@@ -49,8 +66,8 @@ pub fn open(
     let file = File::open(&local.local)?;
     let meta = file.metadata()?;
     if (meta.dev(), meta.ino()) != (local.dev, local.ino) {
-        return Err(io::Error::other(
-            "replaced by another file since the scan (rotated); sent at the next pass",
+        return Err(changed(
+            "replaced by another file since the scan (rotated)".into(),
         ));
     }
     // Checked before anything is sent, not only after the first chunk: a file found
@@ -95,7 +112,7 @@ fn read_checked(file: &File, at: u64, want: usize, first: &FirstBytes) -> io::Re
         }
     }
     if filled < want {
-        return Err(io::Error::other(format!(
+        return Err(changed(format!(
             "ended at byte {} while being sent, before byte {} (truncated since the scan)",
             at + filled as u64,
             at + want as u64
@@ -109,7 +126,7 @@ fn read_checked(file: &File, at: u64, want: usize, first: &FirstBytes) -> io::Re
 fn check(file: &File, len: u64, first: &FirstBytes) -> io::Result<()> {
     let now = file.metadata()?.len();
     if now < len {
-        return Err(io::Error::other(format!(
+        return Err(changed(format!(
             "now {now} bytes, shorter than the {len} being sent (truncated since the scan)"
         )));
     }
@@ -127,8 +144,8 @@ fn check(file: &File, len: u64, first: &FirstBytes) -> io::Result<()> {
         }
     }
     if filled < head.len() || hex::encode(Sha256::digest(&head)) != first.sha256 {
-        return Err(io::Error::other(
-            "no longer starts as it did when scanned (rewritten or copied and truncated)",
+        return Err(changed(
+            "no longer starts as it did when scanned (rewritten or copied and truncated)".into(),
         ));
     }
     Ok(())
@@ -188,6 +205,7 @@ mod tests {
             .unwrap();
         let err = open(&scanned, 11, 33, expected, &[]).err().unwrap();
         assert!(err.to_string().contains("no longer starts"), "{err}");
+        assert!(changed_while_sent(&err));
     }
 
     #[tokio::test]
@@ -216,6 +234,7 @@ mod tests {
         drop(file);
         let mut rest = Vec::new();
         let err = reader.read_to_end(&mut rest).await.err().unwrap();
+        assert!(changed_while_sent(&err));
         // Caught while the file was empty, or once it had regrown.
         let err = err.to_string();
         assert!(

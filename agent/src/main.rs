@@ -503,6 +503,13 @@ async fn worker(
                 lock(refused).remove(&file.local);
                 let _ = record.note("last_success", format!("{outcome:?} {}", file.remote));
             }
+            Err(mirror::MirrorError::Remote(err @ remote::RemoteError::Changed { .. })) => {
+                // A rotation while sending: the next pass, woken by the change, sends the
+                // file as it is then. The session may still owe the dropped transfer's
+                // reply, so a new one is opened.
+                tracing::info!("{err}; sent again at the next pass");
+                *slot = None;
+            }
             Err(mirror::MirrorError::Remote(err)) if err.is_connection() => {
                 tracing::warn!("connection lost: {err}");
                 let _ = record.note("last_error", err.to_string());

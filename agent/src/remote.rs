@@ -32,6 +32,10 @@ pub enum RemoteError {
         path: String,
         source: std::io::Error,
     },
+    /// The local file changed while it was read for sending (`local_range`): the
+    /// transfer was dropped, and the session with it (its reply may still be due).
+    #[error("{path} changed while being sent: {reason}")]
+    Changed { path: String, reason: String },
 }
 
 impl RemoteError {
@@ -43,6 +47,13 @@ impl RemoteError {
                 // The reply's text starts with its code ("550 Permission denied: ...").
                 reply: String::from_utf8_lossy(&response.body).trim().to_owned(),
             },
+            // The reader's own failure, passed through the data connection's copy.
+            FtpError::ConnectionError(err) if local_range::changed_while_sent(&err) => {
+                RemoteError::Changed {
+                    path: path.to_owned(),
+                    reason: err.to_string(),
+                }
+            }
             other => RemoteError::Connection(other.to_string()),
         }
     }
@@ -233,8 +244,14 @@ fn open_range(
     first: FirstBytes,
     limiters: &[Arc<RateLimiter>],
 ) -> Result<RangeReader, RemoteError> {
-    local_range::open(local, from, to, first, limiters).map_err(|source| RemoteError::Local {
-        path: local.local.display().to_string(),
-        source,
+    let path = local.local.display().to_string();
+    local_range::open(local, from, to, first, limiters).map_err(|source| {
+        match local_range::changed_while_sent(&source) {
+            true => RemoteError::Changed {
+                path,
+                reason: source.to_string(),
+            },
+            false => RemoteError::Local { path, source },
+        }
     })
 }
