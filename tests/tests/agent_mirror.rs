@@ -728,3 +728,46 @@ fn rotation_into_a_folder_without_rename_right_keeps_versions_and_loses_nothing(
         b"first generation\n"
     );
 }
+
+#[test]
+fn copytruncate_during_a_transfer_sends_no_byte_of_the_new_content_as_the_old() {
+    let server = TestServer::start_with("", &[("node01", PW, &["--perm", "elrwafm"])]);
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    let lines = |generation: &str, count: usize| -> Vec<u8> {
+        (0..count)
+            .flat_map(|i| format!("{generation} line {i:07}\n").into_bytes())
+            .collect()
+    };
+    write(&root.join("slow.log"), &lines("old", 100));
+    // Slow enough that the growth below takes seconds to send.
+    let agent = TestAgent::start(&server, "node01", PW, root, "max_rate = \"256KiB/s\"");
+    wait_for_copy(&server, &agent, "node01", &tree_hashes(root));
+
+    // About 3 MiB of growth (more than the agent reads ahead); while it is appended, a
+    // copytruncate: the copy holds all the old content, the file starts again, longer at
+    // once than what was read so far. Read on at the old offsets, it would lend new bytes
+    // to the old content's copy.
+    append(&root.join("slow.log"), &lines("old", 180_000)[1_700..]);
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::copy(root.join("slow.log"), root.join("slow.log.1")).unwrap();
+    std::fs::write(root.join("slow.log"), lines("new", 120_000)).unwrap();
+
+    let local = tree_hashes(root);
+    let remote = wait_for_copy(&server, &agent, "node01", &local);
+    assert!(
+        agent.stderr().contains("changed while being sent"),
+        "the copytruncate did not fall during the transfer, so this test showed nothing:\n{}",
+        agent.stderr()
+    );
+    // The server's partial copy, all old content, was renamed to the copy's name and
+    // completed there; nothing was kept as a version.
+    assert_eq!(remote.len(), 2, "{remote:#?}\n{}", agent.stderr());
+    assert!(
+        server
+            .stderr()
+            .contains("from=/node01/slow.log to=/node01/slow.log.1"),
+        "the server's copy was not renamed to slow.log.1:\n{}",
+        agent.stderr()
+    );
+}
