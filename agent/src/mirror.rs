@@ -111,10 +111,25 @@ fn version_name(remote: &str) -> String {
     )
 }
 
-/// The archive only grows: a remote file about to be replaced is first renamed to
-/// `<name>.<UTC stamp>` (with `.1`, `.2`... when that name is taken).
-async fn keep_as_version(remote: &mut Remote, path: &str) -> Result<(), MirrorError> {
-    if remote.size(path).await?.is_none() {
+/// The archive only grows: a remote file about to be replaced by `local` is first renamed
+/// to `<name>.<UTC stamp>` (with `.1`, `.2`... when that name is taken). Unless it holds
+/// exactly `local`'s first bytes (logarchive-server tells by `SITE SHA256`): then replacing
+/// it loses nothing, and keeping it would archive those bytes twice. (A send whose record
+/// a kill or a cut connection lost ends here; found by the soak.)
+async fn keep_as_version(
+    remote: &mut Remote,
+    path: &str,
+    local: &LocalFile,
+) -> Result<(), MirrorError> {
+    let Some(held) = remote.size(path).await? else {
+        return Ok(());
+    };
+    if held > 0
+        && held <= local.size
+        && let Some(hash) = remote.sha256(path).await?
+        && prefix_sha256(local, held).await?.as_deref() == Some(hash.as_str())
+    {
+        tracing::info!(remote = %path, bytes = held, "the server's copy is this file's start: replaced, not kept");
         return Ok(());
     }
     let stamp = version_name(path);
@@ -127,6 +142,17 @@ async fn keep_as_version(remote: &mut Remote, path: &str) -> Result<(), MirrorEr
     remote.rename(path, &version).await?;
     tracing::info!(remote = %path, kept = %version, "remote copy kept as a version");
     Ok(())
+}
+
+/// `fingerprint` of `file`'s first `len` bytes, which may be many: read off the runtime.
+async fn prefix_sha256(file: &LocalFile, len: u64) -> Result<Option<String>, MirrorError> {
+    let (path, identity) = (file.local.clone(), (file.dev, file.ino));
+    tokio::task::spawn_blocking(move || fingerprint(&path, identity, len))
+        .await
+        .map_err(|join| MirrorError::Local {
+            path: file.local.display().to_string(),
+            source: std::io::Error::other(join),
+        })?
 }
 
 /// True when `file` is exactly as confirmed: same identity, size and modification time
@@ -410,14 +436,7 @@ impl Mirror {
         let Some(held) = remote.sha256(held_at).await? else {
             return Ok(false);
         };
-        let (path, identity, len) = (copy.local.clone(), (copy.dev, copy.ino), source.confirmed);
-        let local = tokio::task::spawn_blocking(move || fingerprint(&path, identity, len))
-            .await
-            .map_err(|join| MirrorError::Local {
-                path: copy.local.display().to_string(),
-                source: std::io::Error::other(join),
-            })??;
-        if local.as_deref() != Some(held.as_str()) {
+        if prefix_sha256(copy, source.confirmed).await?.as_deref() != Some(held.as_str()) {
             return Ok(false);
         }
         if *held_at == source.remote {
@@ -602,7 +621,7 @@ impl Mirror {
             });
         }
         self.record.flush()?;
-        keep_as_version(remote, &file.remote).await?;
+        keep_as_version(remote, &file.remote, file).await?;
         remote.rename(&temp, &file.remote).await?;
         record.confirmed = size;
         record.state = SendState::Confirmed;

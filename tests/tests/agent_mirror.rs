@@ -771,3 +771,37 @@ fn copytruncate_during_a_transfer_sends_no_byte_of_the_new_content_as_the_old() 
         agent.stderr()
     );
 }
+
+#[test]
+fn an_agent_that_lost_its_record_keeps_no_version_of_what_the_server_already_holds() {
+    let server = TestServer::start_with("", &[("node01", PW, &["--perm", "elrwafm"])]);
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    write(&root.join("same.log"), b"sent once\n");
+    write(&root.join("grown.log"), b"first part\n");
+    write(&root.join("other.log"), b"what the server holds\n");
+    let mut agent = TestAgent::start(&server, "node01", PW, root, "");
+    wait_for_copy(&server, &agent, "node01", &tree_hashes(root));
+
+    // The record is lost (a new disk, a wiped state folder) while the files go on.
+    agent.kill();
+    std::fs::remove_dir_all(agent.dir.path().join("state")).unwrap();
+    append(&root.join("grown.log"), b"second part\n");
+    write(&root.join("other.log"), b"rewritten locally\n");
+    agent.restart();
+    let local = tree_hashes(root);
+    let remote = wait_for_mirror(&server, &agent, "node01", |remote| {
+        ["same.log", "grown.log", "other.log"]
+            .iter()
+            .all(|name| remote.get(*name) == local.get(*name))
+            && remote.len() == 4
+    });
+    // Only other.log's old content is not the start of its local file: the one version.
+    let versions: Vec<_> = remote.keys().filter(|k| k.contains(".log.")).collect();
+    assert_eq!(versions.len(), 1, "{versions:?}\n{}", agent.stderr());
+    assert!(versions[0].starts_with("other.log."), "{versions:?}");
+    assert_eq!(
+        server.archived(&format!("node01/{}", versions[0])).unwrap(),
+        b"what the server holds\n"
+    );
+}
