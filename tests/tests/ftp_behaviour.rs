@@ -501,11 +501,15 @@ fn plain_transfers_move_in_the_kernel_and_ftps_through_memory() {
     let transfer = |args: &[&str]| {
         let mut all = vec!["-sS", "-u", "ivy:behaviour-password"];
         all.extend_from_slice(args);
+        // -v: which exchange failed, if one does (once seen in CI under load: "wrong
+        // version number" on an FTPS upload, not reproduced since).
+        all.push("-v");
         let out = run("curl", &all);
         assert!(
             out.status.success(),
-            "curl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "curl {args:?}: {}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.stderr()
         );
     };
     let source = source.to_str().unwrap();
