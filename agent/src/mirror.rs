@@ -71,6 +71,34 @@ fn fingerprint(path: &Path, identity: (u64, u64), len: u64) -> Result<Option<Str
     Ok((read == len).then(|| hex::encode(hasher.finalize())))
 }
 
+/// The fingerprint of the first `len` bytes of the file at `path` (identity `identity`),
+/// read at once with the `record.fingerprint_len` bytes before them, which must still be
+/// the record's; `None` when they are not (rewritten, or copied and truncated), the file
+/// is shorter or the path holds another file.
+fn longer_fingerprint(
+    path: &Path,
+    identity: (u64, u64),
+    record: &FileRecord,
+    len: u64,
+) -> Result<Option<String>, MirrorError> {
+    let err = |source| MirrorError::Local {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(err)?;
+    let meta = file.metadata().map_err(err)?;
+    if (meta.dev(), meta.ino()) != identity || record.fingerprint_len > len {
+        return Ok(None);
+    }
+    let mut head = Vec::with_capacity(len as usize);
+    file.take(len).read_to_end(&mut head).map_err(err)?;
+    if head.len() as u64 != len {
+        return Ok(None);
+    }
+    let still = hex::encode(Sha256::digest(&head[..record.fingerprint_len as usize]));
+    Ok((still == record.fingerprint).then(|| hex::encode(Sha256::digest(&head))))
+}
+
 /// Whether the file at `path` (identity `identity`, now `size` bytes) still starts with
 /// what `record` confirmed, by its fingerprint.
 fn starts_as_confirmed(
@@ -638,12 +666,18 @@ impl Mirror {
     ) -> Result<Outcome, MirrorError> {
         let (from, to) = (record.confirmed, file.size);
         // Extend a short fingerprint before sending, from the bytes about to be sent, so
-        // that it always describes what the server has (see `recover`).
+        // that it always describes what the server has (see `recover`). Only if the file
+        // still starts as confirmed: it may have been copied and truncated since `sync`
+        // looked (a slow SIZE in between), and a fingerprint of the new content would
+        // vouch for it while it is appended to the old (found by the soak).
         if record.fingerprint_len < FINGERPRINT_BYTES {
             let len = to.min(FINGERPRINT_BYTES);
-            if let Some(longer) = fingerprint(&file.local, (file.dev, file.ino), len)? {
-                record.fingerprint_len = len;
-                record.fingerprint = longer;
+            match longer_fingerprint(&file.local, (file.dev, file.ino), &record, len)? {
+                Some(longer) => {
+                    record.fingerprint_len = len;
+                    record.fingerprint = longer;
+                }
+                None => return Ok(Outcome::Gone),
             }
         }
         record.state = SendState::Appending { from, to };
@@ -685,6 +719,38 @@ mod tests {
     fn temporary_names_are_hidden_beside_the_target() {
         assert_eq!(temp_name("/Logs/a/x.log"), "/Logs/a/.x.log.logarchive-part");
         assert_eq!(temp_name("/x.log"), "/.x.log.logarchive-part");
+    }
+
+    #[test]
+    fn a_fingerprint_is_extended_only_over_the_confirmed_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"old start").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let local = LocalFile {
+            local: path.clone(),
+            remote: "/f".into(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime: 0,
+            watch: 0,
+            pending: 0,
+            replaces: None,
+        };
+        let record = confirmed_record(&local).unwrap();
+        let identity = (meta.dev(), meta.ino());
+        std::fs::write(&path, b"old start, grown").unwrap();
+        assert_eq!(
+            longer_fingerprint(&path, identity, &record, 16).unwrap(),
+            Some(hex::encode(Sha256::digest(b"old start, grown")))
+        );
+        // Copied and truncated, and longer again: same inode, other first bytes.
+        std::fs::write(&path, b"new content here").unwrap();
+        assert_eq!(
+            longer_fingerprint(&path, identity, &record, 16).unwrap(),
+            None
+        );
     }
 
     #[test]
