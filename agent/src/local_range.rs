@@ -102,21 +102,14 @@ pub fn open(
 /// reaches past them.
 fn read_checked(file: &File, at: u64, want: usize, first: &FirstBytes) -> io::Result<Bytes> {
     let mut buffer = vec![0; want];
-    let mut filled = 0;
-    while filled < want {
-        match file.read_at(&mut buffer[filled..], at + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
+    match file.read_exact_at(&mut buffer, at) {
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+            return Err(changed(format!(
+                "ended before byte {} while being sent (truncated since the scan)",
+                at + want as u64
+            )));
         }
-    }
-    if filled < want {
-        return Err(changed(format!(
-            "ended at byte {} while being sent, before byte {} (truncated since the scan)",
-            at + filled as u64,
-            at + want as u64
-        )));
+        result => result?,
     }
     check(file, at + want as u64, first)?;
     Ok(Bytes::from(buffer))
@@ -134,16 +127,11 @@ fn check(file: &File, len: u64, first: &FirstBytes) -> io::Result<()> {
         return Ok(());
     }
     let mut head = vec![0; first.len as usize];
-    let mut filled = 0;
-    while filled < head.len() {
-        match file.read_at(&mut head[filled..], filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    if filled < head.len() || hex::encode(Sha256::digest(&head)) != first.sha256 {
+    let whole = match file.read_exact_at(&mut head, 0) {
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => false,
+        result => result.map(|()| true)?,
+    };
+    if !whole || hex::encode(Sha256::digest(&head)) != first.sha256 {
         return Err(changed(
             "no longer starts as it did when scanned (rewritten or copied and truncated)".into(),
         ));
@@ -156,21 +144,6 @@ mod tests {
     use super::*;
     use std::io::Write;
     use tokio::io::AsyncReadExt;
-
-    fn local(path: &std::path::Path) -> LocalFile {
-        let meta = std::fs::metadata(path).unwrap();
-        LocalFile {
-            local: path.to_owned(),
-            remote: "/f".into(),
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.len(),
-            mtime: 0,
-            watch: 0,
-            pending: 0,
-            replaces: None,
-        }
-    }
 
     fn first(bytes: &[u8]) -> FirstBytes {
         FirstBytes {
@@ -185,7 +158,14 @@ mod tests {
         let path = dir.path().join("f");
         let content: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &content).unwrap();
-        let mut reader = open(&local(&path), 1000, 590_000, first(&content[..4096]), &[]).unwrap();
+        let mut reader = open(
+            &LocalFile::on_disk(&path),
+            1000,
+            590_000,
+            first(&content[..4096]),
+            &[],
+        )
+        .unwrap();
         let mut read = Vec::new();
         reader.read_to_end(&mut read).await.unwrap();
         assert_eq!(read, content[1000..590_000]);
@@ -196,7 +176,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"old line 1\nold line 2\nold line 3\n").unwrap();
-        let scanned = local(&path);
+        let scanned = LocalFile::on_disk(&path);
         let expected = first(b"old line 1\n");
         // Copytruncate: same inode, new content, longer than the offset to be read.
         let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
@@ -215,7 +195,7 @@ mod tests {
         // More chunks than the reading thread can hold ready (two queued, one in hand).
         let content: Vec<u8> = (0..(8 * CHUNK) as u32).map(|i| (i % 253) as u8).collect();
         std::fs::write(&path, &content).unwrap();
-        let scanned = local(&path);
+        let scanned = LocalFile::on_disk(&path);
         let mut reader = open(
             &scanned,
             0,

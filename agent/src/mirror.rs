@@ -726,20 +726,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"old start").unwrap();
-        let meta = std::fs::metadata(&path).unwrap();
-        let local = LocalFile {
-            local: path.clone(),
-            remote: "/f".into(),
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.len(),
-            mtime: 0,
-            watch: 0,
-            pending: 0,
-            replaces: None,
-        };
+        let local = LocalFile::on_disk(&path);
         let record = confirmed_record(&local).unwrap();
-        let identity = (meta.dev(), meta.ino());
+        let identity = (local.dev, local.ino);
         std::fs::write(&path, b"old start, grown").unwrap();
         assert_eq!(
             longer_fingerprint(&path, identity, &record, 16).unwrap(),

@@ -54,6 +54,24 @@ pub fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
 }
 
 impl LocalFile {
+    /// The file at `path` as a scan would find it, mirrored to `/f` (for unit tests).
+    #[cfg(test)]
+    pub fn on_disk(path: &Path) -> LocalFile {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).expect("test file");
+        LocalFile {
+            local: path.to_owned(),
+            remote: "/f".into(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime: 0,
+            watch: 0,
+            pending: 0,
+            replaces: None,
+        }
+    }
+
     /// The file as the record's index would know it, had the server confirmed it as is.
     pub fn as_confirmed(&self) -> ConfirmedState<'_> {
         ConfirmedState {
