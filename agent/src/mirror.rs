@@ -4,6 +4,8 @@
 //!
 //! - New files go to a hidden temporary name in the target folder and are renamed into
 //!   place once the server reports the full size, so no server ever shows a partial file.
+//!   Small ones go straight to their final name where the server itself shows nothing
+//!   before the whole announced size arrived and never replaces a file (`upload_new`).
 //! - Growth is sent with APPE while the remote size equals the confirmed size.
 //! - The archive only grows: content that does not extend the remote copy (truncation,
 //!   copytruncate, rewrite) first moves the old remote copy to `<name>.<UTC stamp>`.
@@ -26,11 +28,16 @@ use sha2::{Digest, Sha256};
 
 use crate::local_range::FirstBytes;
 use crate::record::{FileRecord, Record, SendState};
-use crate::remote::{Remote, RemoteError};
+use crate::remote::{Remote, RemoteError, StoredNew};
 use crate::scan::{LocalFile, Watch};
 
 /// How many leading bytes identify a file's content.
 const FINGERPRINT_BYTES: u64 = 4096;
+
+/// The largest file sent by `Remote::store_new` (straight to its final name). An
+/// interrupted `store_new` starts again from the first byte, so this bounds what an
+/// interruption costs; larger files go through a temporary name that REST can resume.
+const STORE_NEW_MAX: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
@@ -139,6 +146,17 @@ fn version_name(remote: &str) -> String {
     )
 }
 
+/// What `keep_as_version` found under the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeldCopy {
+    /// No file: nothing to keep.
+    Nothing,
+    /// Another content: renamed to a version name.
+    KeptAsVersion,
+    /// Exactly the local file's first bytes (`whole`: all of them): left to be replaced.
+    StartOfThisFile { whole: bool },
+}
+
 /// The archive only grows: a remote file about to be replaced by `local` is first renamed
 /// to `<name>.<UTC stamp>` (with `.1`, `.2`... when that name is taken). Unless it holds
 /// exactly `local`'s first bytes (logarchive-server tells by `SITE SHA256`): then replacing
@@ -148,17 +166,18 @@ async fn keep_as_version(
     remote: &mut Remote,
     path: &str,
     local: &LocalFile,
-) -> Result<(), MirrorError> {
+) -> Result<HeldCopy, MirrorError> {
     let Some(held) = remote.size(path).await? else {
-        return Ok(());
+        return Ok(HeldCopy::Nothing);
     };
     if held > 0
         && held <= local.size
         && let Some(hash) = remote.sha256(path).await?
         && prefix_sha256(local, held).await?.as_deref() == Some(hash.as_str())
     {
-        tracing::info!(remote = %path, bytes = held, "the server's copy is this file's start: replaced, not kept");
-        return Ok(());
+        return Ok(HeldCopy::StartOfThisFile {
+            whole: held == local.size,
+        });
     }
     let stamp = version_name(path);
     let mut version = stamp.clone();
@@ -169,7 +188,7 @@ async fn keep_as_version(
     }
     remote.rename(path, &version).await?;
     tracing::info!(remote = %path, kept = %version, "remote copy kept as a version");
-    Ok(())
+    Ok(HeldCopy::KeptAsVersion)
 }
 
 /// `fingerprint` of `file`'s first `len` bytes, which may be many: read off the runtime.
@@ -311,7 +330,7 @@ impl Mirror {
             return self.follow_rename(remote, file, old).await;
         }
         let Some(mut record) = known else {
-            return self.upload_whole(remote, file, false).await;
+            return self.upload_new(remote, file).await;
         };
         if is_unchanged(&record, file) {
             return Ok(Outcome::Unchanged);
@@ -349,7 +368,7 @@ impl Mirror {
             && let Some(copy) = self.copy_beside(watch, file, &record)?
             && self.move_to_copy(remote, &copy, &record).await?
         {
-            return self.upload_whole(remote, file, false).await;
+            return self.upload_new(remote, file).await;
         }
         // Anything else replaces the remote copy; upload_whole keeps that copy as a version.
         self.upload_whole(remote, file, resume).await
@@ -597,6 +616,49 @@ impl Mirror {
         Ok(record)
     }
 
+    /// Sends a file the server should not have yet. Where the server stores a new file under
+    /// its final name in one step (`Remote::store_new`), a small file goes that way: one
+    /// command instead of a temporary name, two `SIZE`s and a rename, which for a backlog
+    /// of small files is most of the time spent. A larger one goes through `upload_whole`,
+    /// whose temporary file survives an interruption to be resumed with REST (the server
+    /// drops a cut `store_new`).
+    ///
+    /// The record is staged, not flushed: a kill before the background flush leaves no
+    /// record, and the next run's `store_new` finds the name taken by the same bytes, which
+    /// it then records without sending them again.
+    async fn upload_new(
+        &self,
+        remote: &mut Remote,
+        file: &LocalFile,
+    ) -> Result<Outcome, MirrorError> {
+        if !remote.stores_new() || file.size > STORE_NEW_MAX {
+            return self.upload_whole(remote, file, false).await;
+        }
+        let record = confirmed_record(file)?;
+        remote.ensure_parent(&file.remote).await?;
+        let stored = remote
+            .store_new(
+                file,
+                &file.remote,
+                file.size,
+                first_bytes(&record),
+                &self.limiters,
+            )
+            .await?;
+        if stored == StoredNew::Taken {
+            if keep_as_version(remote, &file.remote, file).await?
+                != (HeldCopy::StartOfThisFile { whole: true })
+            {
+                return self.upload_whole(remote, file, false).await;
+            }
+            tracing::info!(local = %file.local.display(), remote = %file.remote, "already on the server (a record lost to a kill): recorded, not sent again");
+        } else {
+            tracing::info!(local = %file.local.display(), remote = %file.remote, bytes = file.size, "uploaded");
+        }
+        self.record.stage(&record)?;
+        Ok(Outcome::Uploaded)
+    }
+
     /// Sends the whole file to its temporary name and renames it into place; with
     /// `resume`, continues a temporary file an interrupted run left.
     ///
@@ -649,7 +711,11 @@ impl Mirror {
             });
         }
         self.record.flush()?;
-        keep_as_version(remote, &file.remote, file).await?;
+        if let HeldCopy::StartOfThisFile { .. } =
+            keep_as_version(remote, &file.remote, file).await?
+        {
+            tracing::info!(remote = %file.remote, "the server's copy is this file's start: replaced, not kept");
+        }
         remote.rename(&temp, &file.remote).await?;
         record.confirmed = size;
         record.state = SendState::Confirmed;

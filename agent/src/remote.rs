@@ -85,8 +85,19 @@ pub fn client_tls(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, T
     Ok(logarchive_common::tls::client_config(ca_file)?)
 }
 
+/// How a `store_new` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredNew {
+    /// The server stored exactly the bytes sent, as a new file.
+    Stored,
+    /// The name holds a file already: nothing was stored.
+    Taken,
+}
+
 pub struct Remote {
     ftp: AsyncRustlsFtpStream,
+    /// The server agreed to `SITE NOREPLACE` (logarchive-server): see `store_new`.
+    stores_new: bool,
     /// Folders known to exist, so each is made once per session.
     made: HashSet<String>,
 }
@@ -117,8 +128,15 @@ impl Remote {
         ftp.transfer_type(FileType::Binary)
             .await
             .map_err(|e| RemoteError::from_ftp("binary mode for", "/", e))?;
+        // logarchive-server's; other servers answer 500 or 502, and `store_new` is not used.
+        let stores_new = match ftp.site("NOREPLACE").await {
+            Ok(_) => true,
+            Err(FtpError::UnexpectedResponse(_)) => false,
+            Err(err) => return Err(RemoteError::from_ftp("SITE NOREPLACE", "/", err)),
+        };
         Ok(Remote {
             ftp,
+            stores_new,
             made: HashSet::new(),
         })
     }
@@ -183,6 +201,45 @@ impl Remote {
             .await
             .map_err(|e| RemoteError::from_ftp("STOR", remote, e))?;
         Ok(())
+    }
+
+    /// True when `store_new` may be used: the server refuses to replace a file by STOR in
+    /// this session, and honours `ALLO` (logarchive-server).
+    pub fn stores_new(&self) -> bool {
+        self.stores_new
+    }
+
+    /// Sends all of `local` (`size` bytes) straight to its final name `remote`, as a new
+    /// file: `ALLO size`, then STOR in a session that asked for `SITE NOREPLACE`. The
+    /// server commits the upload only if exactly `size` bytes arrived and no file holds the
+    /// name by then, and shows nothing under the name before; so its `226` confirms the
+    /// whole file, as `SIZE` would, without a temporary name and a rename.
+    pub async fn store_new(
+        &mut self,
+        local: &LocalFile,
+        remote: &str,
+        size: u64,
+        first: FirstBytes,
+        limiters: &[Arc<RateLimiter>],
+    ) -> Result<StoredNew, RemoteError> {
+        let mut reader = open_range(local, 0, size, first, limiters)?;
+        self.ftp
+            .custom_command(format!("ALLO {size}"), &[Status::CommandOk])
+            .await
+            .map_err(|e| RemoteError::from_ftp("ALLO", remote, e))?;
+        let err = match self.ftp.put_file(remote, &mut reader).await {
+            Ok(_) => return Ok(StoredNew::Stored),
+            Err(err) => RemoteError::from_ftp("STOR", remote, err),
+        };
+        // A taken name is refused like anything else (550), or, when the refusal closed
+        // the data connection under a write, looks like a broken connection: ask.
+        if matches!(err, RemoteError::Changed { .. }) {
+            return Err(err);
+        }
+        match self.size(remote).await {
+            Ok(Some(_)) => Ok(StoredNew::Taken),
+            _ => Err(err),
+        }
     }
 
     /// Stores a small document (STOR from memory).

@@ -364,10 +364,7 @@ fn kill_9_at_random_moments_sends_every_file_exactly_once() {
     assert!(!remote.keys().any(|k| k.contains("logarchive-part")));
     // Exactly once: every final name was written (renamed into place) one time. The log
     // line follows the rename on disk by a moment: wait for all of them first.
-    let placed = |log: &str, name: &str| {
-        log.matches(&format!("to=/crashy/{name}\n")).count()
-            + log.matches(&format!("to=/crashy/{name} ")).count()
-    };
+    let placed = |log: &str, name: &str| times_placed(log, "crashy", name);
     assert!(wait_until(Duration::from_secs(10), || {
         let log = server.stderr();
         local.keys().all(|name| placed(&log, name) >= 1)
@@ -494,7 +491,11 @@ fn server_killed_during_uploads_loses_nothing_and_sends_nothing_twice() {
     );
     for round in 0..3 {
         // Let some uploads happen, then kill -9 the server mid-stream and bring it back.
-        let placed = |log: &str| log.matches(" renamed ").count();
+        let placed = |log: &str| {
+            log.lines()
+                .filter(|l| l.contains(": upload ") || l.contains(": renamed "))
+                .count()
+        };
         let before = placed(&server.stderr());
         assert!(wait_until(Duration::from_secs(30), || placed(
             &server.stderr()
@@ -513,7 +514,7 @@ fn server_killed_during_uploads_loses_nothing_and_sends_nothing_twice() {
     // line at all; the equal trees prove it arrived.
     let log = server.stderr();
     for name in local.keys() {
-        let placed = log.matches(&format!("to=/survivor/{name}\n")).count();
+        let placed = times_placed(&log, "survivor", name);
         assert!(placed <= 1, "{name} was put in place {placed} times");
     }
 }
@@ -593,6 +594,21 @@ fn a_polled_watch_notices_new_files_without_inotify_or_rescans() {
     write(&tree.path().join("sub/after.log"), b"written later\n");
     let local = tree_hashes(tree.path());
     wait_for_copy(&server, &agent, "nfs", &local);
+}
+
+/// How many times the server log shows `user`'s file `name` put in place: stored under
+/// its final name (a small new file, `SITE NOREPLACE`), or renamed there from its
+/// temporary name.
+fn times_placed(log: &str, user: &str, name: &str) -> usize {
+    let path = format!("/{user}/{name}");
+    log.lines()
+        .filter(|line| {
+            (line.contains(": upload ") && line.contains(&format!(" path={path} ")))
+                || (line.contains(": renamed ")
+                    && (line.ends_with(&format!(" to={path}"))
+                        || line.contains(&format!(" to={path} "))))
+        })
+        .count()
 }
 
 /// Server log lines of finished uploads into `path` (the temporary name of a whole upload
@@ -804,4 +820,14 @@ fn an_agent_that_lost_its_record_keeps_no_version_of_what_the_server_already_hol
         server.archived(&format!("node01/{}", versions[0])).unwrap(),
         b"what the server holds\n"
     );
+    // same.log, unchanged, is recorded from the server's copy, not sent again.
+    assert!(
+        agent
+            .stderr()
+            .lines()
+            .any(|l| l.contains("recorded, not sent again") && l.contains("/same.log")),
+        "{}",
+        agent.stderr()
+    );
+    assert_eq!(times_placed(&server.stderr(), "node01", "same.log"), 1);
 }

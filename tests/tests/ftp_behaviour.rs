@@ -191,6 +191,72 @@ fn killed_client_leaves_no_file_under_the_final_name() {
     assert!(!String::from_utf8_lossy(&list.stdout).contains("big.bin"));
 }
 
+/// `SITE NOREPLACE` and `ALLO <bytes>` (what the agent sends before storing a new file
+/// under its final name), with curl sending them as quoted commands before its STOR.
+#[test]
+fn noreplace_keeps_stored_files_and_allo_refuses_an_upload_of_another_size() {
+    let server = TestServer::start_with("", &[("nora", PW, &["--perm", "elrw"])]);
+    let payload = server.dir.path().join("payload.log");
+    let upload = |name: &str, content: &[u8], quoted: &[&str]| {
+        std::fs::write(&payload, content).unwrap();
+        let mut args = vec!["-sSv", "-u", "nora:behaviour-password"];
+        for command in quoted {
+            args.extend(["-Q", command]);
+        }
+        let url = format!("ftp://{}/{name}", server.addr());
+        args.extend(["-T", payload.to_str().unwrap(), &url]);
+        run("curl", &args)
+    };
+
+    // Without it, a STOR replaces, as in pyftpdlib.
+    assert!(upload("app.log", b"first\n", &[]).status.success());
+    assert!(upload("app.log", b"second\n", &[]).status.success());
+    assert_eq!(server.archived("nora/app.log").unwrap(), b"second\n");
+
+    // With it, the stored file stays and the refusal says why; a new name is stored.
+    let refused = upload("app.log", b"third\n", &["SITE NOREPLACE"]);
+    assert!(
+        !refused.status.success(),
+        "a STOR replaced a file after SITE NOREPLACE"
+    );
+    assert_eq!(server.archived("nora/app.log").unwrap(), b"second\n");
+    let exchange = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        exchange.contains("550 ") && exchange.contains("/app.log already exists"),
+        "{exchange}"
+    );
+    assert!(
+        upload("new.log", b"third\n", &["SITE NOREPLACE"])
+            .status
+            .success()
+    );
+    assert_eq!(server.archived("nora/new.log").unwrap(), b"third\n");
+
+    // ALLO: the announced size is stored; any other size is not committed.
+    assert!(upload("sized.log", b"12345", &["ALLO 5"]).status.success());
+    assert_eq!(server.archived("nora/sized.log").unwrap(), b"12345");
+    let short = upload("short.log", b"1234", &["ALLO 5"]);
+    assert!(
+        !short.status.success(),
+        "an upload shorter than its ALLO was accepted"
+    );
+    let exchange = String::from_utf8_lossy(&short.stderr);
+    assert!(
+        exchange.contains("4 bytes arrived, ALLO announced 5"),
+        "{exchange}"
+    );
+    assert!(!server.archived_exists("nora/short.log"));
+    let long = upload("sized.log", b"123456", &["ALLO 5"]);
+    assert!(
+        !long.status.success(),
+        "an upload longer than its ALLO was accepted"
+    );
+    assert_eq!(server.archived("nora/sized.log").unwrap(), b"12345");
+    assert!(server.stderr().contains("not the size announced by ALLO"));
+    // It counts for one transfer only.
+    assert!(upload("after.log", b"1234", &[]).status.success());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rest_resume_gives_a_byte_identical_file() {
     let server = TestServer::start_with("", &[("erin", PW, &["--perm", "elrwa"])]);

@@ -119,6 +119,21 @@ fn entry(path: ArchivePath, meta: &fs::Metadata) -> Entry {
     }
 }
 
+/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`), in one step:
+/// `renameat2(RENAME_NOREPLACE)`, or a hard link and an unlink where the filesystem has no
+/// such rename (the link fails where `to` exists just the same).
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// Runs blocking filesystem work off the async threads.
 async fn blocking<T: Send + 'static>(
     path: &ArchivePath,
@@ -288,6 +303,9 @@ impl Archive for FsArchive {
                 Some((len, modified)) => (Some(len), modified),
                 None => (None, None),
             };
+            if mode == UploadMode::New && existing.is_some() {
+                return Err(ArchiveError::AlreadyExists(owned));
+            }
             let in_place = match (mode, existing) {
                 (UploadMode::Append, _) => true,
                 (UploadMode::ResumeAt(n), Some(len)) if n == len => true,
@@ -339,6 +357,7 @@ impl Archive for FsArchive {
                     path: owned,
                     partial,
                     local,
+                    no_replace: mode == UploadMode::New,
                 },
                 this.durable,
             ))
@@ -547,11 +566,13 @@ impl Archive for FsArchive {
 
 #[derive(Debug)]
 enum Target {
-    /// Written to a partial file, renamed over `local` on commit.
+    /// Written to a partial file, renamed over `local` on commit (or, with `no_replace`,
+    /// renamed only where `local` does not exist by then).
     Replace {
         path: ArchivePath,
         partial: PathBuf,
         local: PathBuf,
+        no_replace: bool,
     },
     /// Appended to `local`; on abort cut back to `old_len` with its old modification
     /// time (so the catalog's entry stays true), or removed if it was new.
@@ -714,10 +735,24 @@ impl Upload for FsUpload {
         drop(file);
         blocking(&path.clone(), move || {
             let local = match target {
-                Target::Replace { partial, local, .. } => {
-                    fs::rename(&partial, &local).map_err(|e| {
+                Target::Replace {
+                    partial,
+                    local,
+                    no_replace,
+                    ..
+                } => {
+                    let renamed = match no_replace {
+                        true => rename_no_replace(&partial, &local),
+                        false => fs::rename(&partial, &local),
+                    };
+                    renamed.map_err(|e| {
                         let _ = fs::remove_file(&partial);
-                        map_err(&path, e)
+                        match e.kind() {
+                            io::ErrorKind::AlreadyExists => {
+                                ArchiveError::AlreadyExists(path.clone())
+                            }
+                            _ => map_err(&path, e),
+                        }
                     })?;
                     local
                 }

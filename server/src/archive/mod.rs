@@ -107,10 +107,20 @@ pub struct Entry {
 pub enum UploadMode {
     /// A new file that replaces any old one when committed (STOR).
     Replace,
+    /// A new file, refused where a file exists, at the start and at the commit (STOR in a
+    /// session that asked for `SITE NOREPLACE`).
+    New,
     /// Keep the first `n` bytes of the stored file and continue from there (REST n, STOR).
     ResumeAt(u64),
     /// Add to the end of the stored file, creating it if missing (APPE).
     Append,
+}
+
+impl UploadMode {
+    /// True when the upload is a whole new file (nothing of a stored one is kept).
+    pub fn is_whole(self) -> bool {
+        matches!(self, UploadMode::Replace | UploadMode::New)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -888,9 +888,15 @@ impl Archive for S3Archive {
         if existing.is_none() && self.dir_exists(path).await? {
             return Err(ArchiveError::IsADir(path.clone()));
         }
+        // Checked under this server's lock of the key; servers sharing the bucket do not see
+        // each other's locks, so two of them storing one new name at once can still both
+        // succeed (the later wins), as with a plain STOR.
+        if mode == UploadMode::New && existing.is_some() {
+            return Err(ArchiveError::AlreadyExists(path.clone()));
+        }
         let stored = existing.as_ref().map_or(0, Metadata::content_length);
         let keep = match mode {
-            UploadMode::Replace => 0,
+            UploadMode::Replace | UploadMode::New => 0,
             UploadMode::Append => stored,
             UploadMode::ResumeAt(n) if n > stored => {
                 return Err(ArchiveError::Refused {
@@ -914,7 +920,7 @@ impl Archive for S3Archive {
         };
         let key = key(path);
         let writer = self.writer_from(path, &key, metadata, &key, keep).await?;
-        let composed_from = (mode != UploadMode::Replace).then(|| {
+        let composed_from = (!mode.is_whole()).then(|| {
             existing
                 .as_ref()
                 .map(|meta| (meta.content_length(), meta.etag().map(str::to_owned)))
@@ -923,7 +929,7 @@ impl Archive for S3Archive {
             archive: self.clone(),
             path: path.clone(),
             writer,
-            hasher: (mode == UploadMode::Replace).then(sha2::Sha256::new),
+            hasher: mode.is_whole().then(sha2::Sha256::new),
             composed_from,
             _turn: turn,
         }))

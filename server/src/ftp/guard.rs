@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
-use libunftp::storage::{Reason, current_command, current_plain_data_socket};
+use libunftp::storage::{Reason, announced_size, current_command, current_plain_data_socket};
 use logarchive_common::paths::ArchivePath;
 use logarchive_common::perm::Perm;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -287,6 +287,7 @@ impl Guard {
         let input = Counted { inner: input, mark };
         let mut input = ThrottledReader::new(input, limiters);
         let mut chunk = Vec::with_capacity(UPLOAD_CHUNK);
+        let announced = announced_size();
         loop {
             // Fill a whole chunk before handing it on: the socket gives a few dozen KiB
             // per read, and every chunk costs the archive a hand-over to its writer.
@@ -309,11 +310,27 @@ impl Guard {
                 }
             };
         }
+        // A data connection closed early by something between client and server (a proxy)
+        // ends like a finished upload; a client that announced its size is not fooled.
+        let received = spliced + input.bytes();
+        if let Some(announced) = announced
+            && announced != received
+        {
+            upload.abort().await;
+            tracing::warn!(user = %account.name, path = %path, received, announced, "upload not stored: not the size announced by ALLO");
+            return Err(refuse(
+                ErrorKind::ConnectionClosed,
+                format!(
+                    "{received} bytes arrived, ALLO announced {announced}: {} not stored",
+                    shown(account, path)
+                ),
+            ));
+        }
         let committed = upload
             .commit()
             .await
             .map_err(|e| self.archive_error(account, e))?;
-        Ok((committed, spliced + input.bytes(), data_path))
+        Ok((committed, received, data_path))
     }
 }
 
@@ -545,6 +562,8 @@ impl StorageBackend<FtpUser> for Guard {
             (Perm::Append, UploadMode::Append)
         } else if start_pos > 0 {
             (Perm::Write, UploadMode::ResumeAt(start_pos))
+        } else if user.session.as_ref().is_some_and(|s| s.refuses_replacing()) {
+            (Perm::Write, UploadMode::New)
         } else {
             (Perm::Write, UploadMode::Replace)
         };

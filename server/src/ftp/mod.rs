@@ -58,6 +58,7 @@ pub async fn serve(
     .site_command("CHMOD", site::Chmod)
     .site_command("MFMT", site::Mfmt)
     .site_command("SHA256", site::Sha256)
+    .site_command("NOREPLACE", site::NoReplace)
     .shutdown_indicator(async move {
         shutdown.wait().await;
         FtpShutdown::new().grace_period(grace)

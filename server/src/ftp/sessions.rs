@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
@@ -128,6 +128,7 @@ impl Sessions {
         SessionHandle {
             live,
             registry: self.clone(),
+            no_replace: AtomicBool::new(false),
         }
     }
 }
@@ -137,9 +138,20 @@ impl Sessions {
 pub struct SessionHandle {
     live: Arc<Live>,
     registry: Sessions,
+    /// Set by `SITE NOREPLACE`: a STOR of this session never replaces a file.
+    no_replace: AtomicBool,
 }
 
 impl SessionHandle {
+    /// From now on, a STOR of this session is refused where a file exists (`SITE NOREPLACE`).
+    pub fn refuse_replacing(&self) {
+        self.no_replace.store(true, Ordering::Relaxed);
+    }
+
+    pub fn refuses_replacing(&self) -> bool {
+        self.no_replace.load(Ordering::Relaxed)
+    }
+
     /// Marks a transfer as running in this session until the returned mark is dropped.
     pub fn transfer(&self, path: &str, direction: Direction) -> TransferMark {
         let bytes = Arc::new(AtomicU64::new(0));

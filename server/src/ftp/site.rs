@@ -1,4 +1,5 @@
-//! SITE CHMOD (letter M), MFMT / SITE MFMT (letter T) and SITE SHA256 (letter r).
+//! SITE CHMOD (letter M), MFMT / SITE MFMT (letter T), SITE SHA256 (letter r) and
+//! SITE NOREPLACE (no letter: it only takes a right away).
 //!
 //! libunftp hands these to handlers registered by name; both resolve their path against
 //! the session's working directory and go through the [`Guard`] like every other command.
@@ -114,6 +115,35 @@ impl SiteCommandHandler<Guard, FtpUser> for Sha256 {
         {
             Ok(hash) => Reply::new_with_string(ReplyCode::CommandOkay, hash),
             Err(err) => error_reply(&err),
+        }
+    }
+}
+
+/// `SITE NOREPLACE`: from now on a STOR of this session is refused (`550 ... already
+/// exists`) where a file exists, and one that finds a file there at its commit is not
+/// committed. The archive only grows: the agent stores a new file under its final name
+/// this way, in one command, and keeps the older copy first when there is one.
+#[derive(Debug)]
+pub struct NoReplace;
+
+#[async_trait]
+impl SiteCommandHandler<Guard, FtpUser> for NoReplace {
+    async fn handle(&self, ctx: &SiteCommandContext<Guard, FtpUser>) -> Reply {
+        let Some(user) = user(ctx) else {
+            return Reply::new(ReplyCode::NotLoggedIn, "Not logged in");
+        };
+        if !ctx.arguments.trim().is_empty() {
+            return Reply::new(ReplyCode::ParameterSyntaxError, "Usage: SITE NOREPLACE");
+        }
+        match &user.session {
+            Some(session) => {
+                session.refuse_replacing();
+                Reply::new(
+                    ReplyCode::CommandOkay,
+                    "STOR in this session will not replace existing files",
+                )
+            }
+            None => Reply::new(ReplyCode::CommandNotImplemented, "No session to set"),
         }
     }
 }

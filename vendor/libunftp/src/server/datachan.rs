@@ -36,26 +36,33 @@ where
     pub data_cmd_rx: Option<Receiver<DataChanCmd>>,
     pub data_abort_rx: Option<Receiver<()>>,
     pub control_closed: tokio_util::sync::CancellationToken,
+    pub control_peek: Arc<crate::server::session::ControlPeek>,
 }
 
 /// logarchive patch: how long an upload's end of data waits to see whether the control
-/// connection closes too. A client killed mid-transfer closes both sockets at once, which
-/// looks like a clean end of data; a live client keeps its control connection for the reply.
-const UPLOAD_EOF_GRACE: std::time::Duration = std::time::Duration::from_millis(10);
+/// connection closes too, when it was not closed already. A client killed mid-transfer closes
+/// both sockets at once (its kernel sends the two ends microseconds apart, in either order),
+/// which looks like a clean end of data; a live client keeps its control connection for the
+/// reply. The control socket is looked at directly (`ControlPeek`) at the end of data and
+/// again after this wait, so the wait only has to cover the two ends arriving apart: every
+/// upload pays it, and it was 10 ms (most of a small file's upload) before the direct look.
+const UPLOAD_EOF_GRACE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// logarchive patch: a reader that turns end-of-data into `ConnectionAborted` when the
 /// control connection closed with it, so the storage back-end never commits a cut upload.
 struct AbortAwareReader<R> {
     inner: R,
     control_closed: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    control_peek: Arc<crate::server::session::ControlPeek>,
     eof_wait: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<R> AbortAwareReader<R> {
-    fn new(inner: R, control_closed: tokio_util::sync::CancellationToken) -> Self {
+    fn new(inner: R, control_closed: tokio_util::sync::CancellationToken, control_peek: Arc<crate::server::session::ControlPeek>) -> Self {
         AbortAwareReader {
             inner,
             control_closed: Box::pin(control_closed.cancelled_owned()),
+            control_peek,
             eof_wait: None,
         }
     }
@@ -64,20 +71,24 @@ impl<R> AbortAwareReader<R> {
 impl<R: AsyncRead + Unpin> AsyncRead for AbortAwareReader<R> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        let aborted = || Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "control connection closed during upload")));
         if this.eof_wait.is_none() {
             let before = buf.filled().len();
             match Pin::new(&mut this.inner).poll_read(cx, buf) {
                 Poll::Ready(Ok(())) if buf.filled().len() == before => {
+                    if this.control_peek.closed() {
+                        return aborted();
+                    }
                     this.eof_wait = Some(Box::pin(tokio::time::sleep(UPLOAD_EOF_GRACE)));
                 }
                 other => return other,
             }
         }
-        let aborted = || Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "control connection closed during upload")));
         if this.control_closed.as_mut().poll(cx).is_ready() {
             return aborted();
         }
         match this.eof_wait.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) if this.control_peek.closed() => aborted(),
             Some(Poll::Ready(())) => Poll::Ready(Ok(())),
             _ => Poll::Pending,
         }
@@ -160,11 +171,13 @@ where
         // TODO: Use configured timeout
         tokio::select! {
             Some(command) = data_cmd_rx.recv() => {
-                let session = session_arc.lock().await;
-                self.handle_incoming(DataChanMsg::ExternalCommand(command), session.start_pos).await;
+                let mut session = session_arc.lock().await;
+                // logarchive patch: an `ALLO` counts for the one transfer that follows it.
+                let announced_size = session.announced_size.take();
+                self.handle_incoming(DataChanMsg::ExternalCommand(command), session.start_pos, announced_size).await;
             },
             Some(_) = data_abort_rx.recv() => {
-                self.handle_incoming(DataChanMsg::Abort, 0).await;
+                self.handle_incoming(DataChanMsg::Abort, 0, None).await;
             },
             _ = &mut timeout_delay => {
                 slog::warn!(self.logger, "Data channel connection timed out");
@@ -175,7 +188,7 @@ where
     }
 
     #[tracing_attributes::instrument]
-    async fn handle_incoming(self, incoming: DataChanMsg, start_pos: u64) {
+    async fn handle_incoming(self, incoming: DataChanMsg, start_pos: u64, announced_size: Option<u64>) {
         match incoming {
             DataChanMsg::Abort => {
                 slog::info!(self.logger, "Data channel abort received");
@@ -183,22 +196,22 @@ where
             DataChanMsg::ExternalCommand(command) => {
                 let p = command.path().unwrap_or_default();
                 slog::debug!(self.logger, "Data channel command received: {:?}", command; "path" => p);
-                self.execute_command(command, start_pos).await;
+                self.execute_command(command, start_pos, announced_size).await;
             }
         }
     }
 
     #[tracing_attributes::instrument]
-    async fn execute_command(self, cmd: DataChanCmd, start_pos: u64) {
+    async fn execute_command(self, cmd: DataChanCmd, start_pos: u64, announced_size: Option<u64>) {
         match cmd {
             DataChanCmd::Retr { path } => {
                 self.exec_retr(path, start_pos).await;
             }
             DataChanCmd::Stor { path } => {
-                self.exec_stor(path, start_pos).await;
+                self.exec_stor(path, start_pos, announced_size).await;
             }
             DataChanCmd::Appe { path } => {
-                self.exec_appe(path).await;
+                self.exec_appe(path, announced_size).await;
             }
             DataChanCmd::List { path, .. } => {
                 self.exec_list_variant(path, ListCommand::List).await;
@@ -317,19 +330,22 @@ where
     }
 
     #[tracing_attributes::instrument]
-    async fn exec_stor(self, path: String, start_pos: u64) {
+    async fn exec_stor(self, path: String, start_pos: u64, announced_size: Option<u64>) {
         let path = self.cwd.join(path);
         let tx = self.control_msg_tx.clone();
 
         let start_time = Instant::now();
         let plain_socket = self.plain_socket_fd();
-        let put_result = crate::storage::with_plain_data_socket(
-            plain_socket,
-            self.storage.put(
-                (*self.user).as_ref().unwrap(),
-                AbortAwareReader::new(Self::reader(self.socket, self.ftps_mode, "stor").await, self.control_closed.clone()),
-                path.clone(),
-                start_pos,
+        let put_result = crate::storage::with_announced_size(
+            announced_size,
+            crate::storage::with_plain_data_socket(
+                plain_socket,
+                self.storage.put(
+                    (*self.user).as_ref().unwrap(),
+                    AbortAwareReader::new(Self::reader(self.socket, self.ftps_mode, "stor").await, self.control_closed.clone(), self.control_peek.clone()),
+                    path.clone(),
+                    start_pos,
+                ),
             ),
         )
         .await;
@@ -378,7 +394,7 @@ where
     }
 
     #[tracing_attributes::instrument]
-    async fn exec_appe(self, path: String) {
+    async fn exec_appe(self, path: String, announced_size: Option<u64>) {
         let path = self.cwd.join(&path);
         let tx = self.control_msg_tx.clone();
 
@@ -392,13 +408,16 @@ where
         let plain_socket = self.plain_socket_fd();
         let put_result = crate::storage::for_command(
             "APPE",
-            crate::storage::with_plain_data_socket(
-                plain_socket,
-                self.storage.put(
-                    (*self.user).as_ref().unwrap(),
-                    AbortAwareReader::new(Self::reader(self.socket, self.ftps_mode, "appe").await, self.control_closed.clone()),
-                    path.clone(),
-                    start_pos,
+            crate::storage::with_announced_size(
+                announced_size,
+                crate::storage::with_plain_data_socket(
+                    plain_socket,
+                    self.storage.put(
+                        (*self.user).as_ref().unwrap(),
+                        AbortAwareReader::new(Self::reader(self.socket, self.ftps_mode, "appe").await, self.control_closed.clone(), self.control_peek.clone()),
+                        path.clone(),
+                        start_pos,
+                    ),
                 ),
             ),
         )
@@ -761,6 +780,7 @@ where
             data_abort_rx: Some(data_abort_rx),
             data_cmd_rx: Some(data_cmd_rx),
             control_closed: session.control_closed.clone(),
+            control_peek: session.control_peek.clone(),
         };
 
         // The control channel need to know if the data channel is busy so that it doesn't time out

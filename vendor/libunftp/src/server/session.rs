@@ -105,6 +105,8 @@ where
     // The starting byte for a STOR or RETR command. Set by the _Restart of Interrupted Transfer (REST)_
     // command to support resume functionality.
     pub start_pos: u64,
+    // logarchive patch: the byte count of an `ALLO` for the next STOR or APPE.
+    pub announced_size: Option<u64>,
     // Tells if the data loop is running. The control channel need to know if the data channel is
     // busy so that it doesn't time out while the session is still in progress.
     pub data_busy: bool,
@@ -117,6 +119,54 @@ where
     // logarchive patch: cancelled when the client drops the control connection without QUIT,
     // so that a data transfer ending at the same moment is treated as aborted, not complete.
     pub control_closed: tokio_util::sync::CancellationToken,
+    // logarchive patch: lets an upload ask the control connection's socket directly whether
+    // the client closed it (see `ControlPeek`).
+    pub control_peek: Arc<ControlPeek>,
+}
+
+/// logarchive patch: a duplicate of the control connection's socket, held only while the
+/// control loop runs, so that an upload reaching its end of data can see at once whether the
+/// client closed the control connection too (a killed client closes both; its end of data
+/// must not be taken for a finished upload). Looking at the socket itself does not wait for
+/// the control loop to be scheduled and read the end.
+#[derive(Debug, Default)]
+pub struct ControlPeek {
+    socket: std::sync::Mutex<Option<std::net::TcpStream>>,
+}
+
+impl ControlPeek {
+    /// Keeps a duplicate of `socket` (non-blocking, like the original: the two share their
+    /// flags). Without one, `closed` answers false and the cancellation token decides.
+    pub fn watch(&self, socket: &tokio::net::TcpStream) {
+        use std::os::fd::AsFd;
+        let duplicate = socket.as_fd().try_clone_to_owned().map(std::net::TcpStream::from).ok();
+        *self.socket.lock().unwrap_or_else(|p| p.into_inner()) = duplicate;
+    }
+
+    /// Lets go of the duplicate, so the socket closes with the control loop's own handle.
+    pub fn release(&self) {
+        *self.socket.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// True when the client has closed (or reset) the control connection: its end is the
+    /// next thing to read. Pending commands or TLS records mean it is still there.
+    pub fn closed(&self) -> bool {
+        let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        match socket.as_ref().map(|socket| socket.peek(&mut [0u8; 1])) {
+            Some(Ok(0)) => true,
+            Some(Ok(_)) | None => false,
+            Some(Err(err)) => err.kind() != std::io::ErrorKind::WouldBlock && err.kind() != std::io::ErrorKind::Interrupted,
+        }
+    }
+}
+
+/// logarchive patch: releases the control socket's duplicate however the control loop ends.
+pub struct ControlPeekRelease(pub Arc<ControlPeek>);
+
+impl Drop for ControlPeekRelease {
+    fn drop(&mut self) {
+        self.0.release();
+    }
 }
 
 impl<Storage, User> Session<Storage, User>
@@ -147,11 +197,13 @@ where
             data_tls: false,
             collect_metrics: false,
             start_pos: 0,
+            announced_size: None,
             data_busy: false,
             cert_chain: None,
             failed_logins: None,
             binder: None,
             control_closed: tokio_util::sync::CancellationToken::new(),
+            control_peek: Arc::new(ControlPeek::default()),
         }
     }
 

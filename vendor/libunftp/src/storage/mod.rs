@@ -33,6 +33,21 @@ pub(crate) async fn for_command<F: std::future::Future>(command: &'static str, f
 }
 
 tokio::task_local! {
+    static ANNOUNCED_SIZE: Option<u64>;
+}
+
+/// logarchive patch: the byte count the client announced with `ALLO` before this STOR or
+/// APPE, during its `put` call. A back-end that honours it commits the upload only when
+/// exactly that many bytes arrived.
+pub fn announced_size() -> Option<u64> {
+    ANNOUNCED_SIZE.try_with(|size| *size).ok().flatten()
+}
+
+pub(crate) async fn with_announced_size<F: std::future::Future>(size: Option<u64>, future: F) -> F::Output {
+    ANNOUNCED_SIZE.scope(size, future).await
+}
+
+tokio::task_local! {
     static PLAIN_DATA_SOCKET: Option<std::os::fd::RawFd>;
 }
 

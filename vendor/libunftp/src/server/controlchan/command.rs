@@ -101,8 +101,9 @@ pub enum Command {
         path: PathBuf,
     },
     Allo {
-        // The `ALLO` command can actually have an optional argument, but since we regard `ALLO`
-        // as noop, we won't even parse it.
+        /// logarchive patch: the number of bytes announced for the next STOR or APPE, when
+        /// the argument is one plain decimal number (`ALLO 4096`; not `ALLO 4096 R 80`).
+        size: Option<u64>,
     },
     Abor,
     Stou,

@@ -179,6 +179,11 @@ where
         next: event_chain,
     };
 
+    // logarchive patch: see `ControlPeek`.
+    let control_peek = shared_session.lock().await.control_peek.clone();
+    control_peek.watch(&tcp_stream);
+    let control_peek_release = crate::server::session::ControlPeekRelease(control_peek);
+
     let codec = FtpCodec::new();
     let cmd_and_reply_stream: Framed<Box<dyn AsyncReadAsyncWriteSendUnpin>, FtpCodec> = codec.framed(Box::new(tcp_stream));
     let (mut reply_sink, mut command_source) = cmd_and_reply_stream.split();
@@ -192,6 +197,7 @@ where
         // logarchive patch: leaving this loop in any way but QUIT tells a running upload that its
         // client is gone.
         let mut closed_guard = Some(shared_session.lock().await.control_closed.clone().drop_guard());
+        let _control_peek_release = control_peek_release;
         let mut draining = false;
         loop {
             let incoming = {

@@ -21,7 +21,7 @@
 use crate::{
     auth::UserDetail,
     server::controlchan::{
-        Reply, ReplyCode,
+        Command, Reply, ReplyCode,
         error::ControlChanError,
         handler::{CommandContext, CommandHandler},
     },
@@ -40,8 +40,17 @@ where
     Storage::Metadata: Metadata,
 {
     #[tracing_attributes::instrument]
-    async fn handle(&self, _args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
-        // ALLO is obsolete and we'll just ignore it.
-        Ok(Reply::new(ReplyCode::CommandOkayNotImplemented, "Ignored"))
+    async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
+        // logarchive patch: a byte count is kept for the next STOR or APPE, whose storage
+        // back-end can then refuse to commit an upload that brought another number of bytes
+        // (`storage::announced_size`): a data connection closed early by something in
+        // between looks like a finished upload otherwise.
+        match args.parsed_command {
+            Command::Allo { size: Some(size) } => {
+                args.session.lock().await.announced_size = Some(size);
+                Ok(Reply::new_with_string(ReplyCode::CommandOkay, format!("The next STOR or APPE must bring {size} bytes")))
+            }
+            _ => Ok(Reply::new(ReplyCode::CommandOkayNotImplemented, "Ignored")),
+        }
     }
 }

@@ -258,7 +258,12 @@ where
             let path = path.into();
             Command::Mkd { path }
         }
-        "ALLO" => Command::Allo {},
+        "ALLO" => {
+            // logarchive patch: keep a plain byte count (see `Command::Allo`).
+            let params = parse_to_eol(cmd_params)?;
+            let size = std::str::from_utf8(&params).ok().and_then(|text| text.trim().parse::<u64>().ok());
+            Command::Allo { size }
+        }
         "ABOR" => {
             let params = parse_to_eol(cmd_params)?;
             if !params.is_empty() {
