@@ -203,14 +203,15 @@ impl Remote {
         Ok(())
     }
 
-    /// True when `store_new` may be used: the server refuses to replace a file by STOR in
-    /// this session, and honours `ALLO` (logarchive-server).
+    /// True when `store_new` may be used: the server refuses to replace a file by a STOR
+    /// announced by `ALLO` in this session, and honours the size (logarchive-server).
     pub fn stores_new(&self) -> bool {
         self.stores_new
     }
 
     /// Sends all of `local` (`size` bytes) straight to its final name `remote`, as a new
-    /// file: `ALLO size`, then STOR in a session that asked for `SITE NOREPLACE`. The
+    /// file: `ALLO size`, then STOR in a session that asked for `SITE NOREPLACE` (other
+    /// STORs, of temporary names, still replace). The
     /// server commits the upload only if exactly `size` bytes arrived and no file holds the
     /// name by then, and shows nothing under the name before; so its `226` confirms the
     /// whole file, as `SIZE` would, without a temporary name and a rename.

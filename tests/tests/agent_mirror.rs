@@ -456,9 +456,14 @@ fn mirrors_into_vsftpd_too() {
         tree_hashes(&stored),
         agent.stderr()
     );
-    assert_eq!(
-        std::fs::read(stored.join("Logs/PWS/20240723/PWS_UI_1.txt")).unwrap(),
-        b"rewritten\n"
+    // The version is made just before the new copy is renamed into place.
+    let final_name = stored.join("Logs/PWS/20240723/PWS_UI_1.txt");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::fs::read(&final_name).ok().as_deref() == Some(b"rewritten\n")
+        }),
+        "{:?}",
+        std::fs::read(&final_name)
     );
     assert!(
         !tree_hashes(&stored)

@@ -213,8 +213,9 @@ fn noreplace_keeps_stored_files_and_allo_refuses_an_upload_of_another_size() {
     assert!(upload("app.log", b"second\n", &[]).status.success());
     assert_eq!(server.archived("nora/app.log").unwrap(), b"second\n");
 
-    // With it, the stored file stays and the refusal says why; a new name is stored.
-    let refused = upload("app.log", b"third\n", &["SITE NOREPLACE"]);
+    // With it, a STOR announced by ALLO leaves the stored file and says why; a new name is
+    // stored; a STOR without ALLO still replaces (the agent's temporary files).
+    let refused = upload("app.log", b"third\n", &["SITE NOREPLACE", "ALLO 6"]);
     assert!(
         !refused.status.success(),
         "a STOR replaced a file after SITE NOREPLACE"
@@ -226,11 +227,17 @@ fn noreplace_keeps_stored_files_and_allo_refuses_an_upload_of_another_size() {
         "{exchange}"
     );
     assert!(
-        upload("new.log", b"third\n", &["SITE NOREPLACE"])
+        upload("new.log", b"third\n", &["SITE NOREPLACE", "ALLO 6"])
             .status
             .success()
     );
     assert_eq!(server.archived("nora/new.log").unwrap(), b"third\n");
+    assert!(
+        upload("new.log", b"fourth\n", &["SITE NOREPLACE"])
+            .status
+            .success()
+    );
+    assert_eq!(server.archived("nora/new.log").unwrap(), b"fourth\n");
 
     // ALLO: the announced size is stored; any other size is not committed.
     assert!(upload("sized.log", b"12345", &["ALLO 5"]).status.success());

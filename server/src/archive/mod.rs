@@ -107,8 +107,8 @@ pub struct Entry {
 pub enum UploadMode {
     /// A new file that replaces any old one when committed (STOR).
     Replace,
-    /// A new file, refused where a file exists, at the start and at the commit (STOR in a
-    /// session that asked for `SITE NOREPLACE`).
+    /// A new file, refused where a file exists, at the start and at the commit (STOR
+    /// announced by `ALLO` in a session that asked for `SITE NOREPLACE`).
     New,
     /// Keep the first `n` bytes of the stored file and continue from there (REST n, STOR).
     ResumeAt(u64),

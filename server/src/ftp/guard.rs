@@ -562,7 +562,9 @@ impl StorageBackend<FtpUser> for Guard {
             (Perm::Append, UploadMode::Append)
         } else if start_pos > 0 {
             (Perm::Write, UploadMode::ResumeAt(start_pos))
-        } else if user.session.as_ref().is_some_and(|s| s.refuses_replacing()) {
+        } else if announced_size().is_some()
+            && user.session.as_ref().is_some_and(|s| s.refuses_replacing())
+        {
             (Perm::Write, UploadMode::New)
         } else {
             (Perm::Write, UploadMode::Replace)

@@ -138,12 +138,13 @@ impl Sessions {
 pub struct SessionHandle {
     live: Arc<Live>,
     registry: Sessions,
-    /// Set by `SITE NOREPLACE`: a STOR of this session never replaces a file.
+    /// Set by `SITE NOREPLACE`: a STOR announced by `ALLO` never replaces a file.
     no_replace: AtomicBool,
 }
 
 impl SessionHandle {
-    /// From now on, a STOR of this session is refused where a file exists (`SITE NOREPLACE`).
+    /// From now on, a STOR of this session announced by `ALLO` is refused where a file
+    /// exists (`SITE NOREPLACE`).
     pub fn refuse_replacing(&self) {
         self.no_replace.store(true, Ordering::Relaxed);
     }

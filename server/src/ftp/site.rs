@@ -119,10 +119,12 @@ impl SiteCommandHandler<Guard, FtpUser> for Sha256 {
     }
 }
 
-/// `SITE NOREPLACE`: from now on a STOR of this session is refused (`550 ... already
-/// exists`) where a file exists, and one that finds a file there at its commit is not
-/// committed. The archive only grows: the agent stores a new file under its final name
-/// this way, in one command, and keeps the older copy first when there is one.
+/// `SITE NOREPLACE`: from now on a STOR of this session that `ALLO <bytes>` announced (a
+/// new file of that size) is refused (`550 ... already exists`) where a file exists, and
+/// one that finds a file there at its commit is not committed. Other STORs replace as
+/// before (the agent's temporary files and health report). The archive only grows: the
+/// agent stores a new file under its final name this way, in one command, and keeps the
+/// older copy first when there is one.
 #[derive(Debug)]
 pub struct NoReplace;
 
@@ -140,7 +142,7 @@ impl SiteCommandHandler<Guard, FtpUser> for NoReplace {
                 session.refuse_replacing();
                 Reply::new(
                     ReplyCode::CommandOkay,
-                    "STOR in this session will not replace existing files",
+                    "STOR announced by ALLO in this session will not replace existing files",
                 )
             }
             None => Reply::new(ReplyCode::CommandNotImplemented, "No session to set"),
