@@ -41,7 +41,7 @@ fn changed(reason: String) -> io::Error {
 }
 
 /// How much is read, checked and handed on at a time.
-const CHUNK: usize = 256 << 10;
+pub const CHUNK: usize = 256 << 10;
 
 /// What the file must start with while it is read: SHA-256 (hex) of its first `len` bytes.
 #[derive(Debug, Clone)]

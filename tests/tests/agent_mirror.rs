@@ -372,7 +372,11 @@ fn kill_9_at_random_moments_sends_every_file_exactly_once() {
     let log = server.stderr();
     for name in local.keys() {
         let times = placed(&log, name);
-        assert_eq!(times, 1, "{name} was put in place {times} times");
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(name.as_str())).collect();
+        assert_eq!(
+            times, 1,
+            "{name} was put in place {times} times: {lines:#?}"
+        );
     }
     // Off a terminal, a large backlog is announced and its passes summed up in the log.
     let agent_log = agent.stderr();
@@ -608,7 +612,7 @@ fn times_placed(log: &str, user: &str, name: &str) -> usize {
     let path = format!("/{user}/{name}");
     log.lines()
         .filter(|line| {
-            (line.contains(": upload ") && line.contains(&format!(" path={path} ")))
+            (line.contains(": upload user=") && line.contains(&format!(" path={path} ")))
                 || (line.contains(": renamed ")
                     && (line.ends_with(&format!(" to={path}"))
                         || line.contains(&format!(" to={path} "))))

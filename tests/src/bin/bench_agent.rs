@@ -271,6 +271,20 @@ fn remove_stored(args: &Args, server: &TestServer, user: &str) -> std::io::Resul
     Ok(())
 }
 
+/// Whether `user` can log in to the server yet (lftp, one try).
+fn can_log_in(server: &TestServer, user: &str) -> bool {
+    let script = format!(
+        "set net:max-retries 1; set cmd:fail-exit yes; open -u {user},{PASSWORD} ftp://{}; cls /",
+        server.addr()
+    );
+    Command::new("lftp")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 fn backlog(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()> {
     let tree = base.join("backlog-tree");
     let total = write_backlog(&tree, args.small, args.big)?;
@@ -283,13 +297,21 @@ fn backlog(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<
         args.big,
         total as f64 / (1 << 20) as f64
     );
-    println!("| parallel | logarchive-agent (s) | lftp mirror -R (s) | agent / lftp |");
-    println!("|---|---|---|---|");
+    println!(
+        "| parallel | logarchive-agent (s) | lftp mirror -R (s) | agent / lftp | lftp with ftp:use-allo (s) | agent / that |"
+    );
+    println!("|---|---|---|---|---|---|");
     for (round, &parallel) in args.parallel.iter().enumerate() {
         let agent_user = format!("agent{round}");
         let lftp_user = format!("lftp{round}");
         server.add_user(&agent_user, PASSWORD, &["--perm", "elrwafm"]);
         server.add_user(&lftp_user, PASSWORD, &["--perm", "elrwafm"]);
+        // The server reloads users.toml on its own: both clients start once it has.
+        for user in [&agent_user, &lftp_user] {
+            if !wait_until(Duration::from_secs(10), || can_log_in(server, user)) {
+                bail!("{user} cannot log in");
+            }
+        }
         // Sync the page cache so neither starts with the other's dirty pages.
         let _ = Command::new("sync").status();
 
@@ -305,32 +327,68 @@ fn backlog(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<
             bail!("agent did not send everything: {stored:?} of ({files}, {total})");
         }
         remove_stored(args, server, &agent_user)?;
-        let _ = Command::new("sync").status();
 
-        let started = Instant::now();
-        let script = format!(
-            "set net:max-retries 2; set cmd:fail-exit yes; open -u {lftp_user},{PASSWORD} ftp://127.0.0.1:{}; mirror -R --parallel={parallel} {} /; quit",
-            server.ftp_port,
-            tree.display()
-        );
-        let out = Command::new("lftp").args(["-c", &script]).output()?;
-        let lftp_secs = started.elapsed().as_secs_f64();
-        if !out.status.success() {
-            bail!("lftp failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let stored = stored_size(args, server, &lftp_user);
-        if stored != (files, total) {
-            bail!("lftp did not send everything: {stored:?}");
-        }
-        remove_stored(args, server, &lftp_user)?;
+        // lftp as it comes (the goal's peer), then with `ftp:use-allo`, which announces each
+        // file's size as the agent does: the server then skips the wait at the end of data
+        // that tells a finished upload from a killed client's (see ARCHITECTURE.md).
+        let lftp_secs = lftp_mirror(
+            args,
+            server,
+            &lftp_user,
+            &tree,
+            parallel,
+            "",
+            (files, total),
+        )?;
+        let allo_secs = lftp_mirror(
+            args,
+            server,
+            &lftp_user,
+            &tree,
+            parallel,
+            "set ftp:use-allo yes; ",
+            (files, total),
+        )?;
         println!(
-            "| {parallel} | {agent_secs:.1} | {lftp_secs:.1} | {:.2}x |",
-            agent_secs / lftp_secs
+            "| {parallel} | {agent_secs:.1} | {lftp_secs:.1} | {:.2}x | {allo_secs:.1} | {:.2}x |",
+            agent_secs / lftp_secs,
+            agent_secs / allo_secs
         );
     }
     std::fs::remove_dir_all(&tree)?;
     println!();
     Ok(())
+}
+
+/// Times `lftp mirror -R` of `tree` into `user`'s home (emptied after the check), with
+/// `settings` before it.
+fn lftp_mirror(
+    args: &Args,
+    server: &TestServer,
+    user: &str,
+    tree: &Path,
+    parallel: usize,
+    settings: &str,
+    expected: (usize, u64),
+) -> anyhow::Result<f64> {
+    let _ = Command::new("sync").status();
+    let started = Instant::now();
+    let script = format!(
+        "set net:max-retries 2; set cmd:fail-exit yes; {settings}open -u {user},{PASSWORD} ftp://127.0.0.1:{}; mirror -R --parallel={parallel} {} /; quit",
+        server.ftp_port,
+        tree.display()
+    );
+    let out = Command::new("lftp").args(["-c", &script]).output()?;
+    let secs = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("lftp failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let stored = stored_size(args, server, user);
+    if stored != expected {
+        bail!("lftp ({settings}) did not send everything: {stored:?}");
+    }
+    remove_stored(args, server, user)?;
+    Ok(secs)
 }
 
 fn latency(args: &Args, server: &mut TestServer, base: &Path) -> anyhow::Result<()> {

@@ -48,21 +48,39 @@ where
 /// upload pays it, and it was 10 ms (most of a small file's upload) before the direct look.
 const UPLOAD_EOF_GRACE: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// logarchive patch: the wait for an upload announced by `ALLO <bytes>`: none. Its back-end
+/// commits it only if exactly the announced bytes arrived (`storage::announced_size`), which
+/// tells a cut upload from a whole one without waiting; one whose client died right after
+/// its last byte is whole.
+fn upload_eof_grace(announced_size: Option<u64>) -> std::time::Duration {
+    match announced_size {
+        Some(_) => std::time::Duration::ZERO,
+        None => UPLOAD_EOF_GRACE,
+    }
+}
+
 /// logarchive patch: a reader that turns end-of-data into `ConnectionAborted` when the
 /// control connection closed with it, so the storage back-end never commits a cut upload.
 struct AbortAwareReader<R> {
     inner: R,
     control_closed: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     control_peek: Arc<crate::server::session::ControlPeek>,
+    grace: std::time::Duration,
     eof_wait: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<R> AbortAwareReader<R> {
-    fn new(inner: R, control_closed: tokio_util::sync::CancellationToken, control_peek: Arc<crate::server::session::ControlPeek>) -> Self {
+    fn new(
+        inner: R,
+        control_closed: tokio_util::sync::CancellationToken,
+        control_peek: Arc<crate::server::session::ControlPeek>,
+        grace: std::time::Duration,
+    ) -> Self {
         AbortAwareReader {
             inner,
             control_closed: Box::pin(control_closed.cancelled_owned()),
             control_peek,
+            grace,
             eof_wait: None,
         }
     }
@@ -79,7 +97,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for AbortAwareReader<R> {
                     if this.control_peek.closed() {
                         return aborted();
                     }
-                    this.eof_wait = Some(Box::pin(tokio::time::sleep(UPLOAD_EOF_GRACE)));
+                    if this.grace.is_zero() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    this.eof_wait = Some(Box::pin(tokio::time::sleep(this.grace)));
                 }
                 other => return other,
             }
@@ -342,7 +363,7 @@ where
                 plain_socket,
                 self.storage.put(
                     (*self.user).as_ref().unwrap(),
-                    AbortAwareReader::new(Self::reader(self.socket, self.ftps_mode, "stor").await, self.control_closed.clone(), self.control_peek.clone()),
+                    AbortAwareReader::new(Self::reader(self.socket, self.ftps_mode, "stor").await, self.control_closed.clone(), self.control_peek.clone(), upload_eof_grace(announced_size)),
                     path.clone(),
                     start_pos,
                 ),
@@ -414,7 +435,7 @@ where
                     plain_socket,
                     self.storage.put(
                         (*self.user).as_ref().unwrap(),
-                        AbortAwareReader::new(Self::reader(self.socket, self.ftps_mode, "appe").await, self.control_closed.clone(), self.control_peek.clone()),
+                        AbortAwareReader::new(Self::reader(self.socket, self.ftps_mode, "appe").await, self.control_closed.clone(), self.control_peek.clone(), upload_eof_grace(announced_size)),
                         path.clone(),
                         start_pos,
                     ),
