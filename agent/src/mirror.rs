@@ -159,8 +159,8 @@ enum HeldCopy {
 
 /// The archive only grows: a remote file about to be replaced by `local` is first renamed
 /// to `<name>.<UTC stamp>` (with `.1`, `.2`... when that name is taken). Unless it holds
-/// exactly `local`'s first bytes (logarchive-server tells by `SITE SHA256`): then replacing
-/// it loses nothing, and keeping it would archive those bytes twice. (A send whose record
+/// exactly `local`'s first bytes (logarchive-server tells by `SITE SHA256`), or nothing:
+/// then replacing it loses nothing, and keeping it would archive those bytes twice. (A send whose record
 /// a kill or a cut connection lost ends here; found by the soak.)
 async fn keep_as_version(
     remote: &mut Remote,
@@ -170,8 +170,13 @@ async fn keep_as_version(
     let Some(held) = remote.size(path).await? else {
         return Ok(HeldCopy::Nothing);
     };
-    if held > 0
-        && held <= local.size
+    // An empty copy holds nothing to keep.
+    if held == 0 {
+        return Ok(HeldCopy::StartOfThisFile {
+            whole: local.size == 0,
+        });
+    }
+    if held <= local.size
         && let Some(hash) = remote.sha256(path).await?
         && prefix_sha256(local, held).await?.as_deref() == Some(hash.as_str())
     {

@@ -805,6 +805,7 @@ fn an_agent_that_lost_its_record_keeps_no_version_of_what_the_server_already_hol
     write(&root.join("same.log"), b"sent once\n");
     write(&root.join("grown.log"), b"first part\n");
     write(&root.join("other.log"), b"what the server holds\n");
+    write(&root.join("empty.log"), b"");
     let mut agent = TestAgent::start(&server, "node01", PW, root, "");
     wait_for_copy(&server, &agent, "node01", &tree_hashes(root));
 
@@ -816,12 +817,13 @@ fn an_agent_that_lost_its_record_keeps_no_version_of_what_the_server_already_hol
     agent.restart();
     let local = tree_hashes(root);
     let remote = wait_for_mirror(&server, &agent, "node01", |remote| {
-        ["same.log", "grown.log", "other.log"]
+        ["same.log", "grown.log", "other.log", "empty.log"]
             .iter()
             .all(|name| remote.get(*name) == local.get(*name))
-            && remote.len() == 4
+            && remote.len() == 5
     });
-    // Only other.log's old content is not the start of its local file: the one version.
+    // Only other.log's old content is not the start of its local file: the one version
+    // (an empty copy has nothing to keep).
     let versions: Vec<_> = remote.keys().filter(|k| k.contains(".log.")).collect();
     assert_eq!(versions.len(), 1, "{versions:?}\n{}", agent.stderr());
     assert!(versions[0].starts_with("other.log."), "{versions:?}");
