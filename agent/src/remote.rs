@@ -214,8 +214,8 @@ impl Remote {
     }
 
     /// Sends all of `local` (`size` bytes) straight to its final name `remote`, as a new
-    /// file: `ALLO size`, then STOR in a session that asked for `SITE NOREPLACE` (other
-    /// STORs, of temporary names, still replace). The
+    /// file: `ALLO size`, then STOR in a session that asked for `SITE NOREPLACE` (which
+    /// covers only STORs announced by `ALLO`: temporary names are still replaced). The
     /// server commits the upload only if exactly `size` bytes arrived and no file holds the
     /// name by then, and shows nothing under the name before; so its `226` confirms the
     /// whole file, as `SIZE` would, without a temporary name and a rename.
