@@ -50,8 +50,9 @@ fn mirror_new_files(count: usize, extra: &str) -> (TestServer, tempfile::TempDir
 
 #[test]
 fn after_releasing_its_cache_the_agent_mirrors_every_change_once() {
-    // Two record writes per new file: 600 files pass the reopening threshold (1,000).
-    let (server, tree, agent) = mirror_new_files(600, "parallel = 4");
+    // At least one record write per new file: 1,100 files pass the reopening threshold
+    // (1,000 records read or written).
+    let (server, tree, agent) = mirror_new_files(1_100, "parallel = 4");
     let root = tree.path();
     assert!(
         wait_until(Duration::from_secs(20), || agent
@@ -64,7 +65,7 @@ fn after_releasing_its_cache_the_agent_mirrors_every_change_once() {
     std::thread::sleep(Duration::from_millis(2500));
     let uploads = |log: &str| log.matches(" uploaded ").count();
     let sent_before = uploads(&agent.stderr());
-    assert_eq!(sent_before, 601, "{}", agent.stderr());
+    assert_eq!(sent_before, 1_101, "{}", agent.stderr());
 
     mirror_changes_once(&server, &agent, root, sent_before);
 }
