@@ -160,8 +160,8 @@ enum HeldCopy {
 /// The archive only grows: a remote file about to be replaced by `local` is first renamed
 /// to `<name>.<UTC stamp>` (with `.1`, `.2`... when that name is taken). Unless it holds
 /// exactly `local`'s first bytes (logarchive-server tells by `SITE SHA256`), or nothing:
-/// then replacing it loses nothing, and keeping it would archive those bytes twice. (A send whose record
-/// a kill or a cut connection lost ends here; found by the soak.)
+/// then replacing it loses nothing, and keeping it would archive those bytes twice. (A
+/// send whose record a kill or a cut connection lost ends here; found by the soak.)
 async fn keep_as_version(
     remote: &mut Remote,
     path: &str,
