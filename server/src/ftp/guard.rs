@@ -246,6 +246,7 @@ impl Guard {
         input: impl AsyncRead + Unpin,
         path: &ArchivePath,
         mode: UploadMode,
+        announced: Option<u64>,
         mark: TransferMark,
     ) -> Result<(Committed, u64, DataPath)> {
         let mut upload = self
@@ -287,7 +288,6 @@ impl Guard {
         let input = Counted { inner: input, mark };
         let mut input = ThrottledReader::new(input, limiters);
         let mut chunk = Vec::with_capacity(UPLOAD_CHUNK);
-        let announced = announced_size();
         loop {
             // Fill a whole chunk before handing it on: the socket gives a few dozen KiB
             // per read, and every chunk costs the archive a hand-over to its writer.
@@ -558,11 +558,12 @@ impl StorageBackend<FtpUser> for Guard {
         start_pos: u64,
     ) -> Result<u64> {
         let account = self.account(user)?;
+        let announced = announced_size();
         let (perm, mode) = if current_command() == Some("APPE") {
             (Perm::Append, UploadMode::Append)
         } else if start_pos > 0 {
             (Perm::Write, UploadMode::ResumeAt(start_pos))
-        } else if announced_size().is_some()
+        } else if announced.is_some()
             && user.session.as_ref().is_some_and(|s| s.refuses_replacing())
         {
             (Perm::Write, UploadMode::New)
@@ -573,8 +574,9 @@ impl StorageBackend<FtpUser> for Guard {
         let _transfer = self.transfers.start();
         let started = Instant::now();
         let mark = user.transfer(path.as_str(), Direction::Upload);
-        let (Committed { entry, sha256 }, bytes, data_path) =
-            self.receive(&account, input, &path, mode, mark).await?;
+        let (Committed { entry, sha256 }, bytes, data_path) = self
+            .receive(&account, input, &path, mode, announced, mark)
+            .await?;
         match self
             .catalog
             .record_upload(&entry, sha256, &account.name)
